@@ -1,0 +1,273 @@
+"""params.yaml as one typed, frozen pydantic model: the single source of truth for every stage."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pipeline.errors import ConfigError
+
+COMMANDS = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
+OTHER_WORDS = [
+    "bed", "bird", "cat", "dog", "eight", "five", "four", "happy", "house", "marvin", "nine", "one",
+    "seven", "sheila", "six", "three", "tree", "two", "wow", "zero", "backward", "follow", "forward",
+    "learn", "visual",
+]  # fmt: skip
+SILENCE_LABEL = "_silence_"
+UNKNOWN_LABEL = "_unknown_"
+BACKGROUND_NOISE_DIR = "_background_noise_"
+SPEECH_COMMANDS_URL = "http://download.tensorflow.org/data/speech_commands_v0.02.tar.gz"
+
+_WORD = re.compile(r"^[a-z][a-z']*$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class Strict(BaseModel):
+    """Base: unknown keys are errors and a loaded config cannot be mutated."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Percent = Annotated[float, Field(ge=0, le=100)]
+
+
+class Paths(Strict):
+    """Where each stage writes; dvc.yaml reads the same values through ${paths.*}."""
+
+    raw: Path = Path("data/raw")
+    downloads: Path = Path("data/downloads")
+    split: Path = Path("data/split")
+    features: Path = Path("data/features")
+    reports: Path = Path("reports")
+
+
+class SourceSplit(Strict):
+    """How one source's clips divide into sets; defaults are TensorFlow's `which_set` rule unchanged."""
+
+    validation_percentage: Percent | None = None
+    testing_percentage: Percent | None = None
+    salt: str = ""
+    assign: Literal["hash", "testing"] = "hash"
+
+
+class SyntheticSource(Strict):
+    """Corpus generated offline by espeak-ng voices in the Speech Commands layout."""
+
+    kind: Literal["synthetic"]
+    name: str = "synthetic"
+    speakers: int = Field(320, ge=1, le=5000)
+    repetitions: int = Field(2, ge=1, le=20)
+    noise_seconds: int = Field(60, ge=2, le=600)
+    split: SourceSplit = SourceSplit()
+
+
+class UrlSource(Strict):
+    """A Speech Commands tar.gz archive fetched over HTTP(S), resumed, verified, safely extracted."""
+
+    kind: Literal["url"]
+    name: str = "speech_commands"
+    url: str = SPEECH_COMMANDS_URL
+    sha256: str = ""
+    size: int | None = Field(None, ge=1)
+    split: SourceSplit = SourceSplit()
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
+        return value
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex_digest(cls, value: str) -> str:
+        if value and not re.fullmatch(r"[0-9a-fA-F]{64}", value):
+            raise ValueError("expected 64 hex digits or an empty string")
+        return value.lower()
+
+
+class LocalSource(Strict):
+    """An existing folder in the Speech Commands layout or the official test-set layout."""
+
+    kind: Literal["local"]
+    name: str
+    path: Path
+    layout: Literal["auto", "speech_commands", "test_set"] = "auto"
+    background_noise: Path | None = None
+    split: SourceSplit = SourceSplit()
+
+
+Source = Annotated[SyntheticSource | UrlSource | LocalSource, Field(discriminator="kind")]
+
+
+class DataParams(Strict):
+    """What the download stage materialises."""
+
+    keywords: list[str] = Field(default_factory=lambda: list(COMMANDS), min_length=1)
+    unknown_words: list[str] = Field(default_factory=lambda: list(OTHER_WORDS))
+    sources: list[Source] = Field(min_length=1)
+
+    @field_validator("keywords", "unknown_words")
+    @classmethod
+    def _words(cls, words: list[str]) -> list[str]:
+        bad = [w for w in words if not _WORD.match(w)]
+        if bad:
+            raise ValueError(f"words must be lower-case English words, got {bad}")
+        if len(set(words)) != len(words):
+            raise ValueError("words must not repeat")
+        return words
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DataParams:
+        overlap = sorted(set(self.keywords) & set(self.unknown_words))
+        if overlap:
+            raise ValueError(f"words in both keywords and unknown_words: {overlap}")
+        names = [s.name for s in self.sources]
+        for name in names:
+            if not _NAME.match(name):
+                raise ValueError(f"source name {name!r} must be a simple folder name")
+        if len(set(names)) != len(names):
+            raise ValueError(f"source names must be unique, got {names}")
+        return self
+
+
+class SplitParams(Strict):
+    """TensorFlow's set partition and class balance, plus the data-quality gate."""
+
+    validation_percentage: Percent = 10.0
+    testing_percentage: Percent = 10.0
+    unknown_percentage: Percent = 10.0
+    silence_percentage: Percent = 10.0
+    background_volume: float = Field(0.1, ge=0, le=1)
+    min_rms: float = Field(0.002, ge=0)
+    min_class_count: int = Field(1, ge=0)
+    max_bad_fraction: float = Field(0.05, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _sum(self) -> SplitParams:
+        if self.validation_percentage + self.testing_percentage >= 100:
+            raise ValueError("validation_percentage + testing_percentage must be below 100")
+        return self
+
+
+class SpecAugment(Strict):
+    """SpecAugment masks on the frontend output during training (Park et al. 2019, arXiv:1904.08779)."""
+
+    enabled: bool = False
+    time_masks: int = Field(2, ge=0)
+    time_mask_frames: int = Field(10, ge=1)
+    frequency_masks: int = Field(2, ge=0)
+    frequency_mask_bins: int = Field(5, ge=1)
+
+
+class FeaturesParams(Strict):
+    """The one audio frontend (shared by training, evaluation, export, streaming) and augmentation."""
+
+    sample_rate: int = Field(16000, ge=8000, le=48000)
+    clip_duration_ms: int = Field(1000, ge=100, le=10000)
+    preprocess: Literal["mfcc", "log_mel", "spectrogram"] = "mfcc"
+    window_size_ms: float = Field(30.0, gt=0)
+    window_stride_ms: float = Field(10.0, gt=0)
+    feature_bin_count: int = Field(40, ge=1, le=512)
+    lower_frequency_hz: float = Field(20.0, ge=0)
+    upper_frequency_hz: float = Field(7000.0, gt=0)
+    time_shift_ms: float = Field(100.0, ge=0)
+    background_frequency: float = Field(0.8, ge=0, le=1)
+    background_volume: float = Field(0.1, ge=0, le=1)
+    spec_augment: SpecAugment = SpecAugment()
+
+    @property
+    def clip_samples(self) -> int:
+        return self.sample_rate * self.clip_duration_ms // 1000
+
+    @property
+    def window_samples(self) -> int:
+        return int(self.sample_rate * self.window_size_ms / 1000)
+
+    @property
+    def stride_samples(self) -> int:
+        return int(self.sample_rate * self.window_stride_ms / 1000)
+
+    @property
+    def frames(self) -> int:
+        return 1 + (self.clip_samples - self.window_samples) // self.stride_samples
+
+    @model_validator(mode="after")
+    def _fits(self) -> FeaturesParams:
+        if self.window_samples > self.clip_samples:
+            raise ValueError("window_size_ms must not exceed clip_duration_ms")
+        if self.upper_frequency_hz > self.sample_rate / 2 or self.lower_frequency_hz >= self.upper_frequency_hz:
+            raise ValueError("need lower_frequency_hz < upper_frequency_hz <= sample_rate / 2")
+        if self.preprocess == "spectrogram" and self.feature_bin_count > self.window_samples // 2 + 1:
+            raise ValueError("spectrogram: feature_bin_count exceeds the FFT bins of one window")
+        return self
+
+
+class Params(Strict):
+    """The whole of params.yaml."""
+
+    seed: int = Field(ge=0)
+    paths: Paths = Paths()
+    data: DataParams
+    split: SplitParams = SplitParams()
+    features: FeaturesParams = FeaturesParams()
+
+    @property
+    def labels(self) -> list[str]:
+        """Class order of every model: silence, unknown, then the wanted words."""
+        return [SILENCE_LABEL, UNKNOWN_LABEL, *self.data.keywords]
+
+
+class _Yaml12Loader(yaml.SafeLoader):
+    """YAML 1.2 booleans (true/false only), as DVC reads params: `yes`, `no`, `on`, `off` stay words."""
+
+
+_Yaml12Loader.yaml_implicit_resolvers = {
+    key: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def _describe(error: ValidationError, source: str) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(p) for p in first["loc"] if not (isinstance(p, str) and p in _KINDS))
+    got = first.get("input")
+    shown = "" if isinstance(got, dict | list) or got is None else f" (got {got!r})"
+    more = f" [+{error.error_count() - 1} more]" if error.error_count() > 1 else ""
+    return f"{source}: {where or '<root>'}: {first['msg']}{shown}{more}"
+
+
+_KINDS = {"synthetic", "url", "local"}
+
+
+def parse_params(raw: object, source: str = "params.yaml") -> Params:
+    """Validate an already-loaded mapping; raise ConfigError with a one-line message naming the key."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(_describe(error, source)) from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate params.yaml before any work starts."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    try:
+        raw = yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}:{line} is not valid YAML") from None
+    return parse_params(raw, str(path))
