@@ -237,9 +237,11 @@ _Yaml12Loader.add_implicit_resolver(
 
 def _describe(error: ValidationError, source: str) -> str:
     first = error.errors()[0]
-    where = ".".join(str(p) for p in first["loc"] if not (isinstance(p, str) and p in _KINDS))
+    loc = first["loc"]
+    # a discriminated union adds the tag (e.g. "synthetic") after the list index: not a key the user wrote
+    where = ".".join(str(p) for i, p in enumerate(loc) if not (p in _KINDS and i and isinstance(loc[i - 1], int)))
     got = first.get("input")
-    shown = "" if isinstance(got, dict | list) or got is None else f" (got {got!r})"
+    shown = "" if isinstance(got, dict | list) or got is None or repr(got) in first["msg"] else f" (got {got!r})"
     more = f" [+{error.error_count() - 1} more]" if error.error_count() > 1 else ""
     return f"{source}: {where or '<root>'}: {first['msg']}{shown}{more}"
 

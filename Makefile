@@ -1,0 +1,23 @@
+# Two commands do everything on a fresh machine with Python 3.11 and access to PyPI:
+#   make run    installs the locked environment and runs the whole DVC pipeline
+#   make test   installs the locked environment and runs the test suite
+SHELL := /bin/bash
+export DVC_NO_ANALYTICS := 1
+export MLFLOW_DISABLE_TELEMETRY := true
+export GX_ANALYTICS_ENABLED := false
+# uv from PATH, else the one pip bootstraps into this Python (`python3 -m uv`).
+UV = $(shell command -v uv 2>/dev/null || echo python3 -m uv)
+
+.PHONY: setup run test test-fast
+setup:
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
+	$(UV) sync --frozen
+
+run: setup
+	$(UV) run dvc repro
+
+test: setup
+	$(UV) run pytest
+
+test-fast: setup
+	$(UV) run pytest -m "not slow and not e2e"

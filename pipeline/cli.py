@@ -1,0 +1,126 @@
+"""The `kws` command line: one typer app; heavy libraries are imported only by the command that needs them."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pipeline.config import Params, SyntheticSource, load_params
+from pipeline.errors import KwsError
+from pipeline.runner import quiet_environment, show_progress
+
+app = typer.Typer(help="Train, evaluate, freeze and ship keyword-spotting models.", no_args_is_help=True)
+data_app = typer.Typer(help="Generate, fetch and describe datasets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+ParamsOption = Annotated[Path, typer.Option("--params", "-p", help="The params.yaml to use.")]
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Mistakes a user can fix become one line on stderr and exit code 1, never a traceback."""
+    quiet_environment()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        yield
+    except KwsError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _params(path: Path) -> Params:
+    return load_params(path)
+
+
+@data_app.command("generate")
+def data_generate(
+    out: Annotated[Path, typer.Option(help="Folder to write the corpus into.")] = Path("data/generated"),
+    speakers: Annotated[int | None, typer.Option(min=1, max=5000, help="Voice configurations (default: params.yaml).")] = None,
+    repetitions: Annotated[int | None, typer.Option(min=1, max=20, help="Clips per word and speaker.")] = None,
+    params_path: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Generate the offline text-to-speech corpus in the Speech Commands layout."""
+    with user_errors():
+        params = _params(params_path)
+        from pipeline.data.synthetic import generate_corpus
+
+        base = next((s for s in params.data.sources if isinstance(s, SyntheticSource)), None)
+        source = (base or SyntheticSource(kind="synthetic")).model_copy(
+            update={k: v for k, v in {"speakers": speakers, "repetitions": repetitions}.items() if v is not None}
+        )
+        words = [*params.data.keywords, *params.data.unknown_words]
+        summary = generate_corpus(
+            source, words, params.seed, out, params.features.sample_rate, params.features.clip_samples,
+            progress=show_progress(),
+        )  # fmt: skip
+        typer.echo(json.dumps(summary, indent=2))
+
+
+@data_app.command("fetch")
+def data_fetch(params_path: ParamsOption = Path("params.yaml")) -> None:
+    """Run every configured source of `data.sources` into the raw folder (the download stage)."""
+    with user_errors():
+        params = _params(params_path)
+        from pipeline.data.sources import fetch_sources
+
+        for name, summary in fetch_sources(params, progress=show_progress()).items():
+            typer.echo(f"{name}: {json.dumps(summary)}")
+
+
+@data_app.command("info")
+def data_info(
+    path: Annotated[Path | None, typer.Argument(help="Dataset folder (default: paths.raw).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    params_path: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Counts per word, speakers, duration and size of a dataset folder."""
+    with user_errors():
+        from pipeline.data.info import dataset_info
+
+        table = dataset_info(path if path is not None else _params(params_path).paths.raw)
+        if as_json:
+            typer.echo(table.to_json(orient="records"))
+            return
+        from rich.console import Console
+        from rich.table import Table
+
+        view = Table("source", "word", "clips", "speakers", "seconds", "MB", "unreadable")
+        for row in table.itertuples():
+            view.add_row(row.source, row.word, str(row.clips), str(row.speakers), f"{row.seconds:.0f}",
+                         f"{row.bytes / 1e6:.1f}", str(row.unreadable))  # fmt: skip
+        view.add_section()
+        view.add_row("all", "", str(table["clips"].sum()), "", f"{table['seconds'].sum():.0f}",
+                     f"{table['bytes'].sum() / 1e6:.1f}", str(table["unreadable"].sum()))  # fmt: skip
+        Console().print(view)
+
+
+@app.command("spectrogram")
+def spectrogram(
+    wav: Annotated[Path, typer.Argument(help="Input wav file.")],
+    png: Annotated[Path, typer.Argument(help="Output PNG.")],
+    params_path: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Draw a wav's waveform and the frontend's features (the settings of params.yaml) to a PNG."""
+    with user_errors():
+        params = _params(params_path)
+        if not wav.is_file():
+            raise KwsError(f"{wav}: file not found")
+        from pipeline.features.plot import draw_spectrogram
+
+        draw_spectrogram(wav, png, params.features)
+        typer.echo(f"wrote {png}")
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app(prog_name="kws")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

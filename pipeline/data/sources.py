@@ -1,0 +1,59 @@
+"""The download stage: materialise every configured source into its own raw folder."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+from pipeline.config import LocalSource, Params, Source, SyntheticSource, UrlSource
+from pipeline.data.layout import import_tree
+from pipeline.errors import DataError
+from pipeline.fileio import atomic_dir, write_json
+
+log = logging.getLogger(__name__)
+
+
+def _fetch_one(source: Source, params: Params, dest: Path, progress: bool) -> dict:
+    if isinstance(source, SyntheticSource):
+        from pipeline.data.synthetic import generate_corpus
+
+        words = [*params.data.keywords, *params.data.unknown_words]
+        return generate_corpus(
+            source,
+            words,
+            params.seed,
+            dest,
+            sample_rate=params.features.sample_rate,
+            clip_samples=params.features.clip_samples,
+            progress=progress,
+        )
+    if isinstance(source, UrlSource):
+        from pipeline.data.download import fetch_url_source
+
+        extracted = params.paths.downloads / f"{source.name}.extracted"
+        shutil.rmtree(extracted, ignore_errors=True)
+        try:
+            summary = fetch_url_source(source, params.paths.downloads, extracted, progress=progress)
+            summary.update(import_tree(extracted, dest, move=True))
+        finally:
+            shutil.rmtree(extracted, ignore_errors=True)
+        return summary
+    if isinstance(source, LocalSource):
+        if not source.path.is_dir():
+            raise DataError(f"data.sources[{source.name}].path: folder {source.path} not found")
+        return import_tree(source.path, dest, source.layout, source.background_noise)
+    raise DataError(f"unsupported source kind {source.kind!r}")  # pragma: no cover - union is closed
+
+
+def fetch_sources(params: Params, progress: bool = True) -> dict[str, dict]:
+    """Run every source of `data.sources` into `paths.raw/<name>/`; the whole folder is replaced atomically."""
+    results: dict[str, dict] = {}
+    with atomic_dir(params.paths.raw) as tmp:
+        for source in params.data.sources:
+            log.info("source %s (%s)", source.name, source.kind)
+            summary = _fetch_one(source, params, tmp / source.name, progress)
+            summary = {"kind": source.kind, **summary}
+            write_json(tmp / source.name / "source.json", summary)
+            results[source.name] = summary
+    return results

@@ -1,0 +1,1 @@
+"""Audio frontend, training-time augmentation and spectrogram drawing."""

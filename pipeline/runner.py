@@ -1,0 +1,42 @@
+"""Entry-point plumbing shared by the DVC stages: logging, params loading, one-line errors."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from pipeline.config import Params, load_params
+from pipeline.errors import KwsError
+
+QUIET_ENV = {"DVC_NO_ANALYTICS": "1", "MLFLOW_DISABLE_TELEMETRY": "true", "GX_ANALYTICS_ENABLED": "false"}
+
+
+def quiet_environment() -> None:
+    """No analytics or telemetry: this tool must never wait on the network."""
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+
+
+def show_progress() -> bool:
+    """Progress bars for people at a terminal, not for CI logs."""
+    return sys.stderr.isatty() and os.environ.get("CI", "").lower() not in {"1", "true"}
+
+
+def run_stage(name: str, work: Callable[[Params], object], argv: list[str] | None = None) -> int:
+    """Load params.yaml (or argv[0]), run one stage function, turn user errors into one line and exit 1."""
+    quiet_environment()
+    logging.basicConfig(level=logging.INFO, format=f"[{name}] %(message)s")
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        params = load_params(Path(args[0]) if args else Path("params.yaml"))
+        work(params)
+    except KwsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted; run it again to resume", file=sys.stderr)
+        return 130
+    return 0

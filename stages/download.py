@@ -1,0 +1,17 @@
+"""DVC stage `download`: materialise every source of `data.sources` into `paths.raw`."""
+
+import logging
+import sys
+
+from pipeline.config import Params
+from pipeline.data.sources import fetch_sources
+from pipeline.runner import run_stage, show_progress
+
+
+def run(params: Params) -> None:
+    for name, summary in fetch_sources(params, progress=show_progress()).items():
+        logging.info("%s: %s", name, summary)
+
+
+if __name__ == "__main__":
+    sys.exit(run_stage("download", run))

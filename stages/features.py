@@ -1,0 +1,16 @@
+"""DVC stage `features`: the shared frontend over the validation and testing sets."""
+
+import logging
+import sys
+
+from pipeline.config import Params
+from pipeline.features.extract import run_features
+from pipeline.runner import run_stage
+
+
+def run(params: Params) -> None:
+    logging.info("features %s", run_features(params)["sets"])
+
+
+if __name__ == "__main__":
+    sys.exit(run_stage("features", run))

@@ -1,0 +1,130 @@
+"""The split stage on a tiny corpus the test writes: sets, balance, quarantine, packing, leakage."""
+
+from __future__ import annotations
+
+import math
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+from pipeline.data.background import split_noises
+from pipeline.data.sources import fetch_sources
+from pipeline.data.split import COLUMNS, run_split
+from pipeline.errors import DataError
+from tests.conftest import make_params, tone_clip, write_tone_corpus
+
+WORDS = {"keywords": ["yes", "no"], "unknown_words": ["cat", "dog"]}
+SPLIT = {"validation_percentage": 30, "testing_percentage": 30, "min_class_count": 1}
+
+
+def _bad_files(root):
+    """One of each kind of broken clip, all under word folders."""
+    good = tone_clip("yes", 99, 0)
+    (root / "yes" / "corrupt0_nohash_0.wav").write_bytes(b"RIFF\x00\x00junk" * 10)
+    sf.write(root / "yes" / "empty000_nohash_0.wav", np.zeros(0, np.float32), 16000, subtype="PCM_16")
+    sf.write(root / "no" / "stereo00_nohash_0.wav", np.stack([good, good], 1), 16000, subtype="PCM_16")
+    sf.write(root / "no" / "eightkhz_nohash_0.wav", good[:8000], 8000, subtype="PCM_16")
+    sf.write(root / "cat" / "eightbit_nohash_0.wav", good, 16000, subtype="PCM_U8")
+    sf.write(root / "dog" / "longclip_nohash_0.wav", np.tile(good, 3), 16000, subtype="PCM_16")
+    return 6
+
+
+@pytest.fixture(scope="module")
+def split_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("split")
+    corpus = write_tone_corpus(tmp / "corpus", ["yes", "no", "cat", "dog"], speakers=20, reps=2)
+    bad = _bad_files(corpus)
+    params = make_params(tmp, data=WORDS, split={**SPLIT, "max_bad_fraction": 0.2})
+    fetch_sources(params, progress=False)
+    return params, run_split(params, progress=False), bad
+
+
+def test_quarantine_lists_each_bad_file_with_its_reason(split_run):
+    params, result, bad = split_run
+    table = pd.read_csv(params.paths.reports / "quarantine.csv")
+    assert len(table) == bad == result.summary["quarantined"]
+    reasons = dict(zip(table["path"].str.split("/").str[-1], table["reason"], strict=True))
+    assert "decode" in reasons["corrupt0_nohash_0.wav"]
+    assert "length 0" in reasons["empty000_nohash_0.wav"]
+    assert "stereo" in reasons["stereo00_nohash_0.wav"]
+    assert "8000" in reasons["eightkhz_nohash_0.wav"]
+    assert "8-bit" in reasons["eightbit_nohash_0.wav"]
+    assert "48000" in reasons["longclip_nohash_0.wav"]
+    assert not set(table["path"]) & set(result.manifest["path"])
+
+
+def test_manifest_sets_and_balance(split_run):
+    params, result, _ = split_run
+    manifest = pd.read_parquet(params.paths.split / "manifest.parquet")
+    assert list(manifest.columns) == COLUMNS
+    assert (params.paths.split / "labels.txt").read_text().split() == ["_silence_", "_unknown_", "yes", "no"]
+    assert set(manifest["set"]) == {"training", "validation", "testing"}
+    for name, group in manifest.groupby("set"):
+        keywords = int(group["label"].isin(["yes", "no"]).sum())
+        assert (group["label"] == "_unknown_").sum() == min(math.ceil(keywords * 0.1), result.summary["sets"][name]["unknown_available"])
+        assert (group["label"] == "_silence_").sum() == math.ceil(keywords * 0.1)
+        assert group["label_index"].tolist() == [["_silence_", "_unknown_", "yes", "no"].index(x) for x in group["label"]]
+    words = manifest[manifest["label"] != "_silence_"]
+    assert words.groupby("speaker")["set"].nunique().max() == 1
+
+
+def test_packed_arrays_match_the_manifest(split_run):
+    params, result, _ = split_run
+    manifest = result.manifest
+    for name in ("training", "validation", "testing"):
+        audio = np.load(params.paths.split / f"{name}_audio.npy")
+        labels = np.load(params.paths.split / f"{name}_labels.npy")
+        rows = manifest[manifest["set"] == name]
+        assert audio.shape == (len(rows), 16000) and audio.dtype == np.int16
+        assert labels.tolist() == rows["label_index"].tolist()
+        first = rows.iloc[0]
+        expected, _ = sf.read(params.paths.raw / first["path"], dtype="int16")
+        np.testing.assert_array_equal(audio[first["index"]], expected)
+        silence = audio[rows["label"].to_numpy() == "_silence_"]
+        assert (np.abs(silence).max(axis=1) > 0).all(), "silence clips are noise excerpts, not zeros"
+
+
+def test_silence_excerpts_come_from_disjoint_parts_of_the_noise(split_run):
+    params, result, _ = split_run
+    noise = np.arange(100_000, dtype=np.float32)
+    portions = split_noises([("n.wav", "s", noise)], 10, 10, 16000)
+    spans = {p.set: (p.audio[0], p.audio[-1]) for p in portions}
+    assert spans["training"][1] < spans["validation"][0] and spans["validation"][1] < spans["testing"][0]
+    silence = result.manifest[result.manifest["label"] == "_silence_"]
+    assert (silence["path"].str.split("@").str[1].str.split(":").str[0] == silence["set"]).all()
+
+
+def test_split_is_reproducible(split_run, tmp_path):
+    params, result, _ = split_run
+    again = make_params(tmp_path, data=WORDS, split={**SPLIT, "max_bad_fraction": 0.2})
+    shutil.copytree(params.paths.raw, again.paths.raw)
+    second = run_split(again, progress=False)
+    pd.testing.assert_frame_equal(result.manifest, second.manifest)
+    for name in ("training", "testing"):
+        a = np.load(params.paths.split / f"{name}_audio.npy")
+        np.testing.assert_array_equal(a, np.load(again.paths.split / f"{name}_audio.npy"))
+
+
+def test_too_many_bad_files_fail_with_the_list_written(split_run, tmp_path):
+    params, _, _ = split_run
+    strict = make_params(tmp_path, data=WORDS, split={**SPLIT, "max_bad_fraction": 0.01})
+    shutil.copytree(params.paths.raw, strict.paths.raw)
+    with pytest.raises(DataError, match="max_bad_fraction"):
+        run_split(strict, progress=False)
+    assert len(pd.read_csv(strict.paths.reports / "quarantine.csv")) == 6
+
+
+def test_a_speaker_in_two_sets_fails_validation(tmp_path):
+    """The same voice imported twice with different per-source salts would leak between sets."""
+    corpus = write_tone_corpus(tmp_path / "corpus", ["yes", "no", "cat"], speakers=12, reps=1)
+    sources = [
+        {"kind": "local", "name": "a", "path": str(corpus)},
+        {"kind": "local", "name": "b", "path": str(corpus), "split": {"salt": "other"}},
+    ]
+    params = make_params(tmp_path, sources=sources, data=WORDS, split=SPLIT)
+    fetch_sources(params, progress=False)
+    with pytest.raises(DataError, match="speaker"):
+        run_split(params, progress=False)
