@@ -50,6 +50,10 @@ def _reason(exc: BaseException) -> str:
     return str(reason) or type(reason).__name__
 
 
+class _Restart(Exception):
+    """The partial file does not line up with the server's answer: start again from byte zero."""
+
+
 def _open(url: str, offset: int, timeout: float) -> http.client.HTTPResponse | None:
     """GET url from byte `offset`; None when the server says the range is already complete (416)."""
     headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
@@ -69,11 +73,9 @@ def _open(url: str, offset: int, timeout: float) -> http.client.HTTPResponse | N
         raise DownloadError(f"{url}: connection failed: {_reason(exc)}") from None
 
 
-class _Restart(Exception):
-    """The partial file does not line up with the server's answer: start again from byte zero."""
-
-
-def _stream(url: str, part: Path, offset: int, expected_size: int | None, progress: bool, chunk_size: int, timeout: float) -> str:
+def _stream(
+    url: str, part: Path, offset: int, expected_size: int | None, progress: bool, chunk_size: int, timeout: float
+) -> str:
     """Write the body of url into `part` starting at `offset`; return the sha256 of the whole file."""
     response = _open(url, offset, timeout)
     if response is None:
