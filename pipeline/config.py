@@ -10,6 +10,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.errors import ConfigError
+from pipeline.models.specs import MODEL_NAMES, DsCnnSpec, ModelSpec
 
 COMMANDS = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
 OTHER_WORDS = [
@@ -43,6 +44,9 @@ class Paths(Strict):
     split: Path = Path("data/split")
     features: Path = Path("data/features")
     reports: Path = Path("reports")
+    model: Path = Path("models/train")
+    checkpoints: Path = Path(".cache/checkpoints")
+    logs: Path = Path("logs")
 
 
 class SourceSplit(Strict):
@@ -207,6 +211,33 @@ class FeaturesParams(Strict):
         return self
 
 
+class TrainParams(Strict):
+    """Model choice and the seed's schedule: `steps[i]` steps at `learning_rate[i]`."""
+
+    model: ModelSpec = Field(default_factory=lambda: DsCnnSpec(name="ds_cnn"))
+    steps: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [2400, 600], min_length=1)
+    learning_rate: list[Annotated[float, Field(gt=0)]] = Field(default_factory=lambda: [0.001, 0.0001], min_length=1)
+    batch_size: int = Field(100, ge=1, le=4096)
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    weight_decay: float = Field(0.0, ge=0)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    eval_step_interval: int = Field(400, ge=1)
+    save_step_interval: int = Field(100, ge=1)
+    experiment: str = "kws"
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _name_only(cls, value: object) -> object:
+        """`train.model: conv` (e.g. `dvc exp run -S train.model=conv`) means that model with its defaults."""
+        return {"name": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _pairs(self) -> TrainParams:
+        if len(self.steps) != len(self.learning_rate):
+            raise ValueError(f"steps and learning_rate need the same length, got {len(self.steps)} and {len(self.learning_rate)}")
+        return self
+
+
 class Params(Strict):
     """The whole of params.yaml."""
 
@@ -215,6 +246,7 @@ class Params(Strict):
     data: DataParams
     split: SplitParams = SplitParams()
     features: FeaturesParams = FeaturesParams()
+    train: TrainParams = TrainParams()
 
     @property
     def labels(self) -> list[str]:
@@ -239,7 +271,7 @@ def _describe(error: ValidationError, source: str) -> str:
     first = error.errors()[0]
     loc = first["loc"]
     # a discriminated union adds the tag (e.g. "synthetic") after the list index: not a key the user wrote
-    where = ".".join(str(p) for i, p in enumerate(loc) if not (p in _KINDS and i and isinstance(loc[i - 1], int)))
+    where = ".".join(str(p) for i, p in enumerate(loc) if not (i and _is_tag(p, loc[i - 1])))
     got = first.get("input")
     shown = "" if isinstance(got, dict | list) or got is None or repr(got) in first["msg"] else f" (got {got!r})"
     more = f" [+{error.error_count() - 1} more]" if error.error_count() > 1 else ""
@@ -247,6 +279,10 @@ def _describe(error: ValidationError, source: str) -> str:
 
 
 _KINDS = {"synthetic", "url", "local"}
+
+
+def _is_tag(part: object, before: object) -> bool:
+    return (part in _KINDS and isinstance(before, int)) or (part in MODEL_NAMES and before == "model")
 
 
 def parse_params(raw: object, source: str = "params.yaml") -> Params:

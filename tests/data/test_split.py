@@ -89,7 +89,7 @@ def test_packed_arrays_match_the_manifest(split_run):
 
 def test_silence_excerpts_come_from_disjoint_parts_of_the_noise(split_run):
     params, result, _ = split_run
-    noise = np.arange(100_000, dtype=np.float32)
+    noise = np.arange(400_000, dtype=np.float32)
     portions = split_noises([("n.wav", "s", noise)], 10, 10, 16000)
     spans = {p.set: (p.audio[0], p.audio[-1]) for p in portions}
     assert spans["training"][1] < spans["validation"][0] and spans["validation"][1] < spans["testing"][0]

@@ -1,0 +1,94 @@
+"""Six synthetic background-noise files (white, pink, brown, running tap, mains hum, babble), numpy only."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.fileio import write_wav
+
+NOISE_NAMES = ("white_noise", "pink_noise", "brown_noise", "running_tap", "mains_hum", "babble")
+NOISE_PEAK = 0.7  # every file is peak-normalised to this, well below full scale
+
+
+def stable_rng(*parts: object) -> np.random.Generator:
+    """A numpy Generator seeded by sha256 of the parts (never Python's salted hash())."""
+    digest = hashlib.sha256("\x1f".join(str(part) for part in parts).encode()).digest()
+    return np.random.Generator(np.random.PCG64(int.from_bytes(digest[:16], "little")))
+
+
+def _shape(white: np.ndarray, sample_rate: int, gain) -> np.ndarray:
+    """Filter noise in the frequency domain by gain(frequency in Hz)."""
+    spectrum = np.fft.rfft(white)
+    freqs = np.fft.rfftfreq(len(white), 1.0 / sample_rate)
+    return np.fft.irfft(spectrum * gain(freqs), len(white))
+
+
+def _slow(rng: np.random.Generator, n: int, sample_rate: int, cutoff_hz: float) -> np.ndarray:
+    """Smooth random curve with zero mean and unit peak, varying below `cutoff_hz`."""
+    curve = _shape(rng.standard_normal(n), sample_rate, lambda f: (f > 0) & (f < cutoff_hz))
+    return curve / max(np.abs(curve).max(), 1e-12)
+
+
+def _power_law(rng: np.random.Generator, n: int, sample_rate: int, exponent: float) -> np.ndarray:
+    """Noise whose power falls as 1/f**exponent (1: pink, 2: brown), flat below 20 Hz and no DC."""
+    return _shape(rng.standard_normal(n), sample_rate, lambda f: (f > 0) / np.maximum(f, 20.0) ** (exponent / 2))
+
+
+def _running_tap(rng: np.random.Generator, n: int, sample_rate: int) -> np.ndarray:
+    """Band-passed hiss with a few random resonances and a slowly gurgling level."""
+    centres = rng.uniform(np.log(500.0), np.log(4500.0), 5)
+    heights = rng.uniform(0.5, 2.0, 5)
+
+    def gain(f: np.ndarray) -> np.ndarray:
+        logf = np.log(np.maximum(f, 1.0))
+        band = 1.0 / (1.0 + (300.0 / np.maximum(f, 1.0)) ** 4) / (1.0 + (f / 6000.0) ** 4)
+        bumps = sum(h * np.exp(-(((logf - c) / 0.12) ** 2)) for c, h in zip(centres, heights, strict=True))
+        return band * (0.4 + bumps)
+
+    hiss = _shape(rng.standard_normal(n), sample_rate, gain)
+    return hiss * (1.0 + 0.35 * _slow(rng, n, sample_rate, 6.0))
+
+
+def _mains_hum(rng: np.random.Generator, n: int, sample_rate: int) -> np.ndarray:
+    """50 or 60 Hz hum with drifting frequency, odd-heavy harmonics and a little hiss."""
+    f0 = float(rng.choice([50.0, 60.0]))
+    freq = f0 * (1.0 + 0.002 * _slow(rng, n, sample_rate, 0.5))
+    phase = 2 * np.pi * np.cumsum(freq) / sample_rate
+    hum = np.zeros(n)
+    for k in range(1, 13):
+        amp = rng.uniform(0.5, 1.0) / k * (1.0 if k % 2 else 0.4)
+        if k * f0 < sample_rate / 2:
+            hum += amp * np.sin(k * phase + rng.uniform(0, 2 * np.pi))
+    return hum + 0.01 * rng.standard_normal(n)
+
+
+def synthesize_noises(
+    out_dir: Path, seconds: int, sample_rate: int, seed: int, babble: np.ndarray | None = None
+) -> list[Path]:
+    """Write the six noise files (`seconds` long, mono 16-bit) into out_dir; `babble` may be precomputed."""
+    out_dir = Path(out_dir)
+    n = int(seconds) * sample_rate
+    if babble is None:
+        from pipeline.data.synthetic import babble_audio
+
+        babble = babble_audio(seconds, sample_rate, seed)
+    makers = {
+        "white_noise": lambda rng: rng.standard_normal(n),
+        "pink_noise": lambda rng: _power_law(rng, n, sample_rate, 1.0),
+        "brown_noise": lambda rng: _power_law(rng, n, sample_rate, 2.0),
+        "running_tap": lambda rng: _running_tap(rng, n, sample_rate),
+        "mains_hum": lambda rng: _mains_hum(rng, n, sample_rate),
+        "babble": lambda rng: np.resize(np.asarray(babble, dtype=np.float64), n),
+    }
+    paths = []
+    for name in NOISE_NAMES:
+        audio = makers[name](stable_rng(seed, "noise", name))
+        audio = audio - audio.mean()
+        audio = audio * (NOISE_PEAK / max(np.abs(audio).max(), 1e-12))
+        path = out_dir / f"{name}.wav"
+        write_wav(path, audio, sample_rate)
+        paths.append(path)
+    return paths

@@ -1,0 +1,147 @@
+"""Every MLflow call of the project: runs, params, metrics, artifacts (the registry lives in registry.py)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pipeline.errors import KwsError
+
+log = logging.getLogger(__name__)
+
+
+class TrackingError(KwsError):
+    """The MLflow tracking store cannot be used."""
+
+
+class RuntimeSettings(BaseSettings):
+    """Runtime settings from the environment (not experiment params: DVC tracks files, not variables)."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+    mlflow_tracking_uri: str = "sqlite:///mlflow.db"
+    mlflow_artifact_root: str = "mlartifacts"
+
+
+def tracking_uri() -> str:
+    return RuntimeSettings().mlflow_tracking_uri
+
+
+def check_tracking(uri: str, timeout: float = 3.0) -> None:
+    """Fail fast, before any training, when the tracking store cannot be reached."""
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as response:
+                response.read(64)
+        except (urllib.error.URLError, OSError) as error:
+            reason = getattr(error, "reason", error)
+            raise TrackingError(f"MLflow tracking server {uri} is unreachable ({reason}); set MLFLOW_TRACKING_URI") from None
+    elif uri.startswith("sqlite:///"):
+        folder = Path(uri.removeprefix("sqlite:///")).parent
+        if not folder.is_dir():
+            raise TrackingError(f"MLflow tracking database folder {folder} does not exist (MLFLOW_TRACKING_URI={uri})")
+
+
+def flatten(tree: Mapping, prefix: str = "") -> dict[str, str]:
+    """Nested params as dotted keys, the way the MLflow UI compares them."""
+    flat: dict[str, str] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = json.dumps(value) if isinstance(value, list | dict) else str(value)
+    return flat
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _mlflow():
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    import mlflow
+
+    return mlflow
+
+
+class Run:
+    """One MLflow run that the train stage opens and evaluate/freeze reopen by id."""
+
+    def __init__(self, run_id: str, uri: str):
+        self.run_id, self.uri = run_id, uri
+        self.client = _mlflow().MlflowClient(tracking_uri=uri)
+
+    @classmethod
+    def start(cls, experiment: str, run_name: str, params: Mapping, tags: Mapping[str, str]) -> Run:
+        """Create the experiment if needed (artifacts in a local folder) and a new run with params and tags."""
+        uri = tracking_uri()
+        check_tracking(uri)
+        mlflow = _mlflow()
+        client = mlflow.MlflowClient(tracking_uri=uri)
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            root = Path(RuntimeSettings().mlflow_artifact_root).resolve()
+            experiment_id = client.create_experiment(experiment, artifact_location=root.as_uri())
+        else:
+            experiment_id = found.experiment_id
+        run = client.create_run(experiment_id, run_name=run_name, tags={"git_commit": git_commit(), **tags})
+        self = cls(run.info.run_id, uri)
+        flat = flatten(params)
+        items = list(flat.items())
+        for start in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=[mlflow.entities.Param(k, v[:6000]) for k, v in items[start : start + 100]])
+        return self
+
+    @classmethod
+    def resume(cls, run_id: str) -> Run:
+        uri = tracking_uri()
+        check_tracking(uri)
+        return cls(run_id, uri)
+
+    def metrics(self, values: Mapping[str, float], step: int | None = None) -> None:
+        mlflow = _mlflow()
+        stamp = mlflow.utils.time.get_current_time_millis()
+        batch = [mlflow.entities.Metric(k, float(v), stamp, step or 0) for k, v in values.items()]
+        self.client.log_batch(self.run_id, metrics=batch)
+
+    def tags(self, values: Mapping[str, str]) -> None:
+        for key, value in values.items():
+            self.client.set_tag(self.run_id, key, str(value))
+
+    def artifact(self, path: Path, folder: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), folder)
+
+    def json(self, payload: object, name: str) -> None:
+        """Log a JSON document as an artifact at `name` (e.g. confusion/step_000400.json)."""
+        folder, _, filename = name.rpartition("/")
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / filename
+            path.write_text(json.dumps(payload, indent=2, sort_keys=True))
+            self.client.log_artifact(self.run_id, str(path), folder or None)
+
+    def text(self, text: str, name: str) -> None:
+        self.client.log_text(self.run_id, text, name)
+
+    def dataset(self, frame, name: str, context: str, digest_source: str) -> None:
+        """Record a manifest as the run's dataset input (visible in the UI's Datasets column)."""
+        mlflow = _mlflow()
+        data = mlflow.data.from_pandas(frame, source=digest_source, name=name)
+        inputs = [mlflow.entities.DatasetInput(data._to_mlflow_entity(), [mlflow.entities.InputTag("mlflow.data.context", context)])]
+        self.client.log_inputs(self.run_id, datasets=inputs)
+
+    def finish(self, status: str = "FINISHED") -> None:
+        self.client.set_terminated(self.run_id, status)

@@ -1,0 +1,154 @@
+"""The train stage: fresh augmentation every step, periodic validation, resumable checkpoints, MLflow + TensorBoard."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.config import SILENCE_LABEL, Params
+from pipeline.errors import DataError
+from pipeline.metrics import accuracy, confusion_matrix, format_confusion
+from pipeline.train.checkpoint import Checkpoints, fingerprint
+from pipeline.train.schedule import batch_indices, learning_rate_at, total_steps
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """What training produced; `history` has one entry per evaluation."""
+
+    model: object
+    steps: int
+    resumed_from: int
+    seconds: float
+    history: list[dict] = field(default_factory=list)
+    train_accuracy: float = 0.0
+    train_loss: float = 0.0
+    checkpoints: Checkpoints | None = None
+
+
+@dataclass
+class TrainData:
+    """Packed waveforms of the training set, fixed validation features and the training noise."""
+
+    audio: np.ndarray
+    labels: np.ndarray
+    noise: np.ndarray
+    val_features: np.ndarray
+    val_labels: np.ndarray
+    files: list[Path]
+
+
+def load_train_data(params: Params) -> TrainData:
+    split, feats = params.paths.split, params.paths.features
+    files = [split / "training_audio.npy", split / "training_labels.npy", split / "background_training.npy",
+             feats / "validation_features.npy", split / "validation_labels.npy"]  # fmt: skip
+    missing = [str(p) for p in files if not p.exists()]
+    if missing:
+        raise DataError(f"missing {', '.join(missing)}: run the split and features stages first")
+    audio, labels, noise, val_x, val_y = (np.load(p, mmap_mode="r") for p in files)
+    if len(audio) == 0:
+        raise DataError(f"{files[0]}: the training set is empty")
+    return TrainData(audio, np.asarray(labels, np.int32), np.asarray(noise, np.float32) / 32768.0,
+                     np.asarray(val_x), np.asarray(val_y, np.int32), files)  # fmt: skip
+
+
+def _optimizer(params: Params):
+    import keras
+
+    train = params.train
+    kinds = {
+        "adam": lambda: keras.optimizers.Adam(learning_rate=train.learning_rate[0]),
+        "adamw": lambda: keras.optimizers.AdamW(learning_rate=train.learning_rate[0], weight_decay=train.weight_decay),
+        "sgd": lambda: keras.optimizers.SGD(learning_rate=train.learning_rate[0], momentum=0.9),
+    }
+    return kinds[train.optimizer]()
+
+
+def evaluate_features(model, features: np.ndarray, labels: np.ndarray, num_classes: int, batch: int = 500):
+    """Confusion matrix and mean cross-entropy of a features->logits model."""
+    import tensorflow as tf
+
+    logits = np.concatenate([model(features[i : i + batch], training=False).numpy() for i in range(0, len(features), batch)])
+    loss = float(tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)))
+    return confusion_matrix(labels, logits.argmax(axis=1), num_classes), loss
+
+
+def train(params: Params, checkpoint_root: Path, log_dir: Path, run=None, progress: bool = False) -> TrainResult:
+    """Train `train.model` on the training set; resume from a matching checkpoint if one exists."""
+    import keras
+    import tensorflow as tf
+
+    from pipeline.features.augment import derive_seed, make_augmenter, spec_augment
+    from pipeline.features.frontend import frontend_from_params
+    from pipeline.models import build_model
+
+    cfg, feat, labels = params.train, params.features, params.labels
+    keras.utils.set_random_seed(params.seed)
+    tf.config.experimental.enable_op_determinism()
+    data = load_train_data(params)
+    model = build_model(cfg.model, (feat.frames, feat.feature_bin_count), len(labels))
+    optimizer = _optimizer(params)
+    key = fingerprint({"seed": params.seed, "train": cfg.model_dump(mode="json"), "features": feat.model_dump(mode="json"),
+                       "labels": labels}, data.files)  # fmt: skip
+    checkpoints = Checkpoints(checkpoint_root, key)
+    start = checkpoints.restore(model, optimizer)
+    frontend = frontend_from_params(feat)
+    augment = make_augmenter(feat, data.noise, params.seed)
+    silence = labels.index(SILENCE_LABEL)
+    smoothing = cfg.label_smoothing
+
+    @tf.function(reduce_retracing=True)
+    def step_fn(audio, y, step):
+        x = augment(audio, step, tf.equal(y, silence))
+        x = frontend(x)
+        if feat.spec_augment.enabled:
+            x = spec_augment(x, feat.spec_augment, derive_seed(params.seed, step, 2))
+        with tf.GradientTape() as tape:
+            logits = model(x, training=True)
+            target = tf.one_hot(y, len(labels)) * (1 - smoothing) + smoothing / len(labels)
+            loss = tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(target, logits))
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+        correct = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, 1, output_type=tf.int32), y), tf.float32))
+        return loss, correct
+
+    total = total_steps(cfg.steps)
+    writer = tf.summary.create_file_writer(str(log_dir))
+    result = TrainResult(model=model, steps=total, resumed_from=start, seconds=0.0, checkpoints=checkpoints)
+    began, window = time.perf_counter(), []
+    for step in range(start, total):
+        optimizer.learning_rate.assign(learning_rate_at(step, cfg.steps, cfg.learning_rate))
+        rows = np.sort(batch_indices(len(data.audio), cfg.batch_size, params.seed, step))
+        audio = tf.constant(data.audio[rows].astype(np.float32) / 32768.0)
+        loss, correct = step_fn(audio, tf.constant(data.labels[rows]), tf.constant(step, tf.int64))
+        window.append((float(loss), float(correct)))
+        done = step + 1
+        if done % cfg.eval_step_interval == 0 or done == total:
+            matrix, val_loss = evaluate_features(model, data.val_features, data.val_labels, len(labels))
+            train_loss, train_acc = np.mean(window, axis=0)
+            window = []
+            entry = {"step": done, "validation_accuracy": accuracy(matrix), "validation_loss": val_loss,
+                     "train_accuracy": float(train_acc), "train_loss": float(train_loss),
+                     "learning_rate": learning_rate_at(step, cfg.steps, cfg.learning_rate)}  # fmt: skip
+            result.history.append(entry)
+            result.train_accuracy, result.train_loss = entry["train_accuracy"], entry["train_loss"]
+            print(f"Step {done}: Validation accuracy = {entry['validation_accuracy']:.1%} (N={int(matrix.sum())})")
+            print(format_confusion(matrix), flush=True)
+            with writer.as_default(step=done):
+                for name, value in entry.items():
+                    if name != "step":
+                        tf.summary.scalar(name, value)
+            writer.flush()
+            if run is not None:
+                run.metrics({k: v for k, v in entry.items() if k != "step"}, step=done)
+                run.json({"labels": labels, "matrix": matrix.tolist(), "step": done}, f"confusion/step_{done:06d}.json")
+        if done % cfg.save_step_interval == 0 or done == total:
+            checkpoints.save(done, model, optimizer)
+    result.seconds = time.perf_counter() - began
+    return result

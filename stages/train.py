@@ -1,0 +1,18 @@
+"""DVC stage `train`: train `train.model`, resumable, tracked in MLflow; writes `paths.model`."""
+
+import logging
+import sys
+
+from pipeline.config import Params
+from pipeline.runner import run_stage, show_progress
+from pipeline.train.run import run_train
+
+
+def run(params: Params) -> None:
+    metrics = run_train(params, progress=show_progress())
+    logging.info("validation accuracy %.1f%% after %d steps in %.0f s",
+                 100 * metrics["validation_accuracy"], metrics["steps"], metrics["wall_seconds"])
+
+
+if __name__ == "__main__":
+    sys.exit(run_stage("train", run))
