@@ -118,6 +118,66 @@ def spectrogram(
         typer.echo(f"wrote {png}")
 
 
+@app.command("models")
+def models(
+    name: Annotated[str | None, typer.Option(help="Registered model name (default: freeze.registered_model_name).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    params_path: ParamsOption = Path("params.yaml"),
+) -> None:
+    """List registered model versions with their aliases, metrics and creation time."""
+    with user_errors():
+        from pipeline.tracking.registry import list_versions
+
+        name = name or _params(params_path).freeze.registered_model_name
+        rows = list_versions(name)
+        if as_json:
+            typer.echo(json.dumps([row.__dict__ for row in rows], indent=2))
+            return
+        from rich.console import Console
+        from rich.table import Table
+
+        view = Table("version", "aliases", "test_accuracy", "real_dev_accuracy", "created", "run", title=name)
+        for row in rows:
+            view.add_row(str(row.version), ", ".join(row.aliases), row.tags.get("test_accuracy", ""),
+                         row.tags.get("real_dev_accuracy", ""), row.created, row.run_id[:8])  # fmt: skip
+        Console().print(view)
+
+
+@app.command("promote")
+def promote(
+    version: Annotated[int | None, typer.Option(help="Version to promote.")] = None,
+    alias: Annotated[str | None, typer.Option(help="Promote the version holding this alias (default challenger).")] = None,
+    to: Annotated[str, typer.Option("--to", help="Alias to move.")] = "champion",
+    metric: Annotated[str, typer.Option(help="Version tag compared with the current holder.")] = "test_accuracy",
+    force: Annotated[bool, typer.Option("--force", help="Promote even if worse on the metric.")] = False,
+    reason: Annotated[str, typer.Option(help="Why, recorded in the version's tags.")] = "",
+    name: Annotated[str | None, typer.Option(help="Registered model name.")] = None,
+    params_path: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Move an alias (champion) to a version only if it is at least as good on the metric."""
+    with user_errors():
+        from pipeline.tracking.registry import promote as do_promote
+
+        if version is not None and alias is not None:
+            raise KwsError("give --version or --alias, not both")
+        name = name or _params(params_path).freeze.registered_model_name
+        typer.echo(do_promote(name, version, alias, to, metric, force, reason))
+
+
+@app.command("rollback")
+def rollback(
+    alias: Annotated[str, typer.Option(help="Alias to give back to its previous holder.")] = "champion",
+    name: Annotated[str | None, typer.Option(help="Registered model name.")] = None,
+    params_path: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Put the previous champion back."""
+    with user_errors():
+        from pipeline.tracking.registry import rollback as do_rollback
+
+        name = name or _params(params_path).freeze.registered_model_name
+        typer.echo(do_rollback(name, alias))
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app(prog_name="kws")
 

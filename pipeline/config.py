@@ -238,6 +238,59 @@ class TrainParams(Strict):
         return self
 
 
+class StreamParams(Strict):
+    """Streaming recognition (TensorFlow's RecognizeCommands) and the long test recording it is scored on."""
+
+    average_window_ms: float = Field(500.0, gt=0)
+    detection_threshold: float = Field(0.7, ge=0, le=1)
+    suppression_ms: float = Field(500.0, ge=0)
+    minimum_count: int = Field(4, ge=1)
+    clip_stride_ms: float = Field(30.0, gt=0)
+    time_tolerance_ms: float = Field(1500.0, gt=0)
+    recording_seconds: float = Field(600.0, gt=0)
+    word_interval_ms: float = Field(2000.0, gt=0)
+    word_jitter_ms: float = Field(400.0, ge=0)
+    unknown_fraction: float = Field(0.3, ge=0, le=1)
+    background_volume: float = Field(0.1, ge=0, le=1)
+
+
+class ExtraSet(Strict):
+    """A labelled folder of real recordings scored beside the testing set (e.g. `real_dev`)."""
+
+    name: str
+    path: Path
+    layout: Literal["auto", "speech_commands", "test_set"] = "auto"
+    optional: bool = True
+
+
+class EvaluateParams(Strict):
+    """Test-set metrics, extra evaluation sets and streaming accuracy."""
+
+    batch_size: int = Field(256, ge=1)
+    extra_sets: list[ExtraSet] = Field(default_factory=list)
+    streaming: StreamParams = StreamParams()
+
+    @field_validator("extra_sets")
+    @classmethod
+    def _unique(cls, sets: list[ExtraSet]) -> list[ExtraSet]:
+        names = [s.name for s in sets]
+        if len(set(names)) != len(names) or "testing" in names:
+            raise ValueError(f"extra set names must be unique and not 'testing', got {names}")
+        for name in names:
+            if not _NAME.match(name):
+                raise ValueError(f"extra set name {name!r} must be a simple file name")
+        return sets
+
+
+class FreezeParams(Strict):
+    """Exports (SavedModel, TFLite float/int8) and registration in the MLflow model registry."""
+
+    registered_model_name: str = "kws"
+    max_int8_drop: float = Field(1.0, ge=0, le=100)
+    representative_clips: int = Field(300, ge=10)
+    latency_repeats: int = Field(50, ge=1)
+
+
 class Params(Strict):
     """The whole of params.yaml."""
 
@@ -247,6 +300,8 @@ class Params(Strict):
     split: SplitParams = SplitParams()
     features: FeaturesParams = FeaturesParams()
     train: TrainParams = TrainParams()
+    evaluate: EvaluateParams = EvaluateParams()
+    freeze: FreezeParams = FreezeParams()
 
     @property
     def labels(self) -> list[str]:

@@ -342,8 +342,8 @@ def generate_corpus(
             for done, written in results:
                 clips, size = clips + done, size + written
                 bar.update(done)
-        else:  # spawn keeps workers lean (cheap per-word forks) whatever the parent has imported
-            with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        else:
+            with multiprocessing.get_context("fork").Pool(workers) as pool:
                 pending = pool.apply_async(babble_audio, (source.noise_seconds, sample_rate, seed))
                 for done, written in pool.imap_unordered(_speaker_task, tasks):
                     clips, size = clips + done, size + written

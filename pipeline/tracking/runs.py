@@ -1,4 +1,4 @@
-"""Every MLflow call of the project: runs, params, metrics, artifacts (the registry lives in registry.py)."""
+"""MLflow runs: params, metrics, artifacts, datasets; one run per training, reopened by evaluate and freeze."""
 
 from __future__ import annotations
 

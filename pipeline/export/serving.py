@@ -1,0 +1,109 @@
+"""Serving model `audio -> scores` (feature layer + classifier + softmax) and its TF SavedModel export."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from pipeline.errors import KwsError
+from pipeline.fileio import atomic_dir
+
+INPUT_NAME = "audio"
+OUTPUT_NAME = "scores"
+FRONTEND_NAME = "frontend"  # name scope of the feature layer: its ops are `.../frontend_1/...` in TFLite
+LABELS_FILE = "labels.txt"
+SIGNATURE = "serving_default"
+
+
+def build_serving_model(feature_layer, classifier, clip_samples: int) -> keras.Model:
+    """Input `audio` float32 [None, clip_samples] -> any feature layer -> classifier -> softmax `scores`."""
+    audio = keras.Input((int(clip_samples),), dtype="float32", name=INPUT_NAME)
+    wave = keras.Input((int(clip_samples),), dtype="float32", name="waveform")
+    frontend = keras.Model(wave, feature_layer(wave), name=FRONTEND_NAME)  # a fixed scope, whatever the layer is
+    logits = classifier(frontend(audio))
+    scores = keras.layers.Softmax(dtype="float32", name=OUTPUT_NAME)(logits)
+    return keras.Model(audio, {OUTPUT_NAME: scores}, name="serving")
+
+
+def clip_samples_of(serving_model: keras.Model) -> int:
+    """Samples per clip the serving model takes."""
+    shape = serving_model.inputs[0].shape
+    if len(shape) != 2 or shape[1] is None:
+        raise KwsError(f"serving model input must be [batch, samples], got {tuple(shape)}")
+    return int(shape[1])
+
+
+def export_saved_model(serving_model: keras.Model, out_dir: Path, labels: list[str]) -> None:
+    """Write a SavedModel (`serving_default`: audio [B, S] float32 -> {scores: [B, C]}) and labels.txt, atomically."""
+    classes = int(serving_model.outputs[0].shape[-1])
+    if len(labels) != classes:
+        raise KwsError(f"{len(labels)} labels for a model with {classes} scores")
+    samples = clip_samples_of(serving_model)
+    spec = tf.TensorSpec([None, samples], tf.float32, name=INPUT_NAME)
+    with atomic_dir(out_dir) as tmp:
+        serving_model.export(str(tmp), format="tf_saved_model", input_signature=[spec], verbose=False)
+        (tmp / LABELS_FILE).write_text("".join(f"{label}\n" for label in labels), encoding="utf-8")
+        check_signature(tmp, samples, classes)
+
+
+def check_signature(saved_model_dir: Path, clip_samples: int, classes: int) -> None:
+    """Raise KwsError unless `serving_default` is exactly audio [None, S] float32 -> {scores: [None, C] float32}."""
+    fn = tf.saved_model.load(str(saved_model_dir)).signatures[SIGNATURE]
+    inputs = fn.structured_input_signature[1]
+    outputs = fn.structured_outputs
+    want_in = {INPUT_NAME: ([None, clip_samples], tf.float32)}
+    want_out = {OUTPUT_NAME: ([None, classes], tf.float32)}
+    got_in = {k: (v.shape.as_list(), v.dtype) for k, v in inputs.items()}
+    got_out = {k: (v.shape.as_list(), v.dtype) for k, v in outputs.items()}
+    if got_in != want_in or got_out != want_out:
+        raise KwsError(f"SavedModel signature is {got_in} -> {got_out}, expected {want_in} -> {want_out}")
+
+
+def read_labels(saved_model_dir: Path) -> list[str]:
+    """Class names in score order, from labels.txt beside the SavedModel."""
+    return (Path(saved_model_dir) / LABELS_FILE).read_text(encoding="utf-8").splitlines()
+
+
+def load_saved_model_fn(saved_model_dir: Path) -> Callable[[np.ndarray], np.ndarray]:
+    """A function audio [B, S] -> scores [B, C] (numpy) through the SavedModel's `serving_default`."""
+    fn = tf.saved_model.load(str(saved_model_dir)).signatures[SIGNATURE]
+
+    def predict(audio: np.ndarray) -> np.ndarray:
+        return fn(**{INPUT_NAME: tf.constant(np.asarray(audio, np.float32))})[OUTPUT_NAME].numpy()
+
+    return predict
+
+
+_LATENCY_SCRIPT = """
+import json, sys, time
+import numpy as np, tensorflow as tf
+threads = int(sys.argv[3])
+if threads > 0:
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+from pipeline.export.serving import load_saved_model_fn
+from pipeline.export.tflite import latency_ms
+clip = np.load(sys.argv[2])
+print(json.dumps(latency_ms(load_saved_model_fn(sys.argv[1]), clip, repeats=int(sys.argv[4]))))
+"""
+
+
+def saved_model_latency_ms(saved_model_dir: Path, clip: np.ndarray, threads: int = 1, repeats: int = 50) -> dict:
+    """SavedModel single-clip latency in a fresh process: TF's thread pools can only be sized before TF starts."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        clip_path = Path(tmp) / "clip.npy"
+        np.save(clip_path, np.asarray(clip, np.float32).reshape(1, -1))
+        args = [sys.executable, "-c", _LATENCY_SCRIPT, str(saved_model_dir), str(clip_path), str(threads), str(repeats)]
+        done = subprocess.run(args, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2])
+    if done.returncode != 0:
+        raise KwsError(f"latency subprocess failed: {done.stderr.strip().splitlines()[-1:]}")
+    return {**json.loads(done.stdout.strip().splitlines()[-1]), "threads": threads}

@@ -1,0 +1,17 @@
+"""DVC stage `evaluate`: testing-set and real-speech metrics, confusion matrices, streaming accuracy."""
+
+import logging
+import sys
+
+from pipeline.config import Params
+from pipeline.evaluate.run import run_evaluate
+from pipeline.runner import run_stage
+
+
+def run(params: Params) -> None:
+    metrics = run_evaluate(params)
+    logging.info("accuracy: %s", {name: values.get("accuracy") for name, values in metrics.items() if "accuracy" in values})
+
+
+if __name__ == "__main__":
+    sys.exit(run_stage("evaluate", run))
