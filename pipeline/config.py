@@ -173,7 +173,7 @@ class FeaturesParams(Strict):
 
     sample_rate: int = Field(16000, ge=8000, le=48000)
     clip_duration_ms: int = Field(1000, ge=100, le=10000)
-    preprocess: Literal["mfcc", "log_mel", "spectrogram"] = "mfcc"
+    preprocess: Literal["mfcc", "log_mel", "spectrogram", "embedding_mel"] = "mfcc"
     window_size_ms: float = Field(30.0, gt=0)
     window_stride_ms: float = Field(10.0, gt=0)
     feature_bin_count: int = Field(40, ge=1, le=512)
@@ -208,6 +208,9 @@ class FeaturesParams(Strict):
             raise ValueError("need lower_frequency_hz < upper_frequency_hz <= sample_rate / 2")
         if self.preprocess == "spectrogram" and self.feature_bin_count > self.window_samples // 2 + 1:
             raise ValueError("spectrogram: feature_bin_count exceeds the FFT bins of one window")
+        fixed = (self.sample_rate, self.window_samples, self.stride_samples, self.feature_bin_count)
+        if self.preprocess == "embedding_mel" and fixed != (16000, 512, 160, 32):  # the pretrained embedding's mel
+            raise ValueError("embedding_mel is fixed: set sample_rate 16000, window_size_ms 32, window_stride_ms 10, feature_bin_count 32")
         return self
 
 

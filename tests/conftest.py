@@ -23,11 +23,12 @@ def speaker_id(index: int) -> str:
     return hashlib.sha1(f"spk{index}".encode()).hexdigest()[:8]
 
 
-def tone_clip(word: str, speaker: int, rep: int, samples: int = 16000, rate: int = 16000) -> np.ndarray:
-    """A distinct, non-silent 'word': a short chord whose pitches depend on the word and speaker."""
+def tone_clip(word: str, speaker: int, rep: int, samples: int = 16000, rate: int = 16000, slot: int | None = None) -> np.ndarray:
+    """A distinct, non-silent 'word': a short chord whose pitch is set by the word's slot, shifted a little per speaker."""
     rng = np.random.default_rng(int(hashlib.sha1(f"{word}/{speaker}/{rep}".encode()).hexdigest()[:8], 16))
     t = np.arange(samples // 2) / rate
-    base = 200 + 40 * (sum(map(ord, word)) % 23) + 5 * speaker
+    slot = int(hashlib.sha1(word.encode()).hexdigest()[:8], 16) % 12 if slot is None else slot
+    base = 250 + 300 * slot + 3 * speaker
     burst = sum(np.sin(2 * np.pi * base * k * t) / k for k in (1, 2, 3)) * np.hanning(len(t))
     clip = np.zeros(samples, dtype=np.float32)
     start = int(rng.integers(0, samples - len(t)))
@@ -42,7 +43,7 @@ def write_tone_corpus(root: Path, words: list[str], speakers: int, reps: int, no
             for r in range(reps):
                 path = root / word / f"{speaker_id(s)}_nohash_{r}.wav"
                 path.parent.mkdir(parents=True, exist_ok=True)
-                sf.write(path, tone_clip(word, s, r), 16000, subtype="PCM_16")
+                sf.write(path, tone_clip(word, s, r, slot=words.index(word)), 16000, subtype="PCM_16")
     rng = np.random.default_rng(7)
     noise_dir = root / "_background_noise_"
     noise_dir.mkdir(parents=True, exist_ok=True)
@@ -64,3 +65,75 @@ def make_params(tmp_path: Path, sources: list[dict] | None = None, **sections: d
     for key, value in sections.items():
         raw[key] = {**raw.get(key, {}), **value}
     return parse_params(raw)
+
+
+TINY_WORDS = {"keywords": ["yes", "no"], "unknown_words": ["cat", "dog"]}
+TINY_SPLIT = {"validation_percentage": 30, "testing_percentage": 30, "silence_percentage": 25, "unknown_percentage": 25}
+TINY_TRAIN = {
+    "steps": [150, 50], "learning_rate": [0.005, 0.001], "batch_size": 32, "eval_step_interval": 100,
+    "save_step_interval": 50, "model": {"name": "ds_cnn", "filters": 16, "blocks": 1},
+}  # fmt: skip
+TINY_EVALUATE = {"streaming": {"recording_seconds": 60}}
+
+
+def tiny_params_dict(root: Path, **overrides: dict) -> dict:
+    """A whole params mapping for a tiny tone corpus under `root` (written as params.yaml by fixtures)."""
+    raw = {
+        "seed": 3,
+        "paths": {name: str(root / name) for name in ("raw", "downloads", "split", "features", "reports", "checkpoints", "logs")},
+        "data": {**TINY_WORDS, "sources": [{"kind": "local", "name": "tones", "path": str(root / "corpus")}]},
+        "split": TINY_SPLIT,
+        "train": TINY_TRAIN,
+        "evaluate": TINY_EVALUATE,
+    }
+    raw["paths"]["model"] = str(root / "model")
+    for key, value in overrides.items():
+        raw[key] = {**raw.get(key, {}), **value}
+    return raw
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+    """A tiny tone corpus taken through download, split and features once per test session."""
+    import yaml
+
+    from pipeline.data.sources import fetch_sources
+    from pipeline.data.split import run_split
+    from pipeline.features.extract import run_features
+
+    root = tmp_path_factory.mktemp("tiny")
+    write_tone_corpus(root / "corpus", ["yes", "no", "cat", "dog"], speakers=20, reps=2, noise_seconds=20)
+    raw = tiny_params_dict(root)
+    (root / "params.yaml").write_text(yaml.safe_dump(raw))
+    params = parse_params(raw)
+    fetch_sources(params, progress=False)
+    run_split(params, progress=False)
+    run_features(params)
+    return root, params
+
+
+@pytest.fixture(scope="session")
+def mlflow_env(tmp_path_factory):
+    """A private SQLite tracking store and artifact folder for the session."""
+    import os
+
+    root = tmp_path_factory.mktemp("mlflow")
+    values = {"MLFLOW_TRACKING_URI": f"sqlite:///{root}/mlflow.db", "MLFLOW_ARTIFACT_ROOT": str(root / "artifacts")}
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    yield values
+    for key, value in old.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def tiny_trained(tiny_data, mlflow_env):
+    """The tiny corpus with a trained tiny model (train stage library call) and its metrics."""
+    from pipeline.train.run import run_train
+
+    root, params = tiny_data
+    metrics = run_train(params)
+    return root, params, metrics

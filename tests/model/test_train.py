@@ -1,0 +1,149 @@
+"""The train stage: learning, MLflow records, resumable checkpoints, fail-fast tracking, reproducibility."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import yaml
+
+from pipeline.config import parse_params
+from pipeline.train.checkpoint import fingerprint
+from pipeline.train.schedule import batch_indices, learning_rate_at, total_steps
+from pipeline.tracking import TrackingError
+from tests.conftest import REPO, tiny_params_dict
+
+pytestmark = pytest.mark.slow
+
+
+def test_schedule_is_piecewise_constant():
+    assert total_steps([15000, 3000]) == 18000
+    assert learning_rate_at(0, [15000, 3000], [1e-3, 1e-4]) == 1e-3
+    assert learning_rate_at(14999, [15000, 3000], [1e-3, 1e-4]) == 1e-3
+    assert learning_rate_at(15000, [15000, 3000], [1e-3, 1e-4]) == 1e-4
+    assert learning_rate_at(99999, [15000, 3000], [1e-3, 1e-4]) == 1e-4
+
+
+def test_batches_cover_each_epoch_and_repeat_for_a_step():
+    rows = np.concatenate([batch_indices(10, 5, seed=1, step=s) for s in range(2)])
+    assert sorted(rows) == list(range(10))
+    np.testing.assert_array_equal(batch_indices(10, 4, 1, 7), batch_indices(10, 4, 1, 7))
+    assert not np.array_equal(batch_indices(1000, 10, 1, 0), batch_indices(1000, 10, 2, 0))
+
+
+def test_fingerprint_changes_with_params_and_data(tmp_path):
+    data = tmp_path / "a.npy"
+    data.write_bytes(b"1")
+    base = fingerprint({"lr": 1}, [data])
+    assert fingerprint({"lr": 2}, [data]) != base
+    data.write_bytes(b"2")
+    assert fingerprint({"lr": 1}, [data]) != base
+
+
+def test_tiny_model_learns_and_writes_outputs(tiny_trained):
+    root, params, metrics = tiny_trained
+    assert metrics["validation_accuracy"] >= 0.6, metrics  # 4 classes, chance ≈ 0.25-0.4
+    assert metrics["steps"] == 200 and metrics["resumed_from_step"] == 0
+    for name in ("model.keras", "history.json", "metrics.json", "labels.txt", "summary.txt", "validation_confusion.png", "run_id.txt"):
+        assert (params.paths.model / name).stat().st_size > 0, name
+    history = json.loads((params.paths.model / "history.json").read_text())
+    assert [h["step"] for h in history] == [100, 200]
+    assert not any(params.paths.checkpoints.glob("*/latest.json")), "checkpoints are cleared after success"
+    assert list((params.paths.logs / "train").glob("*/events.out.tfevents.*")), "TensorBoard scalars written"
+
+
+def test_mlflow_run_has_params_metrics_and_confusion_artifacts(tiny_trained, mlflow_env):
+    import mlflow
+
+    root, params, _ = tiny_trained
+    client = mlflow.MlflowClient(tracking_uri=mlflow_env["MLFLOW_TRACKING_URI"])
+    run = client.get_run((params.paths.model / "run_id.txt").read_text().strip())
+    assert run.data.params["train.model.name"] == "ds_cnn"
+    assert run.data.params["seed"] == "3"
+    assert run.data.tags["data_version"] and run.data.tags["git_commit"]
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "validation_accuracy")]
+    assert 100 in steps and 200 in steps
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "confusion")}
+    assert {"confusion/step_000100.json", "confusion/step_000200.json", "confusion/validation_confusion.png"} <= artifacts
+    assert run.inputs.dataset_inputs, "training manifest logged as a dataset input"
+
+
+def _stage(root, env, params_file):
+    return subprocess.Popen([sys.executable, "-m", "stages.train", str(params_file)], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+
+
+def test_killed_training_resumes_from_its_checkpoint_and_matches(tiny_data, mlflow_env, tmp_path):
+    root, _ = tiny_data
+    raw = tiny_params_dict(root, train={"steps": [300, 100], "save_step_interval": 25, "eval_step_interval": 400},
+                           paths={"model": str(tmp_path / "model"), "checkpoints": str(tmp_path / "ckpt"),
+                                  "logs": str(tmp_path / "logs")})  # fmt: skip
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(raw))
+    env = {**os.environ, **mlflow_env}
+    proc = _stage(root, env, params_file)
+    deadline = time.time() + 180
+    marker = None
+    while time.time() < deadline and proc.poll() is None:
+        found = list((tmp_path / "ckpt").glob("*/latest.json"))
+        if found and json.loads(found[0].read_text())["step"] >= 50:
+            marker = found[0]
+            break
+        time.sleep(0.2)
+    assert marker is not None, proc.communicate()[0][-2000:] if proc.poll() is not None else "no checkpoint in time"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    saved = json.loads(marker.read_text())["step"]
+    assert 0 < saved < 400
+    out = subprocess.run([sys.executable, "-m", "stages.train", str(params_file)], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    resumed = json.loads((tmp_path / "model" / "metrics.json").read_text())
+    assert resumed["resumed_from_step"] >= saved and resumed["steps"] == 400
+    # a stale checkpoint of other params is never used: change the learning rate, it starts from 0
+    raw["train"]["learning_rate"] = [0.004, 0.001]
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    (marker.parent / "latest.json").write_text(json.dumps({"step": 100}))  # left behind by the old params
+    params_file.write_text(yaml.safe_dump(raw))
+    again = subprocess.run([sys.executable, "-m", "stages.train", str(params_file)], cwd=REPO, env=env,
+                           capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert json.loads((tmp_path / "model" / "metrics.json").read_text())["resumed_from_step"] == 0
+
+
+def test_same_params_give_the_same_model(tiny_trained, tmp_path):
+    from pipeline.train.run import run_train
+
+    root, params, first = tiny_trained
+    raw = tiny_params_dict(root, paths={"model": str(tmp_path / "model"), "checkpoints": str(tmp_path / "ckpt"),
+                                        "logs": str(tmp_path / "logs")})  # fmt: skip
+    second = run_train(parse_params(raw))
+    assert second["validation_accuracy"] == first["validation_accuracy"]
+    assert second["validation_loss"] == pytest.approx(first["validation_loss"], abs=1e-6)
+
+
+def test_unreachable_tracking_server_fails_fast(tiny_data, monkeypatch):
+    from pipeline.train.run import run_train
+
+    _, params = tiny_data
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
+    began = time.time()
+    with pytest.raises(TrackingError, match="127.0.0.1:9"):
+        run_train(params)
+    assert time.time() - began < 10
+
+
+def test_stage_prints_one_line_for_an_unreachable_server(tiny_data, tmp_path):
+    root, _ = tiny_data
+    env = {**os.environ, "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}
+    out = subprocess.run([sys.executable, "-m", "stages.train", str(root / "params.yaml")], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines()[-1].startswith("error: MLflow tracking server http://127.0.0.1:9")
+    assert "Traceback" not in out.stderr

@@ -1,0 +1,120 @@
+"""RecognizeCommands on hand-made score sequences: threshold, minimum count, suppression, TF's state machine."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.stream.recognize import Detection, RecognizeCommands, detect
+
+LABELS = ["_silence_", "_unknown_", "yes", "no"]
+STEP = 30.0  # ms between results, TF's clip_stride_ms
+# with a 500 ms window and 30 ms steps a full window holds 17 results (t-480 ... t); one-hot scores reach
+# an average above 0.7 once 12 of them carry the label: 330 ms after the label starts
+
+
+def one_hot(label: str, p: float = 1.0) -> np.ndarray:
+    """Score p on `label`, the rest spread evenly over the other classes."""
+    scores = np.full(len(LABELS), (1.0 - p) / (len(LABELS) - 1))
+    scores[LABELS.index(label)] = p
+    return scores
+
+
+def sequence(*segments: tuple[str, float], p: float = 1.0, step: float = STEP) -> tuple[np.ndarray, np.ndarray]:
+    """Results every `step` ms: each (label, duration_ms) segment in turn, starting at t = 0."""
+    rows, times, t = [], [], 0.0
+    for label, duration in segments:
+        for _ in range(round(duration / step)):
+            rows.append(one_hot(label, p))
+            times.append(t)
+            t += step
+    return np.array(rows), np.array(times)
+
+
+def run(*segments: tuple[str, float], p: float = 1.0, step: float = STEP, **settings) -> list[Detection]:
+    scores, times = sequence(*segments, p=p, step=step)
+    return detect(scores, times, LABELS, **settings)
+
+
+def test_sustained_word_gives_one_detection_at_the_right_time():
+    found = run(("_silence_", 1020), ("yes", 3000), ("_silence_", 1000))
+    assert len(found) == 1
+    assert found[0].label == "yes"
+    assert found[0].time_ms == 1020 + 330
+    assert found[0].score == pytest.approx(12 / 17)
+
+
+def test_below_threshold_gives_nothing():
+    assert run(("yes", 3000), p=0.65) == []
+    assert run(("yes", 3000), p=0.75, detection_threshold=0.75) == []  # TF's test is strict: score > threshold
+    assert [d.label for d in run(("yes", 3000), p=0.76, detection_threshold=0.75)] == ["yes"]
+
+
+def test_fewer_than_minimum_count_results_gives_nothing():
+    # results every 200 ms: a 500 ms window never holds more than 3 of them
+    assert run(("yes", 3000), step=200.0, minimum_count=4) == []
+    assert [d.time_ms for d in run(("yes", 3000), step=200.0, minimum_count=3)] == [400.0]
+
+
+def test_results_must_span_a_quarter_window():
+    # TF's second guard: with minimum_count 1 the first decision still waits for 125 ms of results
+    found = run(("yes", 1000), step=100.0, minimum_count=1)
+    assert [d.time_ms for d in found] == [200.0]
+
+
+def test_other_word_within_suppression_is_not_reported_after_it_is():
+    # yes is reported at 150 ms (first decision: 6 results span 150 ms >= 125 ms)
+    # "no" for 420 ms: its average is above 0.7 from 930 ms but falls below it again before 1170 ms
+    short = run(("yes", 600), ("no", 420), ("_silence_", 1000), suppression_ms=1000)
+    assert [(d.label, d.time_ms) for d in short] == [("yes", 150.0)]
+    long = run(("yes", 600), ("no", 1000), ("_silence_", 1000), suppression_ms=1000)
+    assert [(d.label, d.time_ms) for d in long] == [("yes", 150.0), ("no", 1170.0)]  # first t with t - 150 > 1000
+
+
+def test_same_word_again_needs_a_registered_label_in_between():
+    # silence only registers as the previous command once 1000 ms passed since "yes": a short pause does not
+    quick = run(("yes", 600), ("_silence_", 300), ("yes", 1000), ("_silence_", 500), suppression_ms=1000)
+    assert [d.label for d in quick] == ["yes"]
+    # a long pause registers silence at 1170 ms; after silence the next word is reported at once (TF)
+    slow = run(("yes", 600), ("_silence_", 900), ("yes", 1000), suppression_ms=1000)
+    assert [(d.label, d.time_ms) for d in slow] == [("yes", 150.0), ("yes", 1500.0 + 330)]
+
+
+def test_sustained_word_is_never_repeated():
+    assert len(run(("yes", 10_000), suppression_ms=500)) == 1
+
+
+def test_silence_and_unknown_are_never_reported_but_keep_tf_state():
+    recognizer = RecognizeCommands(LABELS)
+    scores, times = sequence(("_unknown_", 1000), ("_silence_", 1000), ("_unknown_", 1000))
+    assert [recognizer.process(s, t) for s, t in zip(scores, times, strict=True)] == [None] * len(times)
+    assert recognizer.previous_label == "_unknown_"  # registered as TF would, just not returned
+    # after a registered _unknown_, a keyword obeys the suppression time since that _unknown_
+    found = run(("_unknown_", 600), ("yes", 1000), suppression_ms=500)
+    assert [(d.label, d.time_ms) for d in found] == [("yes", 930.0)]
+
+
+def test_time_must_not_decrease():
+    recognizer = RecognizeCommands(LABELS)
+    recognizer.process(one_hot("yes"), 100.0)
+    recognizer.process(one_hot("yes"), 100.0)  # equal times are fine
+    with pytest.raises(ValueError, match="time order"):
+        recognizer.process(one_hot("yes"), 99.0)
+
+
+def test_bad_inputs_raise():
+    with pytest.raises(ValueError, match="expected 4 scores"):
+        RecognizeCommands(LABELS).process(np.ones(3), 0.0)
+    with pytest.raises(ValueError):
+        RecognizeCommands([])
+    with pytest.raises(ValueError, match=r"scores \[N, C\]"):
+        detect(np.ones((3, 4)), np.arange(2), LABELS)
+
+
+def test_reset_forgets_state():
+    recognizer = RecognizeCommands(LABELS)
+    scores, times = sequence(("yes", 600))
+    first = [d for s, t in zip(scores, times, strict=True) if (d := recognizer.process(s, t))]
+    recognizer.reset()
+    again = [d for s, t in zip(scores, times, strict=True) if (d := recognizer.process(s, t))]
+    assert first == again == [Detection("yes", 150.0, 1.0)]
