@@ -6,11 +6,19 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
+import soxr
 
 from pipeline.fileio import write_wav
 
 NOISE_NAMES = ("white_noise", "pink_noise", "brown_noise", "running_tap", "mains_hum", "babble")
 NOISE_PEAK = 0.7  # every file is peak-normalised to this, well below full scale
+BABBLE_WORDS = """about after again air also animal answer because before began between book both came change children
+city could country different does each early earth enough every family father find first food found great group hand
+head heard idea important just kind land large later letter light line little long made many mean might mother move
+much music name never number often open other paper people picture place plant point question read really river same
+school second sentence small something sound spell still story study such take than their thing think those thought
+through time together under until very want watch water where while white without work world would write year
+young""".split()  # none of the Speech Commands words
 
 
 def stable_rng(*parts: object) -> np.random.Generator:
@@ -65,6 +73,25 @@ def _mains_hum(rng: np.random.Generator, n: int, sample_rate: int) -> np.ndarray
     return hum + 0.01 * rng.standard_normal(n)
 
 
+def babble_audio(seconds: int, sample_rate: int, seed: int, talkers: int = 8) -> np.ndarray:
+    """Overlapping espeak talkers reading random sentences with pauses: `seconds` of float audio."""
+    from pipeline.data.synthetic import ESPEAK_RATE, speak, voice_configs
+
+    voices, mix = voice_configs(64), np.zeros(int(seconds) * sample_rate)
+    for k in range(talkers):
+        rng = stable_rng(seed, "babble", k)
+        cfg = voices[int(rng.integers(len(voices)))]
+        count = int(seconds) // 2 + 2  # sentences of 4..9 words last 1.5..4 s
+        lines = [(cfg.voice_name, " ".join(rng.choice(BABBLE_WORDS, int(rng.integers(4, 10)))), cfg.rate, cfg.pitch,
+                  cfg.pitch_range, int(rng.integers(1, 2**31 - 1))) for _ in range(count)]  # fmt: skip
+        parts = [np.zeros(int(rng.integers(0, ESPEAK_RATE)), np.float32)]
+        for pcm in speak(lines):
+            parts += [pcm.astype(np.float32) / 32768, np.zeros(int(rng.uniform(0.1, 0.6) * ESPEAK_RATE), np.float32)]
+        track = soxr.resample(np.concatenate(parts), ESPEAK_RATE, sample_rate)
+        mix += np.resize(track, len(mix)) * rng.uniform(0.5, 1.0)
+    return mix
+
+
 def synthesize_noises(
     out_dir: Path, seconds: int, sample_rate: int, seed: int, babble: np.ndarray | None = None
 ) -> list[Path]:
@@ -72,9 +99,12 @@ def synthesize_noises(
     out_dir = Path(out_dir)
     n = int(seconds) * sample_rate
     if babble is None:
-        from pipeline.data.synthetic import babble_audio
+        from pipeline.data.synthetic import stop_speech_server
 
-        babble = babble_audio(seconds, sample_rate, seed)
+        try:
+            babble = babble_audio(seconds, sample_rate, seed)
+        finally:
+            stop_speech_server()
     makers = {
         "white_noise": lambda rng: rng.standard_normal(n),
         "pink_noise": lambda rng: _power_law(rng, n, sample_rate, 1.0),

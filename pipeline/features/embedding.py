@@ -150,7 +150,7 @@ class SpeechEmbedding(keras.layers.Layer):
             self.build()
         x = tf.cast(mel, tf.float32)
         if x.shape.rank == 3:
-            x = x[..., None]
+            x = tf.expand_dims(x, -1)  # not x[..., None]: a new-axis StridedSlice is no TFLite builtin
         convs = iter(self.convs)
         for step in self.steps:
             if step.op == "conv":
@@ -163,7 +163,7 @@ class SpeechEmbedding(keras.layers.Layer):
                 x = tf.maximum(x, step.value)
             else:
                 x = tf.nn.max_pool2d(x, step.pool, step.pool, "VALID")
-        return x[:, :, 0, :]  # the mel axis is pooled down to one
+        return tf.squeeze(x, 2)  # the mel axis is pooled down to one
 
     def call(self, inputs):
         return self._stack(inputs)[:, 0, :]

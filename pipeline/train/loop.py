@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.config import SILENCE_LABEL, Params
+from pipeline.config import Params
 from pipeline.errors import DataError
 from pipeline.metrics import accuracy, confusion_matrix, format_confusion
 from pipeline.train.checkpoint import Checkpoints, fingerprint
@@ -100,12 +100,11 @@ def train(params: Params, checkpoint_root: Path, log_dir: Path, run=None, progre
     start = checkpoints.restore(model, optimizer)
     frontend = frontend_from_params(feat)
     augment = make_augmenter(feat, data.noise, params.seed)
-    silence = labels.index(SILENCE_LABEL)
     smoothing = cfg.label_smoothing
 
     @tf.function(reduce_retracing=True)
     def step_fn(audio, y, step):
-        x = augment(audio, step, tf.equal(y, silence))
+        x = augment(audio, step)  # silence clips are already noise excerpts: augmented like any other clip
         x = frontend(x)
         if feat.spec_augment.enabled:
             x = spec_augment(x, feat.spec_augment, derive_seed(params.seed, step, 2))

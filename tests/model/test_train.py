@@ -64,7 +64,7 @@ def test_mlflow_run_has_params_metrics_and_confusion_artifacts(tiny_trained, mlf
     root, params, _ = tiny_trained
     client = mlflow.MlflowClient(tracking_uri=mlflow_env["MLFLOW_TRACKING_URI"])
     run = client.get_run((params.paths.model / "run_id.txt").read_text().strip())
-    assert run.data.params["train.model.name"] == "ds_cnn"
+    assert run.data.params["train.model.name"] == "tiny_conv"
     assert run.data.params["seed"] == "3"
     assert run.data.tags["data_version"] and run.data.tags["git_commit"]
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "validation_accuracy")]

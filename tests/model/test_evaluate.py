@@ -1,0 +1,94 @@
+"""The evaluate stage on the tiny trained model: files for DVC, extra sets, streaming, MLflow; model behaviour."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+from pipeline.config import parse_params
+from pipeline.evaluate.run import run_evaluate
+from pipeline.predict import KerasScorer
+from tests.conftest import tiny_params_dict, tone_clip
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def evaluated(tiny_trained, tmp_path_factory):
+    root, _, _ = tiny_trained
+    extra = tmp_path_factory.mktemp("extra")
+    for i, (folder, name, slot) in enumerate([("yes", "aa000001_nohash_0.wav", 0), ("no", "aa000002_nohash_0.wav", 1),
+                                              ("_unknown_", "cat_aa000003_nohash_0.wav.wav", 2)]):  # fmt: skip
+        (extra / folder).mkdir(exist_ok=True)
+        sf.write(extra / folder / name, tone_clip("w", 40 + i, 0, slot=slot), 16000, subtype="PCM_16")
+    sets = [{"name": "mine", "path": str(extra)}, {"name": "absent", "path": str(extra / "nope"), "optional": True}]
+    params = parse_params(tiny_params_dict(root, evaluate={"extra_sets": sets, "streaming": {"recording_seconds": 60}}))
+    return params, run_evaluate(params)
+
+
+def test_metrics_json_has_test_extra_and_streaming(evaluated):
+    params, metrics = evaluated
+    saved = json.loads((params.paths.reports / "evaluation.json").read_text())
+    assert saved == json.loads(json.dumps(metrics))
+    assert 0.5 <= saved["testing"]["accuracy"] <= 1.0
+    assert saved["mine"]["clips"] == 3
+    assert "absent" not in saved, "a missing optional set is skipped"
+    for key in ("matched_percentage", "correct_percentage", "wrong_percentage", "false_positive_percentage", "false_alarms_per_hour"):
+        assert key in saved["streaming"]
+
+
+def test_confusion_csv_is_dvc_confusion_format(evaluated):
+    params, metrics = evaluated
+    out = params.paths.reports / "evaluate"
+    table = pd.read_csv(out / "confusion_testing.csv")
+    assert list(table.columns) == ["actual", "predicted"]
+    assert len(table) == metrics["testing"]["clips"]
+    assert set(table["actual"]) <= set(params.labels)
+    assert (table["actual"] == table["predicted"]).mean() == pytest.approx(metrics["testing"]["accuracy"], abs=1e-6)
+    per_class = json.loads((out / "per_class_testing.json").read_text())
+    assert np.array(per_class["matrix"]).shape == (4, 4)
+    assert (out / "confusion_testing.png").read_bytes()[:4] == b"\x89PNG"
+    truth = pd.read_csv(out / "streaming_truth.csv")
+    assert list(truth.columns) == ["label", "time_ms"] and len(truth) >= 20
+
+
+def test_missing_required_extra_set_is_an_error(tiny_trained):
+    from pipeline.errors import DataError
+
+    root, _, _ = tiny_trained
+    params = parse_params(tiny_params_dict(root, evaluate={"extra_sets": [{"name": "x", "path": "/nope", "optional": False}]}))
+    with pytest.raises(DataError, match="evaluate.extra_sets\\[x\\].path"):
+        run_evaluate(params)
+
+
+def test_metrics_reach_the_training_run(evaluated, mlflow_env):
+    import mlflow
+
+    params, metrics = evaluated
+    run = mlflow.MlflowClient().get_run((params.paths.model / "run_id.txt").read_text().strip())
+    assert run.data.metrics["test_accuracy"] == pytest.approx(metrics["testing"]["accuracy"])
+    assert "mine_accuracy" in run.data.metrics and "streaming_correct_percentage" in run.data.metrics
+
+
+def test_behaviour_silence_gain_and_shift(tiny_trained):
+    """Noise-only → _silence_; ±6 dB and ±50 ms keep most predictions (tolerance: ≥ 80 % unchanged)."""
+    _, params, _ = tiny_trained
+    scorer = KerasScorer(params.paths.model / "model.keras", params.features)
+    noise = np.load(params.paths.split / "background_testing.npy").astype(np.float32) / 32768
+    quiet = np.stack([noise[i * 4000 : i * 4000 + 16000] * 0.05 for i in range(5)])
+    assert (scorer(quiet).argmax(1) == params.labels.index("_silence_")).mean() >= 0.8
+    clips = np.load(params.paths.split / "testing_audio.npy").astype(np.float32) / 32768
+    base = scorer(clips).argmax(1)
+    for variant in (clips * 2.0, clips * 0.5, np.roll(clips, 800, axis=1), np.roll(clips, -800, axis=1)):
+        assert (scorer(variant).argmax(1) == base).mean() >= 0.8
+
+
+def test_unheard_word_goes_to_unknown_more_often_than_chance(tiny_trained):
+    _, params, _ = tiny_trained
+    scorer = KerasScorer(params.paths.model / "model.keras", params.features)
+    clips = np.stack([tone_clip("dog", 60 + i, 0, slot=3) for i in range(10)])  # 'dog' is an unknown word, new speakers
+    assert (scorer(clips).argmax(1) == params.labels.index("_unknown_")).mean() > 1 / len(params.labels)
