@@ -27,7 +27,8 @@ ParamsOption = Annotated[Path, typer.Option("--params", "-p", help="The params.y
 def user_errors() -> Iterator[None]:
     """Mistakes a user can fix become one line on stderr and exit code 1, never a traceback."""
     quiet_environment()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("pipeline").setLevel(logging.INFO)
     try:
         yield
     except KwsError as error:

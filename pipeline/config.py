@@ -45,6 +45,7 @@ class Paths(Strict):
     features: Path = Path("data/features")
     reports: Path = Path("reports")
     model: Path = Path("models/train")
+    export: Path = Path("models/export")
     checkpoints: Path = Path(".cache/checkpoints")
     logs: Path = Path("logs")
 

@@ -11,7 +11,12 @@ from pathlib import Path
 from pipeline.config import Params, load_params
 from pipeline.errors import KwsError
 
-QUIET_ENV = {"DVC_NO_ANALYTICS": "1", "MLFLOW_DISABLE_TELEMETRY": "true", "GX_ANALYTICS_ENABLED": "false"}
+QUIET_ENV = {
+    "DVC_NO_ANALYTICS": "1",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "GX_ANALYTICS_ENABLED": "false",
+    "TF_CPP_MIN_LOG_LEVEL": "2",  # TensorFlow's start-up banners are not news to a user
+}
 
 
 def quiet_environment() -> None:
@@ -28,7 +33,8 @@ def show_progress() -> bool:
 def run_stage(name: str, work: Callable[[Params], object], argv: list[str] | None = None) -> int:
     """Load params.yaml (or argv[0]), run one stage function, turn user errors into one line and exit 1."""
     quiet_environment()
-    logging.basicConfig(level=logging.INFO, format=f"[{name}] %(message)s")
+    logging.basicConfig(level=logging.WARNING, format=f"[{name}] %(message)s")
+    logging.getLogger("pipeline").setLevel(logging.INFO)  # our progress, not every library's chatter
     args = sys.argv[1:] if argv is None else argv
     try:
         params = load_params(Path(args[0]) if args else Path("params.yaml"))

@@ -7,10 +7,12 @@ from pipeline.config import Params
 from pipeline.data.sources import fetch_sources
 from pipeline.runner import run_stage, show_progress
 
+log = logging.getLogger("pipeline.stages")
+
 
 def run(params: Params) -> None:
     for name, summary in fetch_sources(params, progress=show_progress()).items():
-        logging.info("%s: %s", name, summary)
+        log.info("%s: %s", name, summary)
 
 
 if __name__ == "__main__":

@@ -7,10 +7,12 @@ from pipeline.config import Params
 from pipeline.evaluate.run import run_evaluate
 from pipeline.runner import run_stage
 
+log = logging.getLogger("pipeline.stages")
+
 
 def run(params: Params) -> None:
     metrics = run_evaluate(params)
-    logging.info("accuracy: %s", {name: values.get("accuracy") for name, values in metrics.items() if "accuracy" in values})
+    log.info("accuracy: %s", {name: values.get("accuracy") for name, values in metrics.items() if "accuracy" in values})
 
 
 if __name__ == "__main__":

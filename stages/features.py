@@ -7,9 +7,11 @@ from pipeline.config import Params
 from pipeline.features.extract import run_features
 from pipeline.runner import run_stage
 
+log = logging.getLogger("pipeline.stages")
+
 
 def run(params: Params) -> None:
-    logging.info("features %s", run_features(params)["sets"])
+    log.info("features %s", run_features(params)["sets"])
 
 
 if __name__ == "__main__":

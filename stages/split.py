@@ -7,11 +7,13 @@ from pipeline.config import Params
 from pipeline.data.split import run_split
 from pipeline.runner import run_stage, show_progress
 
+log = logging.getLogger("pipeline.stages")
+
 
 def run(params: Params) -> None:
     result = run_split(params, progress=show_progress())
     sets = {name: counts["total"] for name, counts in result.summary["sets"].items()}
-    logging.info("sets %s, %d file(s) quarantined", sets, len(result.quarantine))
+    log.info("sets %s, %d file(s) quarantined", sets, len(result.quarantine))
 
 
 if __name__ == "__main__":

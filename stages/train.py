@@ -7,10 +7,12 @@ from pipeline.config import Params
 from pipeline.runner import run_stage, show_progress
 from pipeline.train.run import run_train
 
+log = logging.getLogger("pipeline.stages")
+
 
 def run(params: Params) -> None:
     metrics = run_train(params, progress=show_progress())
-    logging.info("validation accuracy %.1f%% after %d steps in %.0f s",
+    log.info("validation accuracy %.1f%% after %d steps in %.0f s",
                  100 * metrics["validation_accuracy"], metrics["steps"], metrics["wall_seconds"])
 
 

@@ -1,29 +1,25 @@
 """Offline Speech Commands-style corpus spoken by libespeak-ng voices, byte-identical on every run.
 
-Voice configuration space (VoiceConfig): 8 English accents (espeak file ids: en [GB], en-029 [Caribbean],
-en-gb-scotland, en-gb-x-gbclan [Lancaster], en-gb-x-gbcwmd [West Midlands], en-gb-x-rp, en-us, en-us-nyc)
-x 87 voice variants (the 104 of espeak-ng 1.52 less the robot/heavy-echo novelties in EXCLUDED)
-x pitch 15..85 (espeakPITCH) x rate 90..180 wpm x pitch range 20..90 (espeakRANGE)
-x vocal-tract/tempo factor 0.92..1.08 (by resampling: 1.05 = 5 % faster, pitch and formants 5 % higher)
-x microphone tilt -3..+3 dB/octave x room (dry for 60 %, else RT60 150..600 ms at 10..40 % wet):
-about 6e13 combinations. Config i takes accent i mod 8 and variant i mod 87 (coprime, so the first 696
-configs are distinct accent/variant pairs); its numeric knobs come from sha256 of i.
+Voice space (VoiceConfig): 8 English accents (en [GB], en-029, en-gb-scotland, en-gb-x-gbclan, en-gb-x-gbcwmd,
+en-gb-x-rp, en-us, en-us-nyc) x 87 variants (espeak-ng 1.52's 104 less EXCLUDED) x pitch 15..85 x rate 90..180
+wpm x pitch range 20..90 x tract/tempo stretch 0.920..1.080 (resampling) x mic tilt -3..+3 dB/octave x room
+(60 % dry, else RT60 150..600 ms at 10..40 % wet): about 4e16 configs. Config i takes accent i mod 8 and variant
+i mod 87 (coprime: the first 696 are distinct pairs) and sha256(i) for the numbers.
 
-Each clip: synthesise at volume 40 (22050 Hz), trim silence, resample to `sample_rate` (applying the
-stretch), apply tilt and room, trim again, place at a seeded random offset, peak-normalise to a seeded
-peak in 0.3..0.9, pad to `clip_samples`. Repetitions jitter rate (+-7 %), pitch (+-4), range (+-6),
-stretch (+-1 %), offset and peak. A word longer than 90 % of the clip is re-spoken at the faster rate
-that fits (at most 450 wpm); anything still too long is cut with a 10 ms fade-out.
+A clip: speak at volume 40 (22050 Hz), trim silence, resample to `sample_rate` with the stretch, apply tilt
+and room, trim, place at a seeded offset, peak-normalise to a seeded 0.3..0.9, pad to `clip_samples`.
+Repetitions jitter rate +-7 %, pitch +-4, range +-6, stretch +-1 %, offset and peak. A word over 90 % of the
+clip is re-spoken at the rate that fits (<= 450 wpm); anything still too long is cut with a 10 ms fade.
 
-Determinism: libespeak-ng keeps synthesis state between utterances in C statics (pitch-flutter phase,
-AGC gain, breath-filter memory, roughness cycle count, Klatt state) that no API resets, and draws
-breath/aspiration noise from libc rand() and its own espeak_rand(). Output therefore depended on what
-the process had spoken before (so on worker scheduling) and, for breathy/Klatt variants (f2, f3, f5,
-Alicia, victor, klatt*), on random state. Fix: each worker runs a minimal speech server (python -I -S,
-ctypes only) that initialises the engine once and never speaks itself; every request (all repetitions
-of one word by one speaker) is spoken by a fork() of that pristine process, with srand() and
-espeak_ng_SetRandSeed() reseeded before each utterance. A clip is a pure function of (seed, word,
-voice config, repetition), whatever the worker count, order or word list.
+Determinism: libespeak-ng keeps state between utterances in C statics no API resets (pitch-flutter phase,
+AGC gain, breath-filter memory, roughness cycle count, Klatt state) and draws `breath` noise (f2, f3, f5,
+Alicia, victor, whisper) from libc rand() and espeak_rand(). In one process the same word said twice in a
+row differed for every variant tried (m3's length too) and reversing a batch changed every clip, so output
+followed worker scheduling; reseeding rand alone fixed nothing. Fix: each process runs a minimal speech
+server (python -I -S, ctypes only) that initialises the engine and never speaks; each request (all
+repetitions of one word by one speaker) is spoken by a fork() of that pristine server, with srand() and
+espeak_ng_SetRandSeed() reseeded per utterance. A clip is a pure function of (seed, word, voice, repetition,
+sample rate, clip length) whatever the workers, order or word list. soxr runs in float32 (SSE on any x86-64).
 """
 
 from __future__ import annotations
@@ -36,6 +32,7 @@ import struct
 import subprocess
 import sys
 import time
+from collections import namedtuple
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +47,8 @@ from pipeline.errors import DataError
 from pipeline.fileio import atomic_path, to_int16
 
 ACCENTS = ("en", "en-029", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-gb-x-rp", "en-us", "en-us-nyc")
+# Left out: robot voices and echo amplitude >= 100 % (robosoft*, RicishayMax*, UniRobot, anikaRobot, Demonic),
+# doubled F3 (Tweaky), an unstable speed test (fast) and a name with a space (Mr serious).
 EXCLUDED = ("Demonic", "UniRobot", "anikaRobot", "RicishayMax", "RicishayMax2", "RicishayMax3", "robosoft",
             "robosoft2", "robosoft3", "robosoft4", "robosoft5", "robosoft6", "robosoft7", "robosoft8", "Tweaky",
             "fast", "Mr serious")  # fmt: skip
@@ -94,6 +93,8 @@ def send(blob):
     view = memoryview(blob)
     while view:
         view = view[os.write(1, view):]
+def failure(message):
+    return struct.pack("<III", 1, 1, len(message.encode())) + message.encode()
 if lib.espeak_Initialize(2, 0, sys.argv[2].encode(), 0x8000) != 22050:
     sys.exit("libespeak-ng failed to initialise")
 lib.espeak_SetSynthCallback(collect)
@@ -107,12 +108,15 @@ while True:
     if pid == 0:
         try:
             pcm = [say(*line.split("\t")) for line in lines]
-            send(struct.pack("<II", 0, len(pcm)) + b"".join(struct.pack("<I", len(p)) + p for p in pcm))
+            reply = struct.pack("<II", 0, len(pcm)) + b"".join(struct.pack("<I", len(p)) + p for p in pcm)
         except BaseException as error:
-            message = repr(error).encode()
-            send(struct.pack("<III", 1, 1, len(message)) + message)
-        os._exit(0)
-    os.waitpid(pid, 0)
+            reply = failure(repr(error))
+        try:
+            send(reply)
+        finally:
+            os._exit(0)
+    if os.waitpid(pid, 0)[1] != 0:  # the fork crashed before replying
+        send(failure("speech process crashed"))
 """
 
 
@@ -239,23 +243,15 @@ def _trim(audio: np.ndarray, rel_db: float, pad: int) -> np.ndarray:
     return audio[max(loud[0] - pad, 0) : loud[-1] + pad + 1] if loud.size else audio[:0]
 
 
-@dataclass(frozen=True)
-class _Take:
-    """Seeded variation of one repetition."""
-
-    rate: int
-    pitch: int
-    pitch_range: int
-    stretch: float
-    seed: int
-    offset: float
-    peak: float
+_Take = namedtuple("_Take", "rate pitch pitch_range stretch seed offset peak")  # one repetition's variation
 
 
 def _take(seed: int, word: str, cfg: VoiceConfig, n: int) -> _Take:
+    """Rate/pitch/range/stretch jitter, espeak seed, offset and peak of repetition n."""
     rng = stable_rng(seed, word, cfg.speaker_id, n)
     return _Take(
-        rate=int(round(cfg.rate * rng.uniform(0.93, 1.07))), pitch=int(np.clip(cfg.pitch + rng.integers(-4, 5), 0, 100)),
+        rate=int(round(cfg.rate * rng.uniform(0.93, 1.07))),
+        pitch=int(np.clip(cfg.pitch + rng.integers(-4, 5), 0, 100)),
         pitch_range=int(np.clip(cfg.pitch_range + rng.integers(-6, 7), 0, 100)),
         stretch=cfg.stretch / 1000 * rng.uniform(0.99, 1.01), seed=int(rng.integers(1, 2**31 - 1)),
         offset=float(rng.random()), peak=float(rng.uniform(0.3, 0.9)),
@@ -266,7 +262,7 @@ def _speak_word(cfg: VoiceConfig, word: str, takes: list[_Take], limits: list[in
     """Every repetition of one word, re-spoken faster (same sequence, new fork) where one would not fit."""
     rates = [t.rate for t in takes]
     while True:
-        said = speak([(cfg.voice_name, word, r, t.pitch, t.pitch_range, t.seed) for r, t in zip(rates, takes, strict=True)])
+        said = speak([(cfg.voice_name, word, r, t.pitch, t.pitch_range, t.seed) for r, t in zip(rates, takes)])
         trimmed = [_trim(pcm, -40, 44) for pcm in said]
         long = [i for i, a in enumerate(trimmed) if len(a) > limits[i] and rates[i] < MAX_RATE]
         if not long:
@@ -293,7 +289,7 @@ def _room(cfg: VoiceConfig, sample_rate: int) -> np.ndarray:
 
 def _render(pcm: np.ndarray, cfg: VoiceConfig, take: _Take, ir: np.ndarray, sample_rate: int, clip: int) -> np.ndarray:
     """Resample, colour, fit and place one word; int16 of exactly `clip` samples."""
-    # float32 keeps soxr on its SSE engine on every x86-64 CPU; MQ (16-bit precision) is 3x faster at odd ratios
+    # float32 keeps soxr on its SSE engine; MQ (16-bit precision) is 3x faster than HQ at irrational ratios
     audio = soxr.resample(pcm.astype(np.float32) / 32768, ESPEAK_RATE * take.stretch, sample_rate, quality="MQ")
     if cfg.tilt or len(ir) > 1:
         n = len(audio) + len(ir) - 1
@@ -316,7 +312,8 @@ def _write_pcm16(path: Path, audio: np.ndarray, sample_rate: int) -> int:
     """Atomically write mono 16-bit WAV (no libsndfile fsync per file); returns its size in bytes."""
     data = audio.astype("<i2").tobytes()
     fmt = struct.pack("<IHHIIHH", 16, 1, 1, sample_rate, 2 * sample_rate, 2, 16)
-    blob = b"RIFF" + struct.pack("<I", 36 + len(data)) + b"WAVEfmt " + fmt + b"data" + struct.pack("<I", len(data)) + data
+    blob = b"RIFF" + struct.pack("<I", 36 + len(data)) + b"WAVEfmt " + fmt + b"data" + struct.pack("<I", len(data))
+    blob += data
     with atomic_path(path, ".wav") as tmp:
         tmp.write_bytes(blob)
     return len(blob)
@@ -347,25 +344,23 @@ def generate_corpus(
     tasks = [(cfg, list(words), source.repetitions, seed, out_dir, sample_rate, clip_samples) for cfg in configs]
     babble_args = (source.noise_seconds, sample_rate, seed)
     clips = size = 0
-    with tqdm(total=len(tasks) * len(words) * source.repetitions, desc="synthetic corpus", unit="clip",
-              disable=not progress) as bar:  # fmt: skip
-        if workers == 1:
-            try:
-                for done, written in map(_speaker_task, tasks):
-                    clips, size = clips + done, size + written
-                    bar.update(done)
-                babble = babble_audio(*babble_args)
-            finally:
-                stop_speech_server()
-        else:
-            with multiprocessing.get_context("fork").Pool(workers) as pool:
-                pending = pool.apply_async(babble_audio, babble_args)
-                for done, written in pool.imap_unordered(_speaker_task, tasks):
-                    clips, size = clips + done, size + written
-                    bar.update(done)
-                babble = pending.get()
-                pool.close()
-                pool.join()  # workers exit cleanly and stop their speech servers
+    pool = multiprocessing.get_context("fork").Pool(workers) if workers > 1 else None
+    try:
+        pending = pool.apply_async(babble_audio, babble_args) if pool else None
+        results = pool.imap_unordered(_speaker_task, tasks) if pool else map(_speaker_task, tasks)
+        with tqdm(total=len(tasks) * len(words) * source.repetitions, desc="synthetic corpus", unit="clip",
+                  disable=not progress) as bar:  # fmt: skip
+            for done, written in results:
+                clips, size = clips + done, size + written
+                bar.update(done)
+        babble = pending.get() if pending else babble_audio(*babble_args)
+        if pool:
+            pool.close()
+            pool.join()  # workers exit cleanly and stop their speech servers
+    finally:
+        if pool:
+            pool.terminate()
+        stop_speech_server()
     noises = synthesize_noises(out_dir / BACKGROUND_NOISE_DIR, source.noise_seconds, sample_rate, seed, babble=babble)
     return {
         "clips": clips, "speakers": len(configs), "words": len(words), "noise_files": len(noises),

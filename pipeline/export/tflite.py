@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections
 import re
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
@@ -28,8 +29,7 @@ Mode = Literal["float", "int8"]
 Int8Scheme = Literal["float_frontend", "float_io", "int8_io"]
 FRONTEND_SCOPE = re.compile(r"(^|/)frontend(_\d+)?/")  # ops of serving.build_serving_model's feature layer
 CALIBRATION_CLIPS = 200
-_INDEX_OPS = {"SHAPE", "GATHER", "REDUCE_PROD", "PACK", "CONCATENATION", "RANGE", "FLOOR_DIV", "MAXIMUM",
-              "STRIDED_SLICE", "SUB", "ADD", "MUL"}  # fmt: skip
+_MAC_OPS = {"CONV_2D": 0, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 0}  # axis of the weights' output channels
 
 
 def _representative(clips: np.ndarray, limit: int) -> Callable[[], object]:
@@ -91,7 +91,9 @@ def _convert_bytes(saved_model_dir: Path, mode: Mode, representative, scheme: In
     if not keep_float:
         raise KwsError("no `frontend` ops found to keep in float; build the model with build_serving_model")
     options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=keep_float)
-    debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=gen, debug_options=options)
+    with warnings.catch_warnings():  # the debugger checks its debug model with the deprecated tf.lite.Interpreter
+        warnings.simplefilter("ignore", UserWarning)
+        debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=gen, debug_options=options)
     return debugger.get_nondebug_quantized_model()
 
 
@@ -130,6 +132,7 @@ def graph_summary(content: bytes) -> dict:
     op_names, dtype_names = _enum_names(schema.BuiltinOperator), _enum_names(schema.TensorType)
     ops: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     weights: collections.Counter = collections.Counter()
+    macs: collections.Counter = collections.Counter()
     custom = []
     for graph in model.subgraphs:
         for op in graph.operators:
@@ -138,18 +141,20 @@ def graph_summary(content: bytes) -> dict:
             if builtin == schema.BuiltinOperator.CUSTOM:
                 custom.append((code.customCode or b"?").decode())
             name = op_names.get(builtin, str(builtin))
-            ops[name].update(dtype_names[graph.tensors[i].type].lower() for i in op.outputs[:1])
+            dtype = dtype_names[graph.tensors[op.outputs[0]].type].lower() if len(op.outputs) else "none"
+            ops[name][dtype] += 1
+            if name in _MAC_OPS:
+                out, weight = (np.abs(graph.tensors[i].shape).clip(1) for i in (op.outputs[0], op.inputs[1]))
+                macs[dtype] += int(np.prod(out) * np.prod(weight) // weight[_MAC_OPS[name]])
         for tensor in graph.tensors:
             data = model.buffers[tensor.buffer].data if tensor.buffer < len(model.buffers) else None
             if data is not None and len(data):
                 weights[dtype_names[tensor.type].lower()] += len(data)
-    compute = {k: v for k, v in ops.items() if k not in _INDEX_OPS or not set(v) <= {"int32", "int64"}}
-    quantized = sum(c for v in compute.values() for d, c in v.items() if d in ("int8", "uint8"))
-    total = sum(sum(v.values()) for v in compute.values())
     return {
         "ops": {name: dict(sorted(v.items())) for name, v in sorted(ops.items())},
         "weight_bytes": dict(sorted(weights.items())),
-        "int8_op_fraction": round(quantized / max(total, 1), 3),
+        "macs": dict(sorted(macs.items())),
+        "int8_mac_fraction": round((macs["int8"] + macs["uint8"]) / max(sum(macs.values()), 1), 3),
         "custom_ops": sorted(set(custom)),
     }
 

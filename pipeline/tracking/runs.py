@@ -138,8 +138,12 @@ class Run:
 
     def dataset(self, frame, name: str, context: str, digest_source: str) -> None:
         """Record a manifest as the run's dataset input (visible in the UI's Datasets column)."""
+        import warnings
+
         mlflow = _mlflow()
-        data = mlflow.data.from_pandas(frame, source=digest_source, name=name)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # schema hints about integer columns, source ambiguity
+            data = mlflow.data.from_pandas(frame, source=digest_source, name=name)
         inputs = [mlflow.entities.DatasetInput(data._to_mlflow_entity(), [mlflow.entities.InputTag("mlflow.data.context", context)])]
         self.client.log_inputs(self.run_id, datasets=inputs)
 

@@ -6,13 +6,16 @@ import hashlib
 import re
 from pathlib import Path
 
+import espeakng_loader
 import numpy as np
 import pytest
 import soundfile as sf
 
 from pipeline.config import BACKGROUND_NOISE_DIR, SyntheticSource
 from pipeline.data.noise import NOISE_NAMES, synthesize_noises
-from pipeline.data.synthetic import ACCENTS, VARIANTS, generate_corpus, speak, stop_speech_server, voice_configs
+from pipeline.data.synthetic import (
+    ACCENTS, EXCLUDED, VARIANTS, generate_corpus, speak, stop_speech_server, voice_configs,
+)
 
 WORDS = ["yes", "marvin", "off"]
 SOURCE = SyntheticSource(kind="synthetic", speakers=4, repetitions=2, noise_seconds=2)
@@ -111,6 +114,13 @@ def test_breathy_variants_are_deterministic(variant: str) -> None:
     assert np.array_equal(first, again) and np.array_equal(first, fresh)
 
 
+def test_every_accent_speaks_differently() -> None:
+    said = speak([(f"{accent}+m1", "tomato", 175, 50, 50, 1) for accent in ACCENTS])
+    stop_speech_server()
+    assert all(pcm.size > 1000 for pcm in said)
+    assert len({pcm.tobytes() for pcm in said}) == len(ACCENTS)
+
+
 def test_voice_configs_are_distinct_stable_and_spread() -> None:
     configs = voice_configs(320)
     ids = [c.speaker_id for c in configs]
@@ -121,6 +131,14 @@ def test_voice_configs_are_distinct_stable_and_spread() -> None:
     assert len({c.pitch for c in configs}) > 30 and len({c.rate for c in configs}) > 30
     assert 0 < sum(c.room_ms > 0 for c in configs) < 320
     assert voice_configs(1)[0].speaker_id == hashlib.sha1(voice_configs(1)[0].canonical.encode()).hexdigest()[:8]
+
+
+def test_variant_list_matches_espeak_data() -> None:
+    # espeak silently ignores an unknown variant, so a typo would quietly duplicate the base voice
+    available = {p.name for p in (Path(espeakng_loader.get_data_path()) / "voices" / "!v").iterdir()}
+    assert set(VARIANTS) <= available
+    assert set(VARIANTS) | set(EXCLUDED) == available and not set(VARIANTS) & set(EXCLUDED)
+    assert len(VARIANTS) % 2 == 1  # coprime with the 8 accents: accent/variant pairs cycle through all
 
 
 def test_noises(corpora: dict, tmp_path: Path) -> None:

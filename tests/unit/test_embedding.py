@@ -68,8 +68,10 @@ def _real(n: int = 4) -> np.ndarray:
     return np.stack([sf.read(f, dtype="float32")[0] for f in files])
 
 
-def _end_padded(clips: np.ndarray, samples: int = 2 * RATE) -> np.ndarray:
-    return np.pad(clips, ((0, 0), (samples - clips.shape[1], 0)))
+def _padded(clips: np.ndarray, samples: int = 2 * RATE) -> np.ndarray:
+    """Centred in `samples` of zeros, as compute_embeddings does by default."""
+    missing = samples - clips.shape[1]
+    return np.pad(clips, ((0, 0), (missing // 2, missing - missing // 2)))
 
 
 def test_resources_match_pinned_sha256(monkeypatch):
@@ -98,7 +100,7 @@ def test_graph_is_the_documented_cnn():
 
 
 def _check_parity(clips: np.ndarray, onnx) -> None:
-    padded = _end_padded(clips)
+    padded = _padded(clips)
     ref_mel = onnx.mel(padded)
     ours_mel = compute_features(padded, EMBEDDING_MEL)
     np.testing.assert_allclose(ours_mel, ref_mel, atol=TOL)
@@ -124,8 +126,8 @@ def test_quiet_clip_is_unaffected_by_a_loud_neighbour(onnx):
     beside = emb.compute_embeddings(np.concatenate([loud, quiet, loud]))
     np.testing.assert_array_equal(beside[1], emb.compute_embeddings(np.concatenate([quiet] * 3))[1])
     np.testing.assert_allclose(beside[1], emb.compute_embeddings(quiet)[0], atol=1e-4)  # batch size 1: other kernels
-    batch_floor = onnx.batch_mel(_end_padded(np.concatenate([loud, quiet])))[1]  # the ONNX floor is batch-wide
-    assert np.abs(batch_floor - onnx.mel(_end_padded(quiet))[0]).max() > 1.0
+    batch_floor = onnx.batch_mel(_padded(np.concatenate([loud, quiet])))[1]  # the ONNX floor is batch-wide
+    assert np.abs(batch_floor - onnx.mel(_padded(quiet))[0]).max() > 1.0
 
 
 def test_one_second_padded_to_two_gives_16_by_96():
@@ -138,17 +140,20 @@ def test_one_second_padded_to_two_gives_16_by_96():
     assert layer.compute_output_shape((None, RATE)) == (None, 16, 96)
     assert layer.compute_output_shape((None, 3 * RATE)) == (None, 1 + (297 - 76) // 8, 96)
     assert tuple(emb.embedding_features(tf.constant(clips)).shape) == (2, 16, 96)
+    assert emb.compute_embeddings(np.zeros((1, 3 * RATE), np.float32)).shape == (1, 28, 96)  # longer: not padded
 
 
-def test_alignment_end_and_center(onnx):
+def test_end_alignment(onnx):
     clip = _generated(3, seed=2)[-1:]
-    ref = onnx.embed(onnx.mel(np.pad(clip, ((0, 0), (8000, 8000)))))
-    np.testing.assert_allclose(emb.compute_embeddings(clip, align="center"), ref, atol=TOL)
-    assert not np.allclose(emb.compute_embeddings(clip, align="end"), ref, atol=TOL)
+    ref = onnx.embed(onnx.mel(np.pad(clip, ((0, 0), (RATE, 0)))))
+    np.testing.assert_allclose(emb.compute_embeddings(clip, align="end"), ref, atol=TOL)
+    assert not np.allclose(emb.compute_embeddings(clip), ref, atol=TOL)
+    with pytest.raises(ValueError, match="align"):
+        emb.EmbeddingFeatures(align="left")
 
 
 def test_other_steps_match_the_fully_convolutional_pass():
-    mel = tf.constant(compute_features(_end_padded(_generated(2, seed=3)), EMBEDDING_MEL))
+    mel = tf.constant(compute_features(_padded(_generated(2, seed=3)), EMBEDDING_MEL))
     layer = emb.SpeechEmbedding()
     full = layer.embed_sequence(mel).numpy()
     np.testing.assert_allclose(layer.embed_sequence(mel, step=4).numpy()[:, ::2], full, atol=1e-4)  # framed windows
@@ -171,6 +176,8 @@ def test_trainable_convs_and_saving(tmp_path):
     assert len(layer.trainable_weights) == 3  # the last conv has no bias
     with pytest.raises(ValueError, match="trainable_convs"):
         emb.SpeechEmbedding(trainable_convs=21)
+    with pytest.raises(ValueError, match="embed_sequence"):
+        layer(tf.zeros([1, 100, 32, 1]))
     inputs = keras.Input([RATE])
     features = emb.EmbeddingFeatures(trainable_convs=1)
     model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling1D()(features(inputs))))

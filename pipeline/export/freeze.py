@@ -1,0 +1,142 @@
+"""The freeze stage: SavedModel + TFLite float/int8 with the frontend inside, checks, export.json, registry."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.config import Params
+from pipeline.errors import DataError, KwsError
+from pipeline.fileio import write_json
+
+log = logging.getLogger(__name__)
+MIN_FLOAT_AGREEMENT = 0.999
+
+
+def load_serving_model(params: Params):
+    """The trained classifier behind the shared frontend, as one raw-audio Keras model."""
+    import keras
+
+    from pipeline.export.serving import build_serving_model
+    from pipeline.features.frontend import frontend_from_params
+
+    path = params.paths.model / "model.keras"
+    if not path.exists():
+        raise DataError(f"{path}: not found; run the train stage first")
+    classifier = keras.saving.load_model(path, compile=False)
+    return build_serving_model(frontend_from_params(params.features), classifier, params.features.clip_samples), classifier
+
+
+def _clips(params: Params, name: str) -> tuple[np.ndarray, np.ndarray]:
+    audio = np.load(params.paths.split / f"{name}_audio.npy", mmap_mode="r")
+    labels = np.load(params.paths.split / f"{name}_labels.npy").astype(np.int64)
+    return audio, labels
+
+
+def _representative(params: Params) -> np.ndarray:
+    audio, _ = _clips(params, "training")
+    rows = np.sort(np.random.default_rng(params.seed).choice(len(audio), min(params.freeze.representative_clips, len(audio)), replace=False))
+    return np.asarray(audio[rows], np.float32) / 32768.0
+
+
+def _score_all(predict, audio: np.ndarray, batch: int = 256) -> np.ndarray:
+    return np.concatenate([predict(np.asarray(audio[i : i + batch], np.float32) / 32768.0) for i in range(0, len(audio), batch)])
+
+
+def export_models(params: Params) -> dict:
+    """Write models/export/* and return the report that becomes export.json."""
+    from pipeline.export.serving import export_saved_model, load_saved_model_fn, saved_model_latency_ms
+    from pipeline.export.tflite import TfliteModel, agreement, convert, int8_gate, latency_ms
+
+    out = params.paths.export
+    serving, classifier = load_serving_model(params)
+    saved = out / "saved_model"
+    export_saved_model(serving, saved, params.labels)
+    shutil.copyfile(saved / "labels.txt", out / "labels.txt")
+    tflite = {"float": convert(saved, out / "model_float.tflite", "float"),
+              "int8": convert(saved, out / "model_int8.tflite", "int8", _representative(params))}  # fmt: skip
+    test_audio, test_labels = _clips(params, "testing")
+    keras_scores = _score_all(lambda x: serving.predict(x, verbose=0)["scores"], test_audio)
+    saved_scores = _score_all(load_saved_model_fn(saved), test_audio)
+    runners = {mode: TfliteModel(out / f"model_{mode}.tflite", num_threads=1) for mode in tflite}
+    tflite_scores = {mode: _score_all(runner.predict, test_audio) for mode, runner in runners.items()}
+    accuracy = {"keras": float((keras_scores.argmax(1) == test_labels).mean()),
+                **{mode: float((s.argmax(1) == test_labels).mean()) for mode, s in tflite_scores.items()}}  # fmt: skip
+    agree = {"saved_model": agreement(keras_scores, saved_scores),
+             **{mode: agreement(keras_scores, s) for mode, s in tflite_scores.items()}}  # fmt: skip
+    if agree["float"] < MIN_FLOAT_AGREEMENT or agree["saved_model"] < MIN_FLOAT_AGREEMENT:
+        raise KwsError(f"exported models disagree with Keras on the testing set: {agree}")
+    clip = np.asarray(test_audio[0], np.float32) / 32768.0
+    repeats = params.freeze.latency_repeats
+    latency = {
+        "keras": latency_ms(lambda x: serving(x, training=False), clip, repeats=repeats),
+        "saved_model": saved_model_latency_ms(saved, clip, threads=1, repeats=repeats),
+        **{f"tflite_{mode}": latency_ms(runner.predict, clip, repeats=repeats) for mode, runner in runners.items()},
+    }
+    files = {p.name: p.stat().st_size for p in sorted(out.glob("*.tflite"))}
+    files["saved_model"] = sum(p.stat().st_size for p in saved.rglob("*") if p.is_file())
+    report = {
+        "labels": params.labels,
+        "parameters": int(classifier.count_params()),
+        "clip_samples": params.features.clip_samples,
+        "sample_rate": params.features.sample_rate,
+        "saved_model": {"signature": "serving_default", "input": {"name": "audio", "dtype": "float32",
+                        "shape": [None, params.features.clip_samples]}, "output": {"name": "scores", "dtype": "float32",
+                        "shape": [None, len(params.labels)]}},  # fmt: skip
+        "tflite": tflite,
+        "bytes": files,
+        "testing": {"clips": int(len(test_labels)), "accuracy": accuracy, "top1_agreement_with_keras": agree},
+        "latency_ms_1_thread": latency,
+    }
+    return report
+
+
+def _example_wav(params: Params) -> bytes:
+    import soundfile as sf
+
+    audio, _ = _clips(params, "testing")
+    buffer = io.BytesIO()
+    sf.write(buffer, np.asarray(audio[0]), params.features.sample_rate, format="WAV", subtype="PCM_16")
+    return buffer.getvalue()
+
+
+def register_model(params: Params, report: dict) -> dict:
+    """Log the pyfunc model to the training run, register it and point `challenger` at the new version."""
+    from pipeline.tracking import Run
+    from pipeline.tracking.pyfunc import log_pyfunc
+    from pipeline.tracking.registry import register
+
+    run_id = (params.paths.model / "run_id.txt").read_text().strip()
+    evaluation = json.loads((params.paths.reports / "evaluation.json").read_text())
+    out = params.paths.export
+    model_uri = log_pyfunc(run_id, out / "saved_model", out / "labels.txt", _example_wav(params), params.features.sample_rate)
+    tags = {"test_accuracy": evaluation["testing"]["accuracy"], "model": params.train.model.name,
+            "int8_test_accuracy": report["testing"]["accuracy"]["int8"]}  # fmt: skip
+    for name, values in evaluation.items():
+        if name not in {"testing", "streaming"} and "accuracy" in values:
+            tags[f"{name}_accuracy"] = values["accuracy"]
+    name = params.freeze.registered_model_name
+    version = register(name, model_uri, run_id, tags)
+    run = Run.resume(run_id)
+    run.metrics({"int8_test_accuracy": report["testing"]["accuracy"]["int8"],
+                 "tflite_int8_bytes": report["bytes"]["model_int8.tflite"]})  # fmt: skip
+    run.artifact(out / "export.json", "export")
+    return {"name": name, "version": version, "alias": "challenger", "model_uri": model_uri, "run_id": run_id}
+
+
+def run_freeze(params: Params) -> dict:
+    """Export, check, write export.json, then register the model version."""
+    from pipeline.export.tflite import int8_gate
+
+    report = export_models(params)
+    write_json(params.paths.export / "export.json", report)
+    accuracy = report["testing"]["accuracy"]
+    int8_gate(accuracy["float"], accuracy["int8"], params.freeze.max_int8_drop)
+    registered = register_model(params, report)
+    write_json(params.paths.export / "registered.json", registered)
+    return {**report, "registered": registered}
