@@ -119,6 +119,153 @@ def spectrogram(
         typer.echo(f"wrote {png}")
 
 
+ModelOption = Annotated[
+    str | None,
+    typer.Option("--model", "-m", help="SavedModel folder, export folder, .tflite/.keras file or models:/NAME@ALIAS "
+                 "(default: paths.export/saved_model)."),  # fmt: skip
+]
+
+
+def _warn(message: str) -> None:
+    typer.echo(f"warning: {message}", err=True)
+
+
+@app.command("label-wav")
+def label_wav(
+    files: Annotated[list[Path], typer.Argument(help="wav (or flac) files, one clip each.")],
+    model: ModelOption = None,
+    top_k: Annotated[int, typer.Option("--top-k", min=1, help="Labels shown per file.")] = 3,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output: a JSON list, one entry per file.")] = False,
+    params_path: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Top labels and scores of each file; other sample rates, stereo and other lengths are converted with a warning."""
+    failed = 0
+    with user_errors():
+        params = _params(params_path)
+        import numpy as np
+
+        from pipeline.inference import load_model
+        from pipeline.predict import read_clip
+
+        predictor = load_model(model, params)
+        k = min(top_k, len(predictor.labels))
+        results: list[dict] = []
+        for path in files:
+            try:
+                clip = read_clip(path, predictor.sample_rate, predictor.clip_samples)
+            except KwsError as error:  # one unreadable file does not stop the others
+                typer.echo(f"error: {error}", err=True)
+                results.append({"file": str(path), "error": str(error)})
+                failed += 1
+                continue
+            for note in clip.notes:
+                _warn(f"{path}: {note}")
+            scores = predictor.scores(clip.audio[None])[0]
+            order = np.argsort(-scores, kind="stable")[:k]
+            top = [{"label": predictor.labels[i], "score": round(float(scores[i]), 6)} for i in order]
+            results.append({"file": str(path), "top": top, "notes": clip.notes})
+        if as_json:
+            typer.echo(json.dumps(results, indent=2))
+        else:
+            from rich.console import Console
+            from rich.table import Table
+
+            view = Table("file", *(f"#{i + 1}" for i in range(k)))
+            view.columns[0].overflow = "fold"
+            for row in results:
+                cells = [f"{t['label']} {t['score']:.3f}" for t in row["top"]] if "top" in row else ["unreadable"]
+                view.add_row(row["file"], *cells)
+            Console().print(view)
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command("stream")
+def stream(
+    wav: Annotated[Path, typer.Argument(help="A recording of any length (resampled and mixed to mono as needed).")],
+    model: ModelOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    params_path: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Commands heard in a long recording: sliding windows smoothed by RecognizeCommands (evaluate.streaming)."""
+    with user_errors():
+        params = _params(params_path)
+        import numpy as np
+
+        from pipeline.inference import load_model
+        from pipeline.predict import read_clip
+        from pipeline.stream.run import recognize_stream
+
+        predictor = load_model(model, params)
+        clip = read_clip(wav, predictor.sample_rate, None)
+        for note in clip.notes:
+            _warn(f"{wav}: {note}")
+        audio = clip.audio
+        if len(audio) < predictor.clip_samples:
+            _warn(f"{wav}: {len(audio)} samples, shorter than one window; padded to {predictor.clip_samples}")
+            audio = np.pad(audio, (0, predictor.clip_samples - len(audio)))
+        settings = params.evaluate.streaming
+        detections = recognize_stream(audio, predictor.scores, predictor.labels, settings, predictor.sample_rate,
+                                      clip_samples=predictor.clip_samples)  # fmt: skip
+        found = [{"time_s": round(d.time_ms / 1000.0, 3), "label": d.label, "score": round(float(d.score), 4)} for d in detections]
+        keys = ("clip_stride_ms", "average_window_ms", "detection_threshold", "suppression_ms", "minimum_count")
+        if as_json:
+            typer.echo(json.dumps({"file": str(wav), "seconds": round(len(clip.audio) / predictor.sample_rate, 3),
+                                   "settings": {key: getattr(settings, key) for key in keys},
+                                   "detections": found}, indent=2))  # fmt: skip
+            return
+        from rich.console import Console
+        from rich.table import Table
+
+        view = Table("time (s)", "label", "score", title=f"{wav} ({len(clip.audio) / predictor.sample_rate:.1f} s)")
+        for row in found:
+            view.add_row(f"{row['time_s']:.2f}", row["label"], f"{row['score']:.3f}")
+        Console().print(view)
+        typer.echo(f"{len(found)} detection(s)")
+
+
+@app.command("inspect")
+def inspect_model(
+    model: ModelOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    params_path: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Input/output tensors, labels, sizes, parameters and quantization of a model."""
+    with user_errors():
+        params = _params(params_path)
+        from pipeline.inference import load_model
+
+        facts = load_model(model, params).describe()
+        if as_json:
+            typer.echo(json.dumps(facts, indent=2, default=str))
+            return
+        from rich.console import Console
+        from rich.table import Table
+
+        console = Console()
+        view = Table("", "", show_header=False, title=str(facts["path"]))
+        view.columns[1].overflow = "fold"
+        for key in ("kind", "sample_rate", "clip_samples", "parameters", "bytes"):
+            if facts.get(key) is not None:
+                view.add_row(key, f"{facts[key]:,}" if isinstance(facts[key], int) else str(facts[key]))
+        view.add_row("labels", " ".join(facts["labels"]))
+        if "registry" in facts:
+            reg = facts["registry"]
+            view.add_row("registry", f"{reg['name']} version {reg['version']} ({', '.join(reg['aliases'] or []) or 'no alias'})")
+        quant = facts.get("quantization")
+        if quant:
+            view.add_row("quantization", f"{quant['mode']}" + (f" ({quant['scheme']})" if quant.get("scheme") else "")
+                         + f", int8 MAC fraction {quant['int8_mac_fraction']}")  # fmt: skip
+            for b in quant["boundaries"]:
+                view.add_row(f"  {b['op'].lower()}", f"{b['tensor']}: {b['dtype']} scale {b['scale']:.6g} zero {b['zero_point']}")
+        console.print(view)
+        tensors = Table("", "name", "shape", "dtype", "scale", "zero point", title="tensors")
+        for side in ("inputs", "outputs"):
+            for t in facts.get(side, []):
+                tensors.add_row(side[:-1], t["name"], str(t["shape"]), t["dtype"], str(t.get("scale", "")), str(t.get("zero_point", "")))
+        console.print(tensors)
+
+
 @app.command("models")
 def models(
     name: Annotated[str | None, typer.Option(help="Registered model name (default: freeze.registered_model_name).")] = None,

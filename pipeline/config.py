@@ -169,12 +169,20 @@ class SpecAugment(Strict):
     frequency_mask_bins: int = Field(5, ge=1)
 
 
+class EmbeddingParams(Strict):
+    """The frozen pretrained speech embedding (`preprocess: speech_embedding`): one 96-d vector every 80 ms."""
+
+    pad_to_ms: int = Field(2000, ge=1000, le=4000)
+    align: Literal["center", "end"] = "center"
+    views: int = Field(3, ge=1, le=20)
+
+
 class FeaturesParams(Strict):
     """The one audio frontend (shared by training, evaluation, export, streaming) and augmentation."""
 
     sample_rate: int = Field(16000, ge=8000, le=48000)
     clip_duration_ms: int = Field(1000, ge=100, le=10000)
-    preprocess: Literal["mfcc", "log_mel", "spectrogram", "embedding_mel"] = "mfcc"
+    preprocess: Literal["mfcc", "log_mel", "spectrogram", "embedding_mel", "speech_embedding"] = "mfcc"
     window_size_ms: float = Field(30.0, gt=0)
     window_stride_ms: float = Field(10.0, gt=0)
     feature_bin_count: int = Field(40, ge=1, le=512)
@@ -184,6 +192,15 @@ class FeaturesParams(Strict):
     background_frequency: float = Field(0.8, ge=0, le=1)
     background_volume: float = Field(0.1, ge=0, le=1)
     spec_augment: SpecAugment = SpecAugment()
+    embedding: EmbeddingParams = EmbeddingParams()
+
+    @property
+    def feature_shape(self) -> tuple[int, int]:
+        """(time steps, values per step) of one clip's features: the models' input shape."""
+        if self.preprocess == "speech_embedding":
+            mel_frames = (self.sample_rate * self.embedding.pad_to_ms // 1000 - 512) // 160 + 1
+            return (mel_frames - 76) // 8 + 1, 96
+        return self.frames, self.feature_bin_count
 
     @property
     def clip_samples(self) -> int:
@@ -210,6 +227,8 @@ class FeaturesParams(Strict):
         if self.preprocess == "spectrogram" and self.feature_bin_count > self.window_samples // 2 + 1:
             raise ValueError("spectrogram: feature_bin_count exceeds the FFT bins of one window")
         fixed = (self.sample_rate, self.window_samples, self.stride_samples, self.feature_bin_count)
+        if self.preprocess == "speech_embedding" and self.sample_rate != 16000:
+            raise ValueError("speech_embedding needs sample_rate 16000")
         if self.preprocess == "embedding_mel" and fixed != (16000, 512, 160, 32):  # the pretrained embedding's mel
             raise ValueError("embedding_mel is fixed: set sample_rate 16000, window_size_ms 32, window_stride_ms 10, feature_bin_count 32")
         return self
@@ -307,21 +326,28 @@ class Params(Strict):
     evaluate: EvaluateParams = EvaluateParams()
     freeze: FreezeParams = FreezeParams()
 
+    @model_validator(mode="after")
+    def _model_fits_features(self) -> Params:
+        embedded = self.features.preprocess == "speech_embedding"
+        if (self.train.model.name == "embedding_head") != embedded:
+            raise ValueError("train.model embedding_head goes with features.preprocess speech_embedding, and only with it")
+        return self
+
     @property
     def labels(self) -> list[str]:
         """Class order of every model: silence, unknown, then the wanted words."""
         return [SILENCE_LABEL, UNKNOWN_LABEL, *self.data.keywords]
 
 
-class _Yaml12Loader(yaml.SafeLoader):
+class ParamsLoader(yaml.SafeLoader):
     """YAML 1.2 booleans (true/false only), as DVC reads params: `yes`, `no`, `on`, `off` stay words."""
 
 
-_Yaml12Loader.yaml_implicit_resolvers = {
+ParamsLoader.yaml_implicit_resolvers = {
     key: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
     for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
-_Yaml12Loader.add_implicit_resolver(
+ParamsLoader.add_implicit_resolver(
     "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
 )
 
@@ -362,7 +388,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
     try:
-        raw = yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
+        raw = yaml.load(text, Loader=ParamsLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark else ""

@@ -51,12 +51,12 @@ class KerasScorer:
         import keras
         import tensorflow as tf
 
-        from pipeline.features.frontend import frontend_from_params
+        from pipeline.features.layers import feature_layer
 
         if not Path(model_path).exists():
             raise DataError(f"{model_path}: model not found; run the train stage first")
         self.model = keras.saving.load_model(model_path, compile=False)
-        self.frontend = frontend_from_params(features)
+        self.frontend = feature_layer(features)
         self.batch_size = batch_size
 
         @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32)], reduce_retracing=True)

@@ -5,13 +5,13 @@ import sys
 
 from pipeline.config import Params
 from pipeline.features.extract import run_features
-from pipeline.runner import run_stage
+from pipeline.runner import run_stage, show_progress
 
 log = logging.getLogger("pipeline.stages")
 
 
 def run(params: Params) -> None:
-    log.info("features %s", run_features(params)["sets"])
+    log.info("features %s", run_features(params, progress=show_progress())["sets"])
 
 
 if __name__ == "__main__":

@@ -23,13 +23,13 @@ def load_serving_model(params: Params):
     import keras
 
     from pipeline.export.serving import build_serving_model
-    from pipeline.features.frontend import frontend_from_params
+    from pipeline.features.layers import feature_layer
 
     path = params.paths.model / "model.keras"
     if not path.exists():
         raise DataError(f"{path}: not found; run the train stage first")
     classifier = keras.saving.load_model(path, compile=False)
-    return build_serving_model(frontend_from_params(params.features), classifier, params.features.clip_samples), classifier
+    return build_serving_model(feature_layer(params.features), classifier, params.features.clip_samples), classifier
 
 
 def _clips(params: Params, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -133,6 +133,10 @@ def run_freeze(params: Params) -> dict:
     """Export, check, write export.json, then register the model version."""
     from pipeline.export.tflite import int8_gate
 
+    for needed, stage in ((params.paths.model / "run_id.txt", "train"), (params.paths.reports / "evaluation.json", "evaluate")):
+        if not needed.is_file():  # checked before the minutes of export, not after
+            raise DataError(f"{needed}: not found; run the {stage} stage first")
+    (params.paths.export / "registered.json").unlink(missing_ok=True)  # never leave an earlier run's record behind
     report = export_models(params)
     write_json(params.paths.export / "export.json", report)
     accuracy = report["testing"]["accuracy"]

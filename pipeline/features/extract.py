@@ -1,30 +1,66 @@
-"""The features stage: fixed features of the validation and testing sets, and the frontend's description."""
+"""The features stage: fixed features of the evaluation sets and, for a frozen backbone, augmented training views."""
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
+from tqdm import tqdm
 
 from pipeline.config import Params
 from pipeline.errors import DataError
 from pipeline.fileio import atomic_path, write_json
 
+log = logging.getLogger(__name__)
 EVAL_SETS = ("validation", "testing")
 
 
-def run_features(params: Params) -> dict:
-    """Compute the frontend on each evaluation set once; training features are made fresh every step."""
-    from pipeline.features.frontend import compute_features
+def _load(params: Params, name: str) -> np.ndarray:
+    source = params.paths.split / f"{name}_audio.npy"
+    if not source.exists():
+        raise DataError(f"{source}: not found; run the split stage first")
+    return np.load(source, mmap_mode="r")
 
-    split, out = params.paths.split, params.paths.features
-    description = {"params": params.features.model_dump(mode="json"), "labels": params.labels, "sets": {}}
+
+def training_views(params: Params, progress: bool = False, batch_size: int = 256) -> np.ndarray:
+    """[views, clips, *feature_shape]: view 0 clean, the others freshly shifted + noise-mixed (seeded) waveforms."""
+    import tensorflow as tf
+
+    from pipeline.features.augment import make_augmenter
+    from pipeline.features.layers import extract
+
+    feat = params.features
+    audio = _load(params, "training")
+    noise = np.load(params.paths.split / "background_training.npy").astype(np.float32) / 32768.0
+    augment = make_augmenter(feat, noise, params.seed)
+    views = np.empty((feat.embedding.views, len(audio), *feat.feature_shape), np.float32)
+    batches = [(v, i) for v in range(feat.embedding.views) for i in range(0, len(audio), batch_size)]
+    for view, start in tqdm(batches, desc="training views", disable=not progress, mininterval=2):
+        clips = np.asarray(audio[start : start + batch_size], np.float32) / 32768.0
+        if view:
+            clips = augment(tf.constant(clips), view * 1_000_003 + start).numpy()
+        views[view, start : start + len(clips)] = extract(clips, feat, batch_size)
+    return views
+
+
+def run_features(params: Params, progress: bool = False) -> dict:
+    """Compute the feature layer once per evaluation clip (and per training view for speech_embedding)."""
+    from pipeline.features.layers import extract
+
+    out, feat = params.paths.features, params.features
+    description = {"params": feat.model_dump(mode="json"), "labels": params.labels, "sets": {}}
     for name in EVAL_SETS:
-        source = split / f"{name}_audio.npy"
-        if not source.exists():
-            raise DataError(f"{source}: not found; run the split stage first")
-        audio = np.load(source, mmap_mode="r")
-        features = compute_features(np.asarray(audio), params.features)
+        features = extract(np.asarray(_load(params, name)), feat)
         with atomic_path(out / f"{name}_features.npy", ".npy") as tmp:
             np.save(tmp, features.astype(np.float32))
         description["sets"][name] = {"clips": int(features.shape[0]), "shape": list(features.shape[1:])}
+    if feat.preprocess == "speech_embedding":
+        views = training_views(params, progress)
+        with atomic_path(out / "training_features.npy", ".npy") as tmp:
+            np.save(tmp, views)
+        description["sets"]["training"] = {"clips": int(views.shape[1]), "views": int(views.shape[0]),
+                                           "shape": list(views.shape[2:])}  # fmt: skip
+    else:
+        (out / "training_features.npy").unlink(missing_ok=True)
     write_json(out / "frontend.json", description)
     return description

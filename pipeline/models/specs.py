@@ -74,8 +74,20 @@ class BcResNetSpec(_Spec):
     dropout: Rate = 0.1
 
 
+class EmbeddingHeadSpec(_Spec):
+    """A small head on the frozen speech embedding's [T, 96] sequence (Lin et al. 2020, arXiv:2002.01322)."""
+
+    name: Literal["embedding_head"] = "embedding_head"
+    head: Literal["pool", "conv"] = "conv"
+    filters: int = Field(64, ge=1, le=512)
+    kernel: int = Field(3, ge=1, le=9)
+    dropout: Rate = 0.3
+    l2: float = Field(1e-3, ge=0)
+
+
 ModelSpec = Annotated[
-    SingleFcSpec | ConvSpec | LowLatencyConvSpec | LowLatencySvdfSpec | TinyConvSpec | DsCnnSpec | BcResNetSpec,
+    SingleFcSpec | ConvSpec | LowLatencyConvSpec | LowLatencySvdfSpec | TinyConvSpec | DsCnnSpec | BcResNetSpec
+    | EmbeddingHeadSpec,
     Field(discriminator="name"),
 ]
 

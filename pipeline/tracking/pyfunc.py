@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import io
 from importlib.metadata import version
 from pathlib import Path
@@ -11,15 +13,25 @@ import pandas as pd
 
 from pipeline.tracking.runs import _mlflow
 
-REQUIREMENTS = ["tensorflow-cpu", "numpy", "pandas", "soundfile", "soxr", "pydantic", "pyyaml"]
+# What loading and calling the model imports: the code_paths copy of `pipeline` imports pydantic-settings
+# (pipeline.tracking.runs) on the way to this module; mlflow itself is added by MLflow.
+REQUIREMENTS = ["tensorflow-cpu", "numpy", "pandas", "soundfile", "soxr", "pydantic", "pydantic-settings", "pyyaml"]
 
 
 def decode_audio(value: object, sample_rate: int, clip_samples: int) -> np.ndarray:
-    """One request value (wav/flac bytes, or a list/array of floats in [-1, 1]) as a padded float32 clip."""
+    """One request value (wav/flac bytes or their base64 text, or floats in [-1, 1]) as a padded float32 clip."""
+    if isinstance(value, str):  # base64 that schema enforcement did not decode (e.g. a caller without the signature)
+        try:
+            value = base64.b64decode(value, validate=False)
+        except (binascii.Error, ValueError):
+            raise ValueError("audio: a string value must be base64-encoded wav/flac bytes") from None
     if isinstance(value, bytes | bytearray | memoryview):
         import soundfile as sf
 
-        audio, rate = sf.read(io.BytesIO(bytes(value)), dtype="float32", always_2d=True)
+        try:
+            audio, rate = sf.read(io.BytesIO(bytes(value)), dtype="float32", always_2d=True)
+        except (sf.LibsndfileError, RuntimeError, TypeError) as error:
+            raise ValueError(f"audio: cannot decode {len(bytes(value))} bytes as wav/flac ({error})") from None
         audio = audio.mean(axis=1)
         if rate != sample_rate:
             import soxr
@@ -45,6 +57,10 @@ class KeywordSpotter(_mlflow().pyfunc.PythonModel):
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         import tensorflow as tf
 
+        if "audio" not in model_input:
+            raise ValueError(f"expected a column 'audio' (wav bytes), got columns {list(model_input.columns)}")
+        if not len(model_input):
+            return pd.DataFrame({"label": pd.Series([], dtype=str), "score": pd.Series([], dtype=float), "scores": []})
         batch = np.stack([decode_audio(v, self.sample_rate, self.clip_samples) for v in model_input["audio"]])
         scores = self.model.signatures["serving_default"](audio=tf.constant(batch))["scores"].numpy()
         top = scores.argmax(axis=1)
@@ -62,20 +78,28 @@ def log_pyfunc(run_id: str, saved_model: Path, labels: Path, example_wav: bytes,
     from pipeline.tracking.runs import tracking_uri
 
     mlflow = _mlflow()
-    mlflow.set_tracking_uri(tracking_uri())
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    status = client.get_run(run_id).info.status  # the training run's; start_run below would overwrite it
     example = pd.DataFrame({"audio": [example_wav]})
-    spotter = KeywordSpotter()
-    with mlflow.start_run(run_id=run_id):
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=spotter,
-            artifacts={"saved_model": str(saved_model), "labels": str(labels)},
-            input_example=example,
-            signature=mlflow.models.infer_signature(example, _example_output(saved_model, labels, example, sample_rate)),
-            pip_requirements=pinned_requirements(),
-            code_paths=[str(Path(__file__).resolve().parents[1])],
-            model_config={"sample_rate": sample_rate},
-        )
+    signature = mlflow.models.infer_signature(example, _example_output(saved_model, labels, example, sample_rate))
+    try:
+        with mlflow.start_run(run_id=run_id):
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=KeywordSpotter(),
+                artifacts={"saved_model": str(saved_model), "labels": str(labels)},
+                input_example=example,
+                signature=signature,
+                pip_requirements=pinned_requirements(),
+                code_paths=[str(Path(__file__).resolve().parents[1])],
+                model_config={"sample_rate": sample_rate},
+            )
+    finally:  # a failed freeze must not mark the training run FAILED, nor a finished one RUNNING
+        if status != "RUNNING":
+            client.set_terminated(run_id, status)
     return info.model_uri
 
 

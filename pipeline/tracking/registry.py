@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import getpass
 import json
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 from pipeline.errors import KwsError
 from pipeline.tracking.runs import _mlflow, check_tracking, tracking_uri
@@ -42,6 +44,9 @@ class VersionInfo:
     run_id: str
 
 
+_LOGGED_MODEL_URI = re.compile(r"^models:/(m-[0-9a-f]+)$")  # what mlflow.pyfunc.log_model returns in MLflow 3
+
+
 def register(name: str, model_uri: str, run_id: str, tags: dict[str, str], alias: str = "challenger") -> int:
     """Register `model_uri` under `name`, tag it and point `alias` at it; return the version number."""
     client = _client()
@@ -49,8 +54,20 @@ def register(name: str, model_uri: str, run_id: str, tags: dict[str, str], alias
         client.get_registered_model(name)
     except _mlflow().exceptions.MlflowException:
         client.create_registered_model(name, description="Keyword spotter: raw 16 kHz audio in, class scores out")
-    version = client.create_model_version(name, model_uri, run_id=run_id, tags={k: str(v) for k, v in tags.items()})
+    found = _LOGGED_MODEL_URI.match(model_uri)
+    model_id = found.group(1) if found else None  # links the version to its logged model (UI, lineage)
+    version = client.create_model_version(
+        name, model_uri, run_id=run_id, tags={k: str(v) for k, v in tags.items()}, model_id=model_id
+    )
     client.set_registered_model_alias(name, alias, version.version)
+    if model_id is not None:  # what mlflow.register_model does: the logged model lists its registered versions
+        try:
+            logged = client.get_logged_model(model_id)
+            linked = json.loads(logged.tags.get("mlflow.modelVersions", "[]"))
+            linked.append({"name": name, "version": version.version})
+            client.set_logged_model_tags(model_id, {"mlflow.modelVersions": json.dumps(linked)})
+        except _mlflow().exceptions.MlflowException:
+            pass
     return int(version.version)
 
 
@@ -89,7 +106,10 @@ def _metric(client, name: str, version: int, metric: str) -> float:
     tags = client.get_model_version(name, str(version)).tags or {}
     if metric not in tags:
         raise RegistryError(f"{name} version {version} has no {metric!r} tag; known: {', '.join(sorted(tags)) or 'none'}")
-    return float(tags[metric])
+    try:
+        return float(tags[metric])
+    except ValueError:
+        raise RegistryError(f"{name} version {version}: tag {metric}={tags[metric]!r} is not a number") from None
 
 
 def _history(client, name: str) -> dict[str, list[int]]:
@@ -148,3 +168,52 @@ def rollback(name: str, alias: str = "champion") -> str:
     if current is not None:
         client.set_model_version_tag(name, str(current), f"{alias}.rolled_back_by", _who())
     return f"{name}: {alias!r} is version {target} again (was version {current})"
+
+
+@dataclass
+class DownloadedModel:
+    """A registered (or logged) model copied to a local folder, and where it came from."""
+
+    uri: str
+    path: Path
+    name: str | None = None
+    version: int | None = None
+    aliases: list[str] | None = None
+    run_id: str | None = None
+    tags: dict[str, str] | None = None
+
+
+_MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))?$")
+
+
+def download_model(uri: str, dst: Path) -> DownloadedModel:
+    """Resolve `models:/NAME@alias`, `models:/NAME/N` or `models:/m-ID` and download the model folder into `dst`."""
+    found = _MODELS_URI.match(uri)
+    if not found or (found["alias"] is None and found["version"] is None and not found["name"].startswith("m-")):
+        raise RegistryError(f"{uri!r} is not a model URI; expected models:/NAME@ALIAS, models:/NAME/VERSION or models:/m-ID")
+    client = _client()
+    mlflow = _mlflow()
+    info = DownloadedModel(uri=uri, path=Path(dst))
+    if found["alias"] is not None or found["version"] is not None:
+        name = found["name"]
+        try:
+            if found["alias"] is not None:
+                version = client.get_model_version_by_alias(name, found["alias"])
+            else:
+                version = client.get_model_version(name, found["version"])
+        except mlflow.exceptions.MlflowException:
+            what = f"alias {found['alias']!r}" if found["alias"] is not None else f"version {found['version']}"
+            raise RegistryError(f"{uri}: registered model {name!r} has no {what}") from None
+        info.name, info.version, info.run_id = name, int(version.version), version.run_id or None
+        info.aliases = sorted(version.aliases or [])
+        info.tags = dict(version.tags or {})
+    uri_setting = tracking_uri()
+    try:
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=uri, dst_path=str(dst), tracking_uri=uri_setting, registry_uri=uri_setting
+        )
+    except mlflow.exceptions.MlflowException as error:
+        first = (str(error).strip().splitlines() or ["unknown error"])[0]
+        raise RegistryError(f"{uri}: cannot download the model ({first})") from None
+    info.path = Path(local)
+    return info

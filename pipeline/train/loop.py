@@ -42,6 +42,7 @@ class TrainData:
     val_features: np.ndarray
     val_labels: np.ndarray
     files: list[Path]
+    views: np.ndarray | None = None  # [views, clips, ...] precomputed features of a frozen backbone
 
 
 def load_train_data(params: Params) -> TrainData:
@@ -51,11 +52,17 @@ def load_train_data(params: Params) -> TrainData:
     missing = [str(p) for p in files if not p.exists()]
     if missing:
         raise DataError(f"missing {', '.join(missing)}: run the split and features stages first")
-    audio, labels, noise, val_x, val_y = (np.load(p, mmap_mode="r") for p in files)
+    views = None
+    if params.features.preprocess == "speech_embedding":
+        files.append(feats / "training_features.npy")
+        if not files[-1].exists():
+            raise DataError(f"{files[-1]}: not found; run the features stage first")
+        views = np.load(files[-1])
+    audio, labels, noise, val_x, val_y = (np.load(p, mmap_mode="r") for p in files[:5])
     if len(audio) == 0:
         raise DataError(f"{files[0]}: the training set is empty")
     return TrainData(audio, np.asarray(labels, np.int32), np.asarray(noise, np.float32) / 32768.0,
-                     np.asarray(val_x), np.asarray(val_y, np.int32), files)  # fmt: skip
+                     np.asarray(val_x), np.asarray(val_y, np.int32), files, views)  # fmt: skip
 
 
 def _optimizer(params: Params):
@@ -85,33 +92,38 @@ def train(params: Params, checkpoint_root: Path, log_dir: Path, run=None, progre
     import tensorflow as tf
 
     from pipeline.features.augment import derive_seed, make_augmenter, spec_augment
-    from pipeline.features.frontend import frontend_from_params
+    from pipeline.features.layers import feature_layer
     from pipeline.models import build_model
 
     cfg, feat, labels = params.train, params.features, params.labels
     keras.utils.set_random_seed(params.seed)
     tf.config.experimental.enable_op_determinism()
     data = load_train_data(params)
-    model = build_model(cfg.model, (feat.frames, feat.feature_bin_count), len(labels))
+    model = build_model(cfg.model, feat.feature_shape, len(labels))
     optimizer = _optimizer(params)
     key = fingerprint({"seed": params.seed, "train": cfg.model_dump(mode="json"), "features": feat.model_dump(mode="json"),
                        "labels": labels}, data.files)  # fmt: skip
     checkpoints = Checkpoints(checkpoint_root, key)
     start = checkpoints.restore(model, optimizer)
-    frontend = frontend_from_params(feat)
+    frontend = feature_layer(feat) if data.views is None else None
     augment = make_augmenter(feat, data.noise, params.seed)
     smoothing = cfg.label_smoothing
 
     @tf.function(reduce_retracing=True)
-    def step_fn(audio, y, step):
-        x = augment(audio, step)  # silence clips are already noise excerpts: augmented like any other clip
-        x = frontend(x)
+    def step_fn(inputs, y, step):
+        if data.views is None:  # raw audio: fresh augmentation and the frontend inside the step
+            x = augment(inputs, step)  # silence clips are already noise excerpts: augmented like any other clip
+            x = frontend(x)
+        else:  # a frozen backbone's features, one of the precomputed augmented views
+            x = inputs
         if feat.spec_augment.enabled:
             x = spec_augment(x, feat.spec_augment, derive_seed(params.seed, step, 2))
         with tf.GradientTape() as tape:
             logits = model(x, training=True)
             target = tf.one_hot(y, len(labels)) * (1 - smoothing) + smoothing / len(labels)
             loss = tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(target, logits))
+            if model.losses:  # weight regularisers declared by the architecture
+                loss += tf.add_n(model.losses)
         grads = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
         correct = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, 1, output_type=tf.int32), y), tf.float32))
@@ -124,8 +136,11 @@ def train(params: Params, checkpoint_root: Path, log_dir: Path, run=None, progre
     for step in range(start, total):
         optimizer.learning_rate.assign(learning_rate_at(step, cfg.steps, cfg.learning_rate))
         rows = np.sort(batch_indices(len(data.audio), cfg.batch_size, params.seed, step))
-        audio = tf.constant(data.audio[rows].astype(np.float32) / 32768.0)
-        loss, correct = step_fn(audio, tf.constant(data.labels[rows]), tf.constant(step, tf.int64))
+        if data.views is None:
+            inputs = tf.constant(data.audio[rows].astype(np.float32) / 32768.0)
+        else:
+            inputs = tf.constant(data.views[step % len(data.views), rows])
+        loss, correct = step_fn(inputs, tf.constant(data.labels[rows]), tf.constant(step, tf.int64))
         window.append((float(loss), float(correct)))
         done = step + 1
         if done % cfg.eval_step_interval == 0 or done == total:

@@ -1,0 +1,90 @@
+"""The whole default pipeline, as a user runs it: `dvc repro` in a clean copy of the repository."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.config import ParamsLoader
+from tests.conftest import REAL_DEV, REPO
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+def _run(args: list[str], cwd: Path, env: dict, timeout: int = 1800) -> subprocess.CompletedProcess:
+    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, f"{' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done
+
+
+@pytest.fixture(scope="module")
+def pipeline_copy(tmp_path_factory):
+    """A clean checkout of the tracked files (no data, no dvc.lock state from the developer) run end to end."""
+    work = tmp_path_factory.mktemp("e2e") / "repo"
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout.split(b"\0")
+    for name in filter(None, files):
+        rel = Path(name.decode())
+        if (REPO / rel).exists():
+            (work / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, work / rel)
+    (work / "dvc.lock").unlink(missing_ok=True)
+    params = yaml.load((work / "params.yaml").read_text(), Loader=ParamsLoader)
+    for extra in params.get("evaluate", {}).get("extra_sets", []):
+        extra["path"] = str(REAL_DEV)  # the copy lives elsewhere: point at ../shared by absolute path
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    subprocess.run(["git", "init", "-q"], cwd=work, check=True)
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "MLFLOW_DISABLE_TELEMETRY": "true",
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}  # fmt: skip
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("MLFLOW_ARTIFACT_ROOT", None)
+    first = _run(["dvc", "repro"], work, env, timeout=2400)
+    return work, env, first
+
+
+def test_every_stage_ran_and_wrote_its_outputs(pipeline_copy):
+    work, _, first = pipeline_copy
+    for stage in ("download", "split", "features", "train", "evaluate", "freeze"):
+        assert f"Running stage '{stage}'" in first.stdout
+    for path in ("data/split/manifest.parquet", "models/train/model.keras", "models/export/saved_model/saved_model.pb",
+                 "models/export/model_int8.tflite", "reports/evaluation.json", "reports/data_docs/index.html"):
+        assert (work / path).exists(), path
+
+
+def test_metrics_show_accuracy_and_streaming(pipeline_copy):
+    work, env, _ = pipeline_copy
+    shown = _run(["dvc", "metrics", "show", "--json"], work, env).stdout
+    metrics = json.loads(shown)
+    evaluation = json.loads((work / "reports/evaluation.json").read_text())
+    assert evaluation["testing"]["accuracy"] > 0.8
+    assert evaluation["streaming"]["matched_percentage"] > 0
+    if REAL_DEV.is_dir():
+        assert evaluation["real_dev"]["clips"] == 2201
+        assert evaluation["real_dev"]["accuracy"] > 0.5
+    assert "evaluation.json" in shown and "split.json" in shown and metrics
+
+
+def test_second_repro_does_nothing_and_a_split_change_reruns_only_downstream(pipeline_copy):
+    work, env, _ = pipeline_copy
+    again = _run(["dvc", "repro"], work, env)
+    assert "Running stage" not in again.stdout
+    params = yaml.load((work / "params.yaml").read_text(), Loader=ParamsLoader)
+    params["split"]["validation_percentage"] = 12
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    dry = _run(["dvc", "repro", "--dry", "features"], work, env).stdout
+    assert "Running stage 'split'" in dry and "Running stage 'features'" in dry
+    assert "Running stage 'download'" not in dry
+
+
+def test_registered_version_is_challenger_and_promotes(pipeline_copy):
+    work, env, _ = pipeline_copy
+    registered = json.loads((work / "models/export/registered.json").read_text())
+    assert registered["alias"] == "challenger" and registered["version"] >= 1
+    out = _run([sys.executable, "-m", "pipeline.cli", "promote"], work, env).stdout
+    assert "champion" in out
