@@ -247,7 +247,7 @@ def inspect_model(
         view.columns[1].overflow = "fold"
         for key in ("kind", "sample_rate", "clip_samples", "parameters", "bytes"):
             if facts.get(key) is not None:
-                view.add_row(key, f"{facts[key]:,}" if isinstance(facts[key], int) else str(facts[key]))
+                view.add_row(key, f"{facts[key]:,}" if key in ("parameters", "bytes") else str(facts[key]))
         view.add_row("labels", " ".join(facts["labels"]))
         if "registry" in facts:
             reg = facts["registry"]
@@ -260,6 +260,7 @@ def inspect_model(
                 view.add_row(f"  {b['op'].lower()}", f"{b['tensor']}: {b['dtype']} scale {b['scale']:.6g} zero {b['zero_point']}")
         console.print(view)
         tensors = Table("", "name", "shape", "dtype", "scale", "zero point", title="tensors")
+        tensors.columns[1].overflow = "fold"
         for side in ("inputs", "outputs"):
             for t in facts.get(side, []):
                 tensors.add_row(side[:-1], t["name"], str(t["shape"]), t["dtype"], str(t.get("scale", "")), str(t.get("zero_point", "")))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import os
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -208,6 +209,7 @@ def download_model(uri: str, dst: Path) -> DownloadedModel:
         info.aliases = sorted(version.aliases or [])
         info.tags = dict(version.tags or {})
     uri_setting = tracking_uri()
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a CLI's stderr is for warnings
     try:
         local = mlflow.artifacts.download_artifacts(
             artifact_uri=uri, dst_path=str(dst), tracking_uri=uri_setting, registry_uri=uri_setting

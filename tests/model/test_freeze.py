@@ -1,0 +1,269 @@
+"""The freeze stage on the tiny trained model: export files, parity with Keras, the int8 gate, the registry and the
+pyfunc model, gated promotion / forced promotion / rollback through `kws promote|models|rollback`.
+
+`frozen_tiny` runs evaluate + freeze once per session (also used by tests/stages/test_cli.py and test_serve.py).
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import io
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+import yaml
+
+from pipeline.config import parse_params
+from pipeline.errors import DataError, KwsError
+from tests.conftest import tiny_params_dict
+
+pytestmark = pytest.mark.slow
+
+MODEL_NAME = "kws_tiny"
+EXPORT_FILES = ["saved_model", "model_float.tflite", "model_int8.tflite", "labels.txt", "export.json", "registered.json"]
+_FROZEN: dict[str, SimpleNamespace] = {}
+
+
+def _stub_latency(*args, **kwargs) -> dict:
+    """Stands in for the fresh-process SavedModel latency run (~15 s of TF start-up; tested in test_export.py)."""
+    return {"median_ms": 0.0, "p90_ms": 0.0, "repeats": 0, "stubbed": True}
+
+
+def frozen_tiny(tiny_trained, tmp_path_factory) -> SimpleNamespace:
+    """Evaluate + freeze the tiny trained model once per session, into a private export/reports folder.
+
+    Returns params, the params.yaml written for the CLI (`--params`), run_freeze's result and the work folder.
+    """
+    root, _, _ = tiny_trained
+    if str(root) not in _FROZEN:
+        from pipeline.evaluate.run import run_evaluate
+        from pipeline.export.freeze import run_freeze
+
+        work = tmp_path_factory.mktemp("frozen")
+        raw = tiny_params_dict(
+            root,
+            paths={"reports": str(work / "reports"), "export": str(work / "export")},
+            freeze={"registered_model_name": MODEL_NAME, "latency_repeats": 3, "representative_clips": 50},
+            evaluate={"streaming": {"recording_seconds": 30}},
+        )
+        params_file = work / "params.yaml"
+        params_file.write_text(yaml.safe_dump(raw))
+        params = parse_params(raw)
+        run_evaluate(params)  # freeze reads reports/evaluation.json and model/run_id.txt
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr("pipeline.export.serving.saved_model_latency_ms", _stub_latency)
+            result = run_freeze(params)
+        _FROZEN[str(root)] = SimpleNamespace(params=params, params_file=params_file, result=result, work=work, raw=raw)
+    return _FROZEN[str(root)]
+
+
+@pytest.fixture(scope="module")
+def frozen(tiny_trained, mlflow_env, tmp_path_factory):
+    return frozen_tiny(tiny_trained, tmp_path_factory)
+
+
+def _testing(params) -> tuple[np.ndarray, np.ndarray]:
+    audio = np.load(params.paths.split / "testing_audio.npy").astype(np.float32) / 32768.0
+    return audio, np.load(params.paths.split / "testing_labels.npy").astype(np.int64)
+
+
+def _wav_bytes(clip: np.ndarray, rate: int = 16000) -> bytes:
+    buffer = io.BytesIO()
+    sf.write(buffer, clip, rate, format="WAV", subtype="PCM_16")
+    return buffer.getvalue()
+
+
+def test_export_writes_every_file(frozen):
+    out = frozen.params.paths.export
+    assert sorted(p.name for p in out.iterdir()) == sorted(EXPORT_FILES)
+    assert (out / "saved_model" / "saved_model.pb").is_file()
+    assert (out / "labels.txt").read_text().split() == frozen.params.labels
+    report = json.loads((out / "export.json").read_text())
+    assert report["labels"] == frozen.params.labels and report["parameters"] > 0
+    assert report["tflite"]["int8"]["scheme"] == "float_frontend"
+    assert report["bytes"]["model_int8.tflite"] < report["bytes"]["model_float.tflite"]
+    assert set(report["latency_ms_1_thread"]) == {"keras", "saved_model", "tflite_float", "tflite_int8"}
+    registered = json.loads((out / "registered.json").read_text())
+    assert registered == json.loads(json.dumps(frozen.result["registered"]))
+    assert registered["name"] == MODEL_NAME and registered["alias"] == "challenger"
+    assert registered["model_uri"].startswith("models:/m-")
+
+
+def test_exported_models_agree_with_keras(frozen):
+    """SavedModel, TFLite float and int8 load and agree with Keras; export.json's agreement values recomputed."""
+    from pipeline.export.serving import load_saved_model_fn
+    from pipeline.export.tflite import TfliteModel, agreement
+    from pipeline.predict import KerasScorer
+
+    params, out = frozen.params, frozen.params.paths.export
+    report = json.loads((out / "export.json").read_text())["testing"]
+    audio, labels = _testing(params)
+    keras_scores = KerasScorer(params.paths.model / "model.keras", params.features)(audio)
+    saved = load_saved_model_fn(out / "saved_model")(audio)
+    float_scores = TfliteModel(out / "model_float.tflite").predict(audio)
+    int8_scores = TfliteModel(out / "model_int8.tflite").predict(audio)
+    np.testing.assert_allclose(saved, keras_scores, atol=1e-4)
+    np.testing.assert_allclose(float_scores, keras_scores, atol=1e-3)
+    assert agreement(keras_scores, saved) == pytest.approx(report["top1_agreement_with_keras"]["saved_model"]) == 1.0
+    assert agreement(keras_scores, float_scores) == pytest.approx(report["top1_agreement_with_keras"]["float"]) == 1.0
+    assert agreement(keras_scores, int8_scores) == pytest.approx(report["top1_agreement_with_keras"]["int8"])
+    assert float((int8_scores.argmax(1) == labels).mean()) == pytest.approx(report["accuracy"]["int8"])
+    assert report["clips"] == len(labels)
+
+
+def test_registered_version_tags_and_pyfunc(frozen, mlflow_env):
+    import mlflow
+
+    from pipeline.export.serving import load_saved_model_fn
+    from pipeline.tracking.pyfunc import REQUIREMENTS
+
+    params = frozen.params
+    client = mlflow.MlflowClient()
+    version = client.get_model_version_by_alias(MODEL_NAME, "challenger")
+    evaluation = json.loads((params.paths.reports / "evaluation.json").read_text())
+    run_id = (params.paths.model / "run_id.txt").read_text().strip()
+    assert version.run_id == run_id
+    assert float(version.tags["test_accuracy"]) == pytest.approx(evaluation["testing"]["accuracy"])
+    assert float(version.tags["int8_test_accuracy"]) == pytest.approx(frozen.result["testing"]["accuracy"]["int8"])
+    assert version.tags["model"] == "tiny_conv"
+    logged = client.get_logged_model(frozen.result["registered"]["model_uri"].removeprefix("models:/"))
+    assert {"name": MODEL_NAME, "version": version.version} in json.loads(logged.tags["mlflow.modelVersions"])
+    assert logged.source_run_id == run_id
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED", "logging the model must not change the training run's status"
+    assert "int8_test_accuracy" in run.data.metrics
+
+    info = mlflow.models.get_model_info(f"models:/{MODEL_NAME}@challenger")
+    assert info.signature.inputs.to_dict() == [{"type": "binary", "name": "audio", "required": True}]
+    assert [c["name"] for c in info.signature.outputs.to_dict()] == ["label", "score", "scores"]
+    assert info.saved_input_example_info["type"] == "dataframe"
+    local = Path(mlflow.artifacts.download_artifacts(f"models:/{MODEL_NAME}@challenger"))
+    requirements = (local / "requirements.txt").read_text().split()
+    pinned = {line.split("==")[0]: line for line in requirements}
+    assert all("==" in line for line in requirements), requirements
+    assert set(REQUIREMENTS) <= set(pinned) and "mlflow" in pinned
+
+    model = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}@challenger")
+    audio, _ = _testing(params)
+    wavs = [_wav_bytes(clip) for clip in audio[:4]]  # int16 clips: the wav round trip is exact
+    result = model.predict(pd.DataFrame({"audio": [*wavs, base64.b64encode(wavs[0]).decode()]}))
+    assert list(result.columns) == ["label", "score", "scores"]
+    saved = load_saved_model_fn(params.paths.export / "saved_model")(audio[:4])
+    assert list(result["label"][:4]) == [params.labels[i] for i in saved.argmax(1)]
+    np.testing.assert_allclose(np.stack(result["scores"][:4]), saved, atol=1e-5)
+    assert result["label"][4] == result["label"][0], "base64 text is decoded like bytes"
+    assert all(len(s) == len(params.labels) and abs(sum(s) - 1) < 1e-4 for s in result["scores"])
+
+
+def test_int8_gate_blocks_registration(frozen, tmp_path, monkeypatch, mlflow_env):
+    """A broken int8 model: export.json is written, run_freeze fails, nothing is registered, no stale registered.json."""
+    import mlflow
+
+    from pipeline.export import freeze
+    from pipeline.export.tflite import TfliteModel, int8_gate
+
+    # really shuffled int8 scores fail the gate
+    params = frozen.params
+    audio, labels = _testing(params)
+    scores = TfliteModel(params.paths.export / "model_int8.tflite").predict(audio)
+    shuffled = np.random.default_rng(0).permuted(scores, axis=1)
+    broken = float((shuffled.argmax(1) == labels).mean())
+    assert broken < frozen.result["testing"]["accuracy"]["float"] - 0.1
+    with pytest.raises(KwsError, match="int8 model loses"):
+        int8_gate(frozen.result["testing"]["accuracy"]["float"], broken, params.freeze.max_int8_drop)
+
+    # run_freeze with that accuracy: the report is kept for a human to read, the registry is untouched
+    report = copy.deepcopy({k: v for k, v in frozen.result.items() if k != "registered"})
+    report["testing"]["accuracy"]["int8"] = broken
+    monkeypatch.setattr(freeze, "export_models", lambda _params: report)
+    raw = copy.deepcopy(frozen.raw)
+    raw["paths"]["export"] = str(tmp_path / "export")
+    (tmp_path / "export").mkdir()
+    (tmp_path / "export" / "registered.json").write_text("{}")  # left by an earlier successful freeze
+    before = len(mlflow.MlflowClient().search_model_versions(f"name = '{MODEL_NAME}'"))
+    with pytest.raises(KwsError, match="above freeze.max_int8_drop"):
+        freeze.run_freeze(parse_params(raw))
+    written = json.loads((tmp_path / "export" / "export.json").read_text())
+    assert written["testing"]["accuracy"]["int8"] == broken
+    assert not (tmp_path / "export" / "registered.json").exists()
+    assert len(mlflow.MlflowClient().search_model_versions(f"name = '{MODEL_NAME}'")) == before
+
+
+def test_freeze_needs_evaluation_first(frozen, tmp_path):
+    from pipeline.export.freeze import run_freeze
+
+    raw = copy.deepcopy(frozen.raw)
+    raw["paths"]["reports"] = str(tmp_path / "reports")
+    raw["paths"]["export"] = str(tmp_path / "export")
+    with pytest.raises(DataError, match="evaluation.json: not found; run the evaluate stage"):
+        run_freeze(parse_params(raw))
+    assert not (tmp_path / "export").exists(), "checked before any export work"
+
+
+def _cli(*args: str):
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    return CliRunner().invoke(app, list(args))
+
+
+def test_promote_refuse_force_rollback(frozen, mlflow_env):
+    """champion gated on test_accuracy; --force overrides; rollback restores; tags record who, when and why."""
+    import mlflow
+
+    from pipeline.tracking.registry import register
+
+    client = mlflow.MlflowClient()
+    p = ["--params", str(frozen.params_file)]
+    first = int(client.get_model_version_by_alias(MODEL_NAME, "challenger").version)
+
+    done = _cli("promote", *p)
+    assert done.exit_code == 0, done.output
+    assert f"version {first} is now 'champion'" in done.stdout
+    assert int(client.get_model_version_by_alias(MODEL_NAME, "champion").version) == first
+    assert "(first)" in client.get_model_version(MODEL_NAME, str(first)).tags["champion.reason"]
+    assert "already holds" in _cli("promote", *p).stdout
+
+    registered = frozen.result["registered"]
+    accuracy = float(client.get_model_version(MODEL_NAME, str(first)).tags["test_accuracy"])
+    worse = register(MODEL_NAME, registered["model_uri"], registered["run_id"], {"test_accuracy": accuracy - 0.25})
+    refused = _cli("promote", *p)
+    assert refused.exit_code == 1
+    assert refused.stderr.strip().count("\n") == 0 and "Traceback" not in refused.output
+    assert f"refused: version {worse} has test_accuracy {accuracy - 0.25:.4f} < {accuracy:.4f}" in refused.stderr
+    assert "--force" in refused.stderr
+    assert int(client.get_model_version_by_alias(MODEL_NAME, "champion").version) == first
+
+    forced = _cli("promote", "--force", "--reason", "ship the hotfix", *p)
+    assert forced.exit_code == 0, forced.output
+    assert f"version {worse} is now 'champion' (was version {first})" in forced.stdout
+    tags = client.get_model_version(MODEL_NAME, str(worse)).tags
+    assert tags["champion.reason"] == "ship the hotfix"
+    assert tags["champion.promoted_by"] and tags["champion.promoted_at"].endswith("Z")
+
+    listed = _cli("models", "--json", *p)
+    assert listed.exit_code == 0, listed.output
+    rows = {row["version"]: row for row in json.loads(listed.stdout)}
+    assert rows[worse]["aliases"] == ["challenger", "champion"] and rows[first]["aliases"] == []
+    assert float(rows[first]["tags"]["test_accuracy"]) == accuracy
+    assert _cli("models", *p).exit_code == 0
+
+    back = _cli("rollback", *p)
+    assert back.exit_code == 0, back.output
+    assert f"'champion' is version {first} again (was version {worse})" in back.stdout
+    assert int(client.get_model_version_by_alias(MODEL_NAME, "champion").version) == first
+    assert "champion.rolled_back_at" in client.get_model_version(MODEL_NAME, str(first)).tags
+
+    again = _cli("rollback", *p)
+    assert again.exit_code == 1 and "no earlier holder of 'champion'" in again.stderr
+    missing = _cli("promote", "--version", "99", *p)
+    assert missing.exit_code == 1 and f"{MODEL_NAME} has no version 99" in missing.stderr
+    assert "Traceback" not in missing.output
+    assert _cli("promote", "--version", "1", "--alias", "x", *p).exit_code == 1

@@ -1,0 +1,184 @@
+"""The `kws` command line on the tiny trained and frozen model: label-wav, stream, inspect, data info, spectrogram,
+and one-line errors for a user's mistakes."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+import yaml
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+from tests.conftest import tone_clip
+from tests.model.test_freeze import MODEL_NAME, frozen_tiny
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def frozen(tiny_trained, mlflow_env, tmp_path_factory):
+    return frozen_tiny(tiny_trained, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def wavs(tmp_path_factory):
+    """A 'yes' (slot 0 of the tiny corpus; a training speaker's pitch, an unseen take), a converted one, a broken file."""
+    folder = tmp_path_factory.mktemp("wavs")
+    yes = tone_clip("yes", 10, 7, slot=0)
+    sf.write(folder / "yes.wav", yes, 16000, subtype="PCM_16")
+    import soxr
+
+    half = soxr.resample(yes, 16000, 8000)[2000:6000]  # 0.5 s at 8 kHz, stereo: every conversion at once
+    sf.write(folder / "odd.wav", np.stack([half, half], axis=1), 8000, subtype="PCM_16")
+    (folder / "broken.wav").write_bytes(b"RIFF\x00\x00not a wav at all")
+    return folder
+
+
+def kws(*args: str):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def _p(frozen) -> list[str]:
+    return ["--params", str(frozen.params_file)]
+
+
+def _one_line_error(result) -> str:
+    assert result.exit_code != 0
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+def test_help_lists_commands():
+    result = kws("--help")
+    assert result.exit_code == 0
+    for command in ("label-wav", "stream", "inspect", "models", "promote", "rollback", "spectrogram", "data"):
+        assert command in result.stdout
+
+
+def test_label_wav_names_the_word(frozen, wavs):
+    human = kws("label-wav", wavs / "yes.wav", *_p(frozen))
+    assert human.exit_code == 0, human.output
+    assert "yes" in human.stdout.split("yes.wav", 1)[1].split()[1]  # the #1 column of the file's row
+    result = kws("label-wav", wavs / "yes.wav", "--json", "--top-k", "2", *_p(frozen))
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert len(rows) == 1 and rows[0]["file"].endswith("yes.wav") and rows[0]["notes"] == []
+    top = rows[0]["top"]
+    assert [t["label"] for t in top][0] == "yes" and len(top) == 2 and top[0]["score"] >= top[1]["score"]
+    assert result.stderr == ""
+
+
+@pytest.mark.parametrize("model", ["export/model_int8.tflite", "export/model_float.tflite", "export", "keras", "registry"])
+def test_label_wav_any_model_form(frozen, wavs, model):
+    spec = {"keras": frozen.params.paths.model / "model.keras", "registry": f"models:/{MODEL_NAME}@challenger"}.get(
+        model, frozen.work / model
+    )
+    result = kws("label-wav", wavs / "yes.wav", "--json", "--model", spec, *_p(frozen))
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)[0]["top"][0]["label"] == "yes"
+
+
+def test_label_wav_converts_odd_audio_with_warnings(frozen, wavs):
+    result = kws("label-wav", wavs / "odd.wav", "--json", *_p(frozen))
+    assert result.exit_code == 0, result.output
+    row = json.loads(result.stdout)[0]
+    assert row["top"][0]["label"] in frozen.params.labels
+    for words in ("mixed 2 channels", "resampled 8000 Hz to 16000 Hz", "padded 8000 samples to 16000"):
+        assert any(words in note for note in row["notes"])
+        assert f"warning: {wavs / 'odd.wav'}: {words}" in result.stderr
+
+
+def test_label_wav_unreadable_file_fails_alone(frozen, wavs):
+    result = kws("label-wav", wavs / "broken.wav", wavs / "yes.wav", wavs / "nope.wav", "--json", *_p(frozen))
+    assert result.exit_code == 1
+    errors = result.stderr.strip().splitlines()
+    assert len(errors) == 2 and all(line.startswith("error: ") for line in errors)
+    assert "broken.wav: cannot read audio" in errors[0] and "nope.wav" in errors[1]
+    rows = json.loads(result.stdout)
+    assert [("error" in r) for r in rows] == [True, False, True]
+    assert rows[1]["top"][0]["label"] == "yes"
+    human = kws("label-wav", wavs / "broken.wav", wavs / "yes.wav", *_p(frozen))
+    assert human.exit_code == 1 and "Traceback" not in human.output and "yes" in human.stdout
+
+
+def test_inspect_json_describes_the_model(frozen):
+    result = kws("inspect", "--json", *_p(frozen))
+    assert result.exit_code == 0, result.output
+    facts = json.loads(result.stdout)
+    assert facts["kind"] == "saved_model"
+    assert facts["inputs"] == [{"name": "audio", "shape": [None, 16000], "dtype": "float32"}]
+    assert facts["outputs"] == [{"name": "scores", "shape": [None, 4], "dtype": "float32"}]
+    assert facts["labels"] == frozen.params.labels
+    assert facts["parameters"] == frozen.result["parameters"] and facts["parameters_source"] == "export.json"
+    assert facts["bytes"] > 0 and facts["sample_rate"] == 16000
+
+    int8 = json.loads(kws("inspect", "--json", "--model", frozen.work / "export/model_int8.tflite", *_p(frozen)).stdout)
+    assert int8["kind"] == "tflite" and int8["quantization"]["mode"] == "int8"
+    assert int8["quantization"]["scheme"] == "float_frontend" and int8["quantization"]["int8_mac_fraction"] > 0
+    assert any(b["op"] == "QUANTIZE" and b["scale"] > 0 for b in int8["quantization"]["boundaries"])
+    assert int8["inputs"][0]["dtype"] == "float32" and int8["bytes"] == frozen.result["bytes"]["model_int8.tflite"]
+
+    registry = json.loads(kws("inspect", "--json", "--model", f"models:/{MODEL_NAME}@challenger", *_p(frozen)).stdout)
+    assert registry["registry"]["name"] == MODEL_NAME and "challenger" in registry["registry"]["aliases"]
+    assert registry["inputs"][0]["name"] == "audio"
+    human = kws("inspect", *_p(frozen))
+    assert human.exit_code == 0 and "scores" in human.stdout and "_silence_" in human.stdout
+
+
+def test_stream_reports_detections(frozen, tmp_path):
+    from pipeline.stream.recording import make_recording
+
+    params = frozen.params
+    split = params.paths.split
+    settings = params.evaluate.streaming.model_copy(update={"recording_seconds": 20})
+    audio, truth = make_recording(np.load(split / "testing_audio.npy"), np.load(split / "testing_labels.npy"), params.labels,
+                                  np.load(split / "background_testing.npy"), settings, 16000, seed=5)  # fmt: skip
+    sf.write(tmp_path / "rec.wav", audio, 16000, subtype="PCM_16")
+    result = kws("stream", tmp_path / "rec.wav", "--json", *_p(frozen))
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["seconds"] == pytest.approx(20.0) and report["settings"]["clip_stride_ms"] == 30
+    found = report["detections"]
+    assert found and all(d["label"] in params.data.keywords and 0 < d["time_s"] <= 20 for d in found)
+    words = truth[truth["label"].isin(params.data.keywords)]
+    hits = sum(any(d["label"] == w.label and abs(d["time_s"] * 1000 - w.time_ms) <= 1500 for d in found)
+               for w in words.itertuples())  # fmt: skip
+    assert hits >= len(words) / 2, (found, truth)
+    human = kws("stream", tmp_path / "rec.wav", *_p(frozen))
+    assert human.exit_code == 0 and f"{len(found)} detection(s)" in human.stdout
+
+
+def test_user_mistakes_are_one_line(frozen, tmp_path, wavs):
+    bad = tmp_path / "params.yaml"
+    bad.write_text(yaml.safe_dump({**frozen.raw, "freeze": {"registered_model_nam": "x"}}))
+    line = _one_line_error(kws("inspect", "--params", bad))
+    assert "freeze.registered_model_nam" in line
+    assert "no such model" in _one_line_error(kws("inspect", "--model", tmp_path / "nope", *_p(frozen)))
+    assert "has no alias 'gone'" in _one_line_error(kws("label-wav", wavs / "yes.wav", "--model", f"models:/{MODEL_NAME}@gone", *_p(frozen)))
+    assert "cannot read audio" in _one_line_error(kws("stream", wavs / "broken.wav", *_p(frozen)))
+    no_export = tmp_path / "noexport.yaml"
+    no_export.write_text(yaml.safe_dump({**frozen.raw, "paths": {**frozen.raw["paths"], "export": str(tmp_path / "x")}}))
+    assert "run the freeze stage" in _one_line_error(kws("label-wav", wavs / "yes.wav", "--params", no_export))
+
+
+def test_data_info_on_the_tiny_raw_folder(frozen):
+    result = kws("data", "info", "--json", *_p(frozen))
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    counts = {row["word"]: row["clips"] for row in rows}
+    assert counts["yes"] == counts["no"] == counts["cat"] == 40 and "_background_noise_" in counts
+    human = kws("data", "info", frozen.params.paths.raw / "tones", *_p(frozen))
+    assert human.exit_code == 0 and "yes" in human.stdout
+
+
+def test_spectrogram_writes_a_png(frozen, wavs, tmp_path):
+    result = kws("spectrogram", wavs / "yes.wav", tmp_path / "yes.png", *_p(frozen))
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "yes.png").read_bytes()[:4] == b"\x89PNG"
+    assert "not found" in _one_line_error(kws("spectrogram", tmp_path / "nope.wav", tmp_path / "x.png", *_p(frozen)))
