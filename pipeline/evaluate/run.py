@@ -64,7 +64,14 @@ def run_evaluate(params: Params) -> dict:
     scorer = KerasScorer(params.paths.model / "model.keras", feat, params.evaluate.batch_size)
     test_features = np.load(params.paths.features / "testing_features.npy")
     test_targets = np.load(params.paths.split / "testing_labels.npy").astype(np.int64)
-    metrics: dict[str, dict] = {"testing": score_set("testing", scorer.features_scores(test_features), test_targets, labels, out)}
+    test_scores = scorer.features_scores(test_features)
+    metrics: dict[str, dict] = {"testing": score_set("testing", test_scores, test_targets, labels, out)}
+    manifest = pd.read_parquet(params.paths.split / "manifest.parquet", columns=["set", "source", "index"])
+    testing = manifest[manifest["set"] == "testing"].sort_values("index")
+    if testing["source"].nunique() > 1:  # e.g. the real profile: generated and real clips scored apart
+        for source, rows in testing.groupby("source"):
+            index = rows["index"].to_numpy()
+            metrics["testing"][f"accuracy_{source}"] = round(float((test_scores[index].argmax(1) == test_targets[index]).mean()), 6)
     for extra in params.evaluate.extra_sets:
         if not extra.path.is_dir():
             if not extra.optional:
