@@ -161,6 +161,12 @@ def main(argv: list[str] | None = None) -> int:
 
         serving, classifier = load_serving_model(params)
         results["parameters"] = int(classifier.count_params())
+        keras_scores = serving(clip[None], training=False)["scores"].numpy()
+        gap = float(np.abs(keras_scores - runners["tflite_float"].predict(clip)).max())
+        results["keras_vs_tflite_float_max_abs_diff"] = round(gap, 6)
+        if gap > 1e-3:  # e.g. params.yaml's features or paths.model are not the ones this export was made from
+            print(f"warning: the Keras model scores the test clip {gap:.3f} away from {export}/model_float.tflite: "
+                  "is it the model (and params.yaml) this export was made from?", file=sys.stderr)  # fmt: skip
         latency["keras"] = latency_ms(lambda x: serving(x, training=False), clip, repeats=args.repeats)
         compiled = tf.function(lambda x: serving(x, training=False)["scores"], reduce_retracing=True)
         latency["keras_tf_function"] = latency_ms(compiled, clip, repeats=args.repeats)

@@ -189,9 +189,12 @@ def main(argv: list[str] | None = None) -> int:
             results["variants"][name] = row
             print(f"\n{name} ({model}): top-1 accuracy {row['accuracy']:.1%} (N={int(matrix.sum())}), "
                   f"macro recall {row['macro_recall']:.1%}")  # fmt: skip
+            predicted = matrix.sum(axis=0)
             print(f"{'class':>12s} {'recall':>7s} {'precision':>9s} {'support':>8s}")
-            for label, c in classes.items():
-                print(f"{label:>12s} {c['recall']:7.1%} {c['precision']:9.1%} {c['support']:8d}")
+            for i, (label, c) in enumerate(classes.items()):  # '-': undefined (no clip of / predicted as the class)
+                recall = f"{c['recall']:7.1%}" if c["support"] else f"{'-':>7s}"
+                precision = f"{c['precision']:9.1%}" if predicted[i] else f"{'-':>9s}"
+                print(f"{label:>12s} {recall} {precision} {c['support']:8d}")
             print("confusion matrix (rows: true class, columns: predicted)")
             print(format_matrix(matrix, labels), flush=True)
     except KwsError as error:
