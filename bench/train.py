@@ -109,49 +109,13 @@ def prepare_data(params: Params, cache: dict) -> tuple[object, str, float]:
     return data, source, seconds
 
 
-def make_step(params: Params, model, optimizer, noise: np.ndarray, precomputed: bool):
-    """The train stage's step: (augment -> feature layer | a precomputed view) -> SpecAugment -> fwd/bwd -> update.
-
-    The same pieces, in the same order, as `step_fn` inside pipeline.train.loop.train (a closure there).
-    """
-    import tensorflow as tf
-
-    from pipeline.features.augment import derive_seed, make_augmenter, spec_augment
-    from pipeline.features.layers import feature_layer
-
-    feat, classes, smoothing = params.features, len(params.labels), params.train.label_smoothing
-    frontend = None if precomputed else feature_layer(feat)
-    augment = make_augmenter(feat, noise, params.seed)
-
-    @tf.function(reduce_retracing=True)
-    def step_fn(inputs, y, step):
-        if frontend is not None:  # raw audio: fresh augmentation and the feature layer inside the step
-            x = frontend(augment(inputs, step))
-        else:  # a frozen backbone's features, one of the precomputed augmented views
-            x = inputs
-        if feat.spec_augment.enabled:
-            x = spec_augment(x, feat.spec_augment, derive_seed(params.seed, step, 2))
-        with tf.GradientTape() as tape:
-            logits = model(x, training=True)
-            target = tf.one_hot(y, classes) * (1 - smoothing) + smoothing / classes
-            loss = tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(target, logits))
-            if model.losses:  # weight regularisers declared by the architecture
-                loss += tf.add_n(model.losses)
-        grads = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
-        correct = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, 1, output_type=tf.int32), y), tf.float32))
-        return loss, correct
-
-    return step_fn
-
-
 def bench_model(params: Params, data, name: str, args: argparse.Namespace) -> dict:
     """Train one architecture from scratch within the budget; return its row."""
     import keras
     import tensorflow as tf
 
     from pipeline.models import build_model
-    from pipeline.train.loop import _optimizer, evaluate_features
+    from pipeline.train.loop import _optimizer, evaluate_features, make_step
     from pipeline.train.schedule import batch_indices, learning_rate_at, total_steps
 
     cfg, feat, labels = params.train, params.features, params.labels

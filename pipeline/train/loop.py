@@ -86,13 +86,44 @@ def evaluate_features(model, features: np.ndarray, labels: np.ndarray, num_class
     return confusion_matrix(labels, logits.argmax(axis=1), num_classes), loss
 
 
+def make_step(params: Params, model, optimizer, noise: np.ndarray, precomputed: bool):
+    """One training step: (fresh augmentation -> feature layer | a precomputed view) -> SpecAugment -> update."""
+    import tensorflow as tf
+
+    from pipeline.features.augment import derive_seed, make_augmenter, spec_augment
+    from pipeline.features.layers import feature_layer
+
+    feat, classes, smoothing = params.features, len(params.labels), params.train.label_smoothing
+    frontend = None if precomputed else feature_layer(feat)
+    augment = make_augmenter(feat, noise, params.seed)
+
+    @tf.function(reduce_retracing=True)
+    def step_fn(inputs, y, step):
+        if frontend is not None:  # raw audio; silence clips are noise excerpts, augmented like any other clip
+            x = frontend(augment(inputs, step))
+        else:  # a frozen backbone's features, one of the precomputed augmented views
+            x = inputs
+        if feat.spec_augment.enabled:
+            x = spec_augment(x, feat.spec_augment, derive_seed(params.seed, step, 2))
+        with tf.GradientTape() as tape:
+            logits = model(x, training=True)
+            target = tf.one_hot(y, classes) * (1 - smoothing) + smoothing / classes
+            loss = tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(target, logits))
+            if model.losses:  # weight regularisers declared by the architecture
+                loss += tf.add_n(model.losses)
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+        correct = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, 1, output_type=tf.int32), y), tf.float32))
+        return loss, correct
+
+    return step_fn
+
+
 def train(params: Params, checkpoint_root: Path, log_dir: Path, run=None, progress: bool = False) -> TrainResult:
     """Train `train.model` on the training set; resume from a matching checkpoint if one exists."""
     import keras
     import tensorflow as tf
 
-    from pipeline.features.augment import derive_seed, make_augmenter, spec_augment
-    from pipeline.features.layers import feature_layer
     from pipeline.models import build_model
 
     cfg, feat, labels = params.train, params.features, params.labels
@@ -105,29 +136,7 @@ def train(params: Params, checkpoint_root: Path, log_dir: Path, run=None, progre
                        "labels": labels}, data.files)  # fmt: skip
     checkpoints = Checkpoints(checkpoint_root, key)
     start = checkpoints.restore(model, optimizer)
-    frontend = feature_layer(feat) if data.views is None else None
-    augment = make_augmenter(feat, data.noise, params.seed)
-    smoothing = cfg.label_smoothing
-
-    @tf.function(reduce_retracing=True)
-    def step_fn(inputs, y, step):
-        if data.views is None:  # raw audio: fresh augmentation and the frontend inside the step
-            x = augment(inputs, step)  # silence clips are already noise excerpts: augmented like any other clip
-            x = frontend(x)
-        else:  # a frozen backbone's features, one of the precomputed augmented views
-            x = inputs
-        if feat.spec_augment.enabled:
-            x = spec_augment(x, feat.spec_augment, derive_seed(params.seed, step, 2))
-        with tf.GradientTape() as tape:
-            logits = model(x, training=True)
-            target = tf.one_hot(y, len(labels)) * (1 - smoothing) + smoothing / len(labels)
-            loss = tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(target, logits))
-            if model.losses:  # weight regularisers declared by the architecture
-                loss += tf.add_n(model.losses)
-        grads = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
-        correct = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, 1, output_type=tf.int32), y), tf.float32))
-        return loss, correct
+    step_fn = make_step(params, model, optimizer, data.noise, precomputed=data.views is not None)
 
     total = total_steps(cfg.steps)
     writer = tf.summary.create_file_writer(str(log_dir))
