@@ -21,6 +21,7 @@ data_app = typer.Typer(help="Generate, fetch and describe datasets.", no_args_is
 app.add_typer(data_app, name="data")
 
 ParamsOption = Annotated[Path, typer.Option("--params", "-p", help="The params.yaml to use.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 
 @contextlib.contextmanager
@@ -78,7 +79,7 @@ def data_fetch(params_path: ParamsOption = Path("params.yaml")) -> None:
 @data_app.command("info")
 def data_info(
     path: Annotated[Path | None, typer.Argument(help="Dataset folder (default: paths.raw).")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    as_json: JsonOption = False,
     params_path: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Counts per word, speakers, duration and size of a dataset folder."""
@@ -184,7 +185,7 @@ def label_wav(
 def stream(
     wav: Annotated[Path, typer.Argument(help="A recording of any length (resampled and mixed to mono as needed).")],
     model: ModelOption = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    as_json: JsonOption = False,
     params_path: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Commands heard in a long recording: sliding windows smoothed by RecognizeCommands (evaluate.streaming)."""
@@ -227,7 +228,7 @@ def stream(
 @app.command("inspect")
 def inspect_model(
     model: ModelOption = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    as_json: JsonOption = False,
     params_path: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Input/output tensors, labels, sizes, parameters and quantization of a model."""
@@ -270,7 +271,7 @@ def inspect_model(
 @app.command("models")
 def models(
     name: Annotated[str | None, typer.Option(help="Registered model name (default: freeze.registered_model_name).")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    as_json: JsonOption = False,
     params_path: ParamsOption = Path("params.yaml"),
 ) -> None:
     """List registered model versions with their aliases, metrics and creation time."""
