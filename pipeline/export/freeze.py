@@ -129,6 +129,18 @@ def register_model(params: Params, report: dict) -> dict:
     return {"name": name, "version": version, "alias": "challenger", "model_uri": model_uri, "run_id": run_id}
 
 
+def summary_metrics(report: dict) -> dict:
+    """The few export figures `dvc metrics show` should print (export.json keeps every detail)."""
+    testing = report["testing"]
+    return {
+        "bytes": report["bytes"],
+        "parameters": report["parameters"],
+        "test_accuracy": testing["accuracy"],
+        "agreement_with_keras": testing["top1_agreement_with_keras"],
+        "latency_median_ms": {name: round(v["median_ms"], 3) for name, v in report["latency_ms_1_thread"].items()},
+    }
+
+
 def run_freeze(params: Params) -> dict:
     """Export, check, write export.json, then register the model version."""
     from pipeline.export.tflite import int8_gate
@@ -139,6 +151,7 @@ def run_freeze(params: Params) -> dict:
     (params.paths.export / "registered.json").unlink(missing_ok=True)  # never leave an earlier run's record behind
     report = export_models(params)
     write_json(params.paths.export / "export.json", report)
+    write_json(params.paths.export / "metrics.json", summary_metrics(report))
     accuracy = report["testing"]["accuracy"]
     int8_gate(accuracy["float"], accuracy["int8"], params.freeze.max_int8_drop)
     registered = register_model(params, report)
