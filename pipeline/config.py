@@ -328,9 +328,8 @@ class Params(Strict):
 
     @model_validator(mode="after")
     def _model_fits_features(self) -> Params:
-        embedded = self.features.preprocess == "speech_embedding"
-        if (self.train.model.name == "embedding_head") != embedded:
-            raise ValueError("train.model embedding_head goes with features.preprocess speech_embedding, and only with it")
+        if self.train.model.name == "embedding_head" and self.features.preprocess != "speech_embedding":
+            raise ValueError("train.model embedding_head needs features.preprocess speech_embedding")
         return self
 
     @property
