@@ -67,6 +67,9 @@ class SyntheticSource(Strict):
     speakers: int = Field(320, ge=1, le=5000)
     repetitions: int = Field(2, ge=1, le=20)
     noise_seconds: int = Field(60, ge=2, le=600)
+    piper: bool = False  # + the neural Piper "joe" voice (one US male speaker)
+    kokoro_blends: int = Field(0, ge=0, le=500)  # + this many seeded blends of the five Kokoro-82M voices
+    neural_repetitions: int = Field(1, ge=1, le=10)  # neural voices cost ~1 s a clip, espeak ~3 ms
     split: SourceSplit = SourceSplit()
 
 

@@ -19,15 +19,16 @@ def _fetch_one(source: Source, params: Params, dest: Path, progress: bool) -> di
         from pipeline.data.synthetic import generate_corpus
 
         words = [*params.data.keywords, *params.data.unknown_words]
-        return generate_corpus(
-            source,
-            words,
-            params.seed,
-            dest,
-            sample_rate=params.features.sample_rate,
-            clip_samples=params.features.clip_samples,
-            progress=progress,
-        )
+        audio = {"sample_rate": params.features.sample_rate, "clip_samples": params.features.clip_samples}
+        summary = generate_corpus(source, words, params.seed, dest, progress=progress, **audio)
+        if source.piper or source.kokoro_blends:
+            from pipeline.data.neural import generate_neural, neural_voices
+
+            voices = neural_voices(source.kokoro_blends, params.seed)
+            voices = voices if source.piper else [v for v in voices if v.engine != "piper"]
+            summary["neural"] = generate_neural(words, voices, params.seed, dest, source.neural_repetitions,
+                                                progress=progress, **audio)  # fmt: skip
+        return summary
     if isinstance(source, UrlSource):
         from pipeline.data.download import fetch_url_source
 
