@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -30,12 +31,17 @@ def show_progress() -> bool:
     return sys.stderr.isatty() and os.environ.get("CI", "").lower() not in {"1", "true"}
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run_stage(name: str, work: Callable[[Params], object], argv: list[str] | None = None) -> int:
     """Load params.yaml (or argv[0]), run one stage function, turn user errors into one line and exit 1."""
     quiet_environment()
     logging.basicConfig(level=logging.WARNING, format=f"[{name}] %(message)s")
     logging.getLogger("pipeline").setLevel(logging.INFO)  # our progress, not every library's chatter
     args = sys.argv[1:] if argv is None else argv
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` and DVC's cancel end a stage like Ctrl-C: runs are closed
     try:
         params = load_params(Path(args[0]) if args else Path("params.yaml"))
         work(params)
