@@ -7,8 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import FeaturesParams
-from pipeline.errors import DataError
-from pipeline.fileio import atomic_path, read_wav
+from pipeline.fileio import atomic_path
 
 _AXES = {
     "mfcc": ("MFCC", "coefficient"),
@@ -18,21 +17,10 @@ _AXES = {
 
 
 def load_clip(wav_path: Path, p: FeaturesParams) -> np.ndarray:
-    """A wav as mono float32 at p.sample_rate, zero-padded or trimmed to p.clip_samples."""
-    try:
-        audio, rate = read_wav(wav_path)
-    except RuntimeError as error:  # soundfile.LibsndfileError
-        raise DataError(f"{wav_path}: not a readable audio file ({error})") from None
-    if audio.ndim == 2:
-        audio = audio.mean(axis=1)
-    audio = np.asarray(audio, dtype=np.float32)
-    if rate != p.sample_rate:
-        import soxr
+    """A wav as mono float32 at p.sample_rate, zero-padded or trimmed to p.clip_samples (the shared loader)."""
+    from pipeline.predict import read_clip
 
-        audio = soxr.resample(audio, rate, p.sample_rate).astype(np.float32)
-    clip = np.zeros(p.clip_samples, np.float32)
-    clip[: min(len(audio), p.clip_samples)] = audio[: p.clip_samples]
-    return clip
+    return read_clip(wav_path, p.sample_rate, p.clip_samples).audio
 
 
 def draw_spectrogram(wav_path: Path, out_png: Path, p: FeaturesParams) -> None:
