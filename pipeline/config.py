@@ -69,6 +69,7 @@ class SyntheticSource(Strict):
     noise_seconds: int = Field(60, ge=2, le=600)
     piper: bool = False  # + the neural Piper "joe" voice (one US male speaker)
     kokoro_blends: int = Field(0, ge=0, le=500)  # + this many seeded blends of the five Kokoro-82M voices
+    kokoro_unknown_words: int | None = Field(None, ge=0)  # unknown words per blend (None: all); keywords always
     neural_repetitions: int = Field(1, ge=1, le=10)  # neural voices cost ~1 s a clip, espeak ~3 ms
     split: SourceSplit = SourceSplit()
 
@@ -272,6 +273,9 @@ class StreamParams(Strict):
     suppression_ms: float = Field(500.0, ge=0)
     minimum_count: int = Field(4, ge=1)
     clip_stride_ms: float = Field(30.0, gt=0)
+    # sequence: a speech-embedding model scores the shared 80 ms embedding sequence (each vector computed once);
+    # windows: every clip_stride_ms window is scored alone (any model; the only mode for from-scratch models)
+    mode: Literal["sequence", "windows"] = "sequence"
     time_tolerance_ms: float = Field(1500.0, gt=0)
     recording_seconds: float = Field(600.0, gt=0)
     word_interval_ms: float = Field(2000.0, gt=0)

@@ -44,6 +44,7 @@ class Predictor:
     predict_fn: Callable[[np.ndarray], np.ndarray]
     info: dict = field(default_factory=dict)
     batch_size: int = 256
+    stream_fn: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None  # shared-sequence streaming
 
     def scores(self, audio: np.ndarray) -> np.ndarray:
         """Scores [B, C] float32 for audio [B, S] or one clip [S] (int16 is scaled to [-1, 1])."""
@@ -130,8 +131,10 @@ def _load_saved_model(folder: Path, params: Params, sample_rate: int | None, exp
     def predict(audio: np.ndarray) -> np.ndarray:
         return fn(**{INPUT_NAME: tf.constant(audio, tf.float32)})[OUTPUT_NAME].numpy()
 
+    stream_fn = _sequence_fn(loaded, params)
     info = {
         "signature": SIGNATURE,
+        "streaming": "sequence" if stream_fn else "windows",
         "inputs": [_tensor(name, s.shape.as_list(), s.dtype.name) for name, s in sorted(inputs.items())],
         "outputs": [_tensor(name, s.shape.as_list(), s.dtype.name) for name, s in sorted(outputs.items())],
         "bytes": _size(folder),
@@ -141,7 +144,31 @@ def _load_saved_model(folder: Path, params: Params, sample_rate: int | None, exp
         info["parameters"] = int(sum(np.prod(v.shape) for v in loaded.variables))
         info["parameters_source"] = "SavedModel variables (frontend constants included)"
     return Predictor("saved_model", folder, _labels(folder, classes, params),
-                     int(sample_rate or params.features.sample_rate), clip_samples, predict, info)  # fmt: skip
+                     int(sample_rate or params.features.sample_rate), clip_samples, predict, info,
+                     stream_fn=stream_fn)  # fmt: skip
+
+
+def _sequence_fn(loaded, params: Params):
+    """Streaming on the shared embedding sequence through a SavedModel's `embed_sequence` and `head` signatures."""
+    from pipeline.export.serving import EMBED_SIGNATURE, EMBEDDINGS_NAME, HEAD_SIGNATURE
+
+    if EMBED_SIGNATURE not in loaded.signatures or HEAD_SIGNATURE not in loaded.signatures:
+        return None
+    import tensorflow as tf
+
+    from pipeline.features.embedding import STREAM_HOP, STREAM_SPAN
+    from pipeline.stream.sequence import sequence_scores
+
+    embed, head = loaded.signatures[EMBED_SIGNATURE], loaded.signatures[HEAD_SIGNATURE]
+    window = int(head.structured_input_signature[1][EMBEDDINGS_NAME].shape[1])
+
+    def stream(audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return sequence_scores(
+            audio, lambda a: embed(**{INPUT_NAME: tf.constant(a)})[EMBEDDINGS_NAME].numpy(),
+            lambda e: head(**{EMBEDDINGS_NAME: tf.constant(e)})[OUTPUT_NAME].numpy(),
+            window_vectors=window, hop=STREAM_HOP, span=STREAM_SPAN, sample_rate=params.features.sample_rate)  # fmt: skip
+
+    return stream
 
 
 def _quantize_boundaries(model) -> list[dict]:
@@ -205,7 +232,8 @@ def _load_keras(path: Path, params: Params) -> Predictor:
         "parameters_source": "Keras classifier",
         "frontend": f"features.{params.features.preprocess} of params.yaml",
     }
-    return Predictor("keras", path, list(params.labels), params.features.sample_rate, samples, scorer, info)
+    return Predictor("keras", path, list(params.labels), params.features.sample_rate, samples, scorer, info,
+                     stream_fn=scorer.stream_scores)  # fmt: skip
 
 
 def _mlflow_model_sample_rate(folder: Path) -> int | None:

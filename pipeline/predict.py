@@ -64,6 +64,19 @@ class KerasScorer:
             return tf.nn.softmax(self.model(self.frontend(audio), training=False))
 
         self._scores = scores
+        self.stream_scores = None  # audio [S] -> (scores [N, C], END times [N] in ms), on the embedding sequence
+        if hasattr(self.frontend, "sequence"):
+            sequence = tf.function(self.frontend.sequence, input_signature=[tf.TensorSpec([1, None], tf.float32)])
+            hop, span = self.frontend.stream_geometry
+            window = self.frontend.steps_for(features.clip_samples)
+
+            def stream_scores(audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                from pipeline.stream.sequence import sequence_scores
+
+                return sequence_scores(audio, lambda a: sequence(a).numpy(), self.features_scores, window_vectors=window,
+                                       hop=hop, span=span, sample_rate=features.sample_rate, batch_size=batch_size)  # fmt: skip
+
+            self.stream_scores = stream_scores
 
     def features_scores(self, features: np.ndarray) -> np.ndarray:
         """Softmax scores from precomputed features (the features stage's arrays)."""

@@ -104,6 +104,28 @@ def neural_voices(kokoro_blends: int, seed: int) -> list[NeuralVoice]:
     return voices
 
 
+def voice_words(voices: list[NeuralVoice], keywords: list[str], unknown_words: list[str],
+                unknown_per_blend: int | None, seed: int) -> dict[str, list[str]]:  # fmt: skip
+    """The words each voice speaks: every word for Piper; for a Kokoro blend every keyword plus
+    `unknown_per_blend` unknown words (all when None), dealt from one seeded permutation in turn so every
+    unknown word is spoken by about as many blends. Kokoro is the slow engine and the keywords are
+    what the model must learn on new voices, so spending its time there buys more speakers for the cost."""
+    everything = list(dict.fromkeys([*keywords, *unknown_words]))
+    unknown = [w for w in dict.fromkeys(unknown_words) if w not in keywords]
+    if unknown_per_blend is None or unknown_per_blend >= len(unknown):
+        return {v.speaker_id: everything for v in voices}
+    order = [unknown[i] for i in stable_rng("kokoro-unknown", seed).permutation(len(unknown))]
+    plan, blend = {}, 0
+    for voice in voices:
+        if voice.engine != "kokoro":
+            plan[voice.speaker_id] = everything
+            continue
+        dealt = [order[(blend * unknown_per_blend + j) % len(order)] for j in range(unknown_per_blend)]
+        plan[voice.speaker_id] = list(dict.fromkeys([*keywords, *dealt]))
+        blend += 1
+    return plan
+
+
 # ---------------------------------------------------------------- model files (inside installed wheels)
 
 
@@ -255,12 +277,15 @@ def _voice_task(task: tuple) -> tuple[int, int]:
 
 
 def generate_neural(
-    words: list[str], voices: list[NeuralVoice], seed: int, out_dir: Path, repetitions: int = 1,
-    sample_rate: int = 16000, clip_samples: int = 16000, workers: int | None = None, progress: bool = True,
+    words: list[str] | dict[str, list[str]], voices: list[NeuralVoice], seed: int, out_dir: Path,
+    repetitions: int = 1, sample_rate: int = 16000, clip_samples: int = 16000, workers: int | None = None,
+    progress: bool = True,
 ) -> dict:  # fmt: skip
-    """Write `out_dir/<word>/<speaker_id>_nohash_<n>.wav` for every word, voice and repetition (no noises)."""
+    """Write `out_dir/<word>/<speaker_id>_nohash_<n>.wav` for every voice, its words and every repetition
+    (no noises). `words` is one list for every voice, or a speaker_id -> words plan (see `voice_words`)."""
     started, out_dir = time.perf_counter(), Path(out_dir)
-    words = list(dict.fromkeys(words))
+    plan = words if isinstance(words, dict) else {v.speaker_id: list(words) for v in voices}
+    words = list(dict.fromkeys(w for v in voices for w in plan[v.speaker_id]))
     phonemes = {
         "piper": _piper_ids(words) if any(v.engine == "piper" for v in voices) else {},
         "kokoro": _kokoro_tokens(words) if any(v.engine == "kokoro" for v in voices) else {},
@@ -271,13 +296,14 @@ def generate_neural(
             _resource(part, "part.bin")
     # Kokoro voices first: they are ~10x slower than piper, so they should not be the stragglers
     order = sorted(voices, key=lambda v: v.engine != "kokoro")
-    tasks = [(v, phonemes[v.engine], repetitions, seed, out_dir, sample_rate, clip_samples) for v in order]
+    tasks = [(v, {w: phonemes[v.engine][w] for w in plan[v.speaker_id]}, repetitions, seed, out_dir, sample_rate,
+              clip_samples) for v in order]  # fmt: skip
     workers = max(1, min(workers or os.cpu_count() or 1, len(tasks)))
     clips = size = 0
     pool = multiprocessing.get_context("fork").Pool(workers, maxtasksperchild=None) if workers > 1 else None
     try:
         results = pool.imap_unordered(_voice_task, tasks) if pool else map(_voice_task, tasks)
-        with tqdm(total=len(tasks) * len(words) * repetitions, desc="neural voices", unit="clip",
+        with tqdm(total=sum(len(t[1]) for t in tasks) * repetitions, desc="neural voices", unit="clip",
                   disable=not progress) as bar:  # fmt: skip
             for done, written in results:
                 clips, size = clips + done, size + written

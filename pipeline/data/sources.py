@@ -22,11 +22,13 @@ def _fetch_one(source: Source, params: Params, dest: Path, progress: bool) -> di
         audio = {"sample_rate": params.features.sample_rate, "clip_samples": params.features.clip_samples}
         summary = generate_corpus(source, words, params.seed, dest, progress=progress, **audio)
         if source.piper or source.kokoro_blends:
-            from pipeline.data.neural import generate_neural, neural_voices
+            from pipeline.data.neural import generate_neural, neural_voices, voice_words
 
             voices = neural_voices(source.kokoro_blends, params.seed)
             voices = voices if source.piper else [v for v in voices if v.engine != "piper"]
-            summary["neural"] = generate_neural(words, voices, params.seed, dest, source.neural_repetitions,
+            plan = voice_words(voices, params.data.keywords, params.data.unknown_words,
+                               source.kokoro_unknown_words, params.seed)  # fmt: skip
+            summary["neural"] = generate_neural(plan, voices, params.seed, dest, source.neural_repetitions,
                                                 progress=progress, **audio)  # fmt: skip
         return summary
     if isinstance(source, UrlSource):

@@ -44,10 +44,12 @@ def streaming_accuracy(params: Params, scorer, out: Path) -> dict:
     noise = np.load(split / "background_testing.npy")
     audio, truth = make_recording(np.asarray(clips), targets, params.labels, noise, settings, feat.sample_rate, params.seed)
     write_truth_csv(truth, out / "streaming_truth.csv")
-    detections = recognize_stream(audio, scorer, params.labels, settings, feat.sample_rate, clip_samples=feat.clip_samples)
+    detections = recognize_stream(audio, scorer, params.labels, settings, feat.sample_rate, clip_samples=feat.clip_samples,
+                                  sequence_fn=scorer.stream_scores if settings.mode == "sequence" else None)  # fmt: skip
     with atomic_path(out / "streaming_detections.csv", ".csv") as tmp:
         pd.DataFrame([d.__dict__ for d in detections], columns=["label", "time_ms", "score"]).to_csv(tmp, index=False)
     stats = match_detections(detections, truth, settings.time_tolerance_ms, duration_ms=len(audio) * 1000 / feat.sample_rate)
+    stats["mode"] = "sequence" if settings.mode == "sequence" and scorer.stream_scores else "windows"
     return {k: round(float(v), 6) if isinstance(v, float) else v for k, v in stats.items()}
 
 

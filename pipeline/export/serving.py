@@ -21,6 +21,10 @@ OUTPUT_NAME = "scores"
 FRONTEND_NAME = "frontend"  # name scope of the feature layer: its ops are `.../frontend_1/...` in TFLite
 LABELS_FILE = "labels.txt"
 SIGNATURE = "serving_default"
+# extra signatures of a speech-embedding model, for streaming on the shared 80 ms sequence (pipeline.stream.sequence)
+EMBED_SIGNATURE = "embed_sequence"  # audio [1, S] (any length, unpadded) -> embeddings [1, M, 96]
+HEAD_SIGNATURE = "head"  # embeddings [B, N, 96] -> scores [B, C]
+EMBEDDINGS_NAME = "embeddings"
 
 
 def build_serving_model(feature_layer, classifier, clip_samples: int) -> keras.Model:
@@ -41,15 +45,40 @@ def clip_samples_of(serving_model: keras.Model) -> int:
     return int(shape[1])
 
 
+def _sequence_parts(serving_model: keras.Model):
+    """(embedding feature layer, classifier) of a speech-embedding serving model, else None."""
+    frontend = serving_model.get_layer(FRONTEND_NAME)
+    features = [layer for layer in frontend.layers if hasattr(layer, "sequence")]
+    if not features:
+        return None
+    heads = [layer for layer in serving_model.layers if layer is not frontend and layer.weights and layer.name != OUTPUT_NAME]
+    return (features[0], heads[0]) if len(heads) == 1 else None
+
+
 def export_saved_model(serving_model: keras.Model, out_dir: Path, labels: list[str]) -> None:
-    """Write a SavedModel (`serving_default`: audio [B, S] float32 -> {scores: [B, C]}) and labels.txt, atomically."""
+    """Write a SavedModel (`serving_default`: audio [B, S] float32 -> {scores: [B, C]}) and labels.txt, atomically.
+
+    A speech-embedding model also gets `embed_sequence` and `head` signatures, so a long recording can be
+    streamed on its shared 80 ms embedding sequence (`kws stream`) instead of re-embedding every window."""
     classes = int(serving_model.outputs[0].shape[-1])
     if len(labels) != classes:
         raise KwsError(f"{len(labels)} labels for a model with {classes} scores")
     samples = clip_samples_of(serving_model)
     spec = tf.TensorSpec([None, samples], tf.float32, name=INPUT_NAME)
+    archive = keras.export.ExportArchive()
+    archive.track(serving_model)
+    archive.add_endpoint("serve", lambda audio: serving_model(audio, training=False), input_signature=[spec])
+    parts = _sequence_parts(serving_model)
+    if parts is not None:
+        features, head = parts
+        window = features.steps_for(samples)
+        archive.add_endpoint(EMBED_SIGNATURE, lambda audio: {EMBEDDINGS_NAME: features.sequence(audio)},
+                             input_signature=[tf.TensorSpec([1, None], tf.float32, name=INPUT_NAME)])  # fmt: skip
+        archive.add_endpoint(HEAD_SIGNATURE, lambda embeddings: {OUTPUT_NAME: tf.nn.softmax(head(embeddings, training=False))},
+                             input_signature=[tf.TensorSpec([None, window, features.embedding_dim], tf.float32,
+                                                            name=EMBEDDINGS_NAME)])  # fmt: skip
     with atomic_dir(out_dir) as tmp:
-        serving_model.export(str(tmp), format="tf_saved_model", input_signature=[spec], verbose=False)
+        archive.write_out(str(tmp), verbose=False)
         (tmp / LABELS_FILE).write_text("".join(f"{label}\n" for label in labels), encoding="utf-8")
         check_signature(tmp, samples, classes)
 

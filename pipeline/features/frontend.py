@@ -15,6 +15,7 @@ from pipeline.config import FeaturesParams
 Preprocess = Literal["mfcc", "log_mel", "spectrogram", "embedding_mel"]
 MODES: tuple[str, ...] = ("mfcc", "log_mel", "spectrogram")  # modes whose window, stride and bins are settable
 EMBEDDING_MEL = "embedding_mel"  # the pretrained speech embedding's fixed mel frontend (see embedding_mel_recipe)
+EMBEDDING_MEL_WINDOW, EMBEDDING_MEL_STRIDE = 512, 160  # its STFT: 512 samples every 160 (16 kHz), no padding
 ALL_MODES: tuple[str, ...] = (*MODES, EMBEDDING_MEL)
 MFCC_MEL_BINS = 40  # filterbank channels of TF speech_commands' mfcc op
 LOG_OFFSET = 1e-6
@@ -162,7 +163,8 @@ class AudioFrontend(keras.layers.Layer):
         kwargs.setdefault("dtype", "float32")  # FFT and log in float32 even under a mixed-precision policy
         super().__init__(**kwargs)
         if preprocess == EMBEDDING_MEL:  # window, stride, FFT and bins are fixed by the pretrained embedding
-            window_samples, stride_samples, fft_length, bins = 512, 160, 512, 32
+            window_samples, stride_samples = EMBEDDING_MEL_WINDOW, EMBEDDING_MEL_STRIDE
+            fft_length, bins = EMBEDDING_MEL_WINDOW, 32
         self.preprocess = preprocess
         self.sample_rate = int(sample_rate)
         self.window_samples = int(window_samples)

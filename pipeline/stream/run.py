@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from pipeline.config import StreamParams
 
 ScoreFn = Callable[[np.ndarray], np.ndarray]  # float32 windows [B, S] -> scores [B, C] (e.g. softmax)
+SequenceFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # audio [S] -> (scores [N, C], END times ms [N])
 
 
 def window_count(samples: int, clip_samples: int, stride_samples: int) -> int:
@@ -65,11 +66,17 @@ def recognize_stream(
     *,
     clip_samples: int | None = None,
     batch_size: int = 256,
+    sequence_fn: SequenceFn | None = None,
 ) -> list[Detection]:
-    """Detections in `audio`: windows of `clip_samples` (default one second) every `clip_stride_ms`, smoothed."""
-    clip = int(clip_samples or sample_rate)
-    stride = max(1, round(settings.clip_stride_ms * sample_rate / 1000.0))
-    scores, times_ms = stream_scores(audio, score_fn, clip, stride, batch_size, sample_rate=sample_rate)
+    """Detections in `audio`, smoothed by RecognizeCommands. With `sequence_fn` (a speech-embedding model, see
+    pipeline.stream.sequence) the scores come from the shared 80 ms embedding sequence; otherwise windows of
+    `clip_samples` (default one second) are scored every `clip_stride_ms`."""
+    if sequence_fn is not None:
+        scores, times_ms = sequence_fn(np.asarray(audio, np.float32))
+    else:
+        clip = int(clip_samples or sample_rate)
+        stride = max(1, round(settings.clip_stride_ms * sample_rate / 1000.0))
+        scores, times_ms = stream_scores(audio, score_fn, clip, stride, batch_size, sample_rate=sample_rate)
     if scores.shape[0] == 0:
         return []
     return detect(

@@ -42,6 +42,25 @@ def test_voices_are_distinct_and_stable() -> None:
     assert all(sum(v.weights) == 1000 and len(v.weights) == 5 for v in voices[1:])
 
 
+def test_blends_say_every_keyword_and_share_out_the_unknown_words(tmp_path: Path) -> None:
+    from pipeline.data.neural import voice_words
+
+    keywords, unknown = ["yes", "no"], ["bed", "bird", "cat", "dog", "eight"]
+    voices = neural_voices(5, seed=3)
+    plan = voice_words(voices, keywords, unknown, 2, seed=3)
+    assert plan[voices[0].speaker_id] == keywords + unknown  # piper is cheap: every word
+    blends = [plan[v.speaker_id] for v in voices[1:]]
+    assert all(words[:2] == keywords and len(words) == 4 for words in blends)
+    dealt = [w for words in blends for w in words[2:]]
+    assert sorted(set(dealt)) == sorted(unknown)  # 5 blends x 2 = 10 = every unknown word twice
+    assert all(dealt.count(w) == 2 for w in unknown)
+    assert voice_words(voices, keywords, unknown, 2, seed=3) == plan
+    assert voice_words(voices, keywords, unknown, None, seed=3) == {v.speaker_id: keywords + unknown for v in voices}
+    generate_neural(plan, voices[1:2], 3, tmp_path, workers=1, progress=False)
+    written = sorted(p.parent.name for p in tmp_path.rglob("*.wav"))
+    assert written == sorted(plan[voices[1].speaker_id])
+
+
 def test_missing_package_is_one_line_data_error() -> None:
     with pytest.raises(DataError, match="no_such_voice_pkg") as info:
         neural._resource("no_such_voice_pkg", "data", "x.onnx")

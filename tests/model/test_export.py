@@ -184,3 +184,41 @@ def test_any_feature_layer_exports(tmp_path):
     assert info["ops"]["FULLY_CONNECTED"] == {"float32": 1, "int8": 1}  # the feature layer's stays float
     scores = TfliteModel(tmp_path / "int8.tflite").predict(clips)
     assert np.abs(scores - model.predict(clips, verbose=0)["scores"]).max() < 0.02  # an untrained head: near-ties
+
+
+def test_embedding_model_streams_on_the_shared_sequence(tmp_path):
+    """A speech-embedding SavedModel carries `embed_sequence` and `head`: `kws stream` then scores every 80 ms from
+    one embedding pass, the same scores as the Keras model's; a from-scratch model streams by windows."""
+    from pipeline.config import Params
+    from pipeline.features.embedding import EmbeddingFeatures
+    from pipeline.inference import load_model
+    from pipeline.predict import KerasScorer
+
+    keras.utils.set_random_seed(5)
+    features = FeaturesParams(preprocess="speech_embedding")
+    params = Params.model_validate({"seed": 1, "features": features.model_dump(), "data": {"keywords": ["yes", "no"], "sources": [{"kind": "synthetic"}]}})
+    head = build_model({"name": "embedding_head"}, features.feature_shape, len(LABELS))
+    head.save(tmp_path / "model.keras")
+    layer = EmbeddingFeatures()
+    layer.build((None, SAMPLES))
+    export_saved_model(build_serving_model(layer, head, SAMPLES), tmp_path / "sm", LABELS)
+    predictor = load_model(tmp_path / "sm", params)
+    assert predictor.info["streaming"] == "sequence" and predictor.stream_fn is not None
+    clips, _ = _clips(6, seed=8)
+    audio = clips.reshape(-1)
+    scores, times = predictor.stream_fn(audio)
+    assert scores.shape == (1 + (len(audio) - 12512) // 1280 - 15, len(LABELS))
+    np.testing.assert_allclose(scores.sum(axis=1), 1.0, atol=1e-5)
+    keras_scores, keras_times = KerasScorer(tmp_path / "model.keras", features).stream_scores(audio)
+    np.testing.assert_array_equal(times, keras_times)
+    assert np.abs(scores - keras_scores).max() < 1e-5
+    assert load_model(tmp_path / "sm", params).scores(clips).shape == (6, len(LABELS))
+
+
+def test_from_scratch_model_streams_by_windows(exported):
+    from pipeline.config import Params
+    from pipeline.inference import load_model
+
+    params = Params.model_validate({"seed": 1, "data": {"keywords": ["yes", "no"], "sources": [{"kind": "synthetic"}]}})
+    predictor = load_model(exported["root"] / "saved_model", params)
+    assert predictor.stream_fn is None and predictor.info["streaming"] == "windows"

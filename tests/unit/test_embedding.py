@@ -205,3 +205,29 @@ def test_tflite_builtins_only_and_matches_keras(tmp_path):
         interpreter.invoke()
         got = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
         np.testing.assert_allclose(got, model(clip[None]).numpy(), atol=TOL)
+
+
+def test_streaming_sequence_is_each_window_embedded_once(onnx):
+    """The shared 80 ms sequence of a long recording: chunking leaves no seams, and vector j is the embedding of
+    its own audio span [j * hop, j * hop + span) (ONNX reference), so each vector is computed once, not per window."""
+    from pipeline.stream.sequence import embed_recording, embedding_count
+
+    layer = emb.EmbeddingFeatures()
+    layer.build((None, None))
+    sequence = tf.function(layer.sequence, input_signature=[tf.TensorSpec([1, None], tf.float32)])
+    rng = np.random.default_rng(3)
+    audio = np.clip(0.05 * rng.standard_normal(5 * RATE) + np.concatenate(_generated(5, seed=3)) * 0.5, -1, 1)
+    audio = audio.astype(np.float32)
+    hop, span = layer.stream_geometry
+    assert (hop, span) == (emb.STREAM_HOP, emb.STREAM_SPAN) == (1280, 12512)
+
+    def embed(a):
+        return sequence(a).numpy()
+
+    whole = embed_recording(audio, embed, hop, span, chunk_vectors=1000)
+    chunked = embed_recording(audio, embed, hop, span, chunk_vectors=7)
+    assert whole.shape == (embedding_count(len(audio), hop, span), 96) == (53, 96)
+    assert np.abs(whole - chunked).max() < TOL
+    for j in (0, 17, 52):
+        alone = onnx.embed(onnx.batch_mel(audio[None, j * hop : j * hop + span]))[0, 0]
+        assert np.abs(whole[j] - alone).max() < TOL

@@ -255,3 +255,31 @@ def test_toy_pipeline_misses_only_quick_repeats():
     assert missed, "this seed places some quick repeats"
     for prev, row in missed:
         assert prev is not None and prev.label == row.label and row.time_ms - prev.time_ms < 1500
+
+
+def test_sequence_scores_windows_and_times():
+    """Every run of N consecutive vectors is scored once, stamped with the end of the audio it covers."""
+    from pipeline.stream.sequence import sequence_scores
+
+    hop, span, rate = 100, 250, 1000
+    audio = np.arange(1000, dtype=np.float32)
+
+    def embed(a):  # vector j = the first sample of its span: checks which audio each vector came from
+        n = 1 + (a.shape[1] - span) // hop
+        return np.stack([a[0, j * hop : j * hop + 1] for j in range(n)])[None]
+
+    seen = []
+
+    def head(windows):
+        seen.append(windows.shape)
+        return windows[:, :, 0]  # the window's first samples, as "scores"
+
+    scores, times = sequence_scores(audio, embed, head, window_vectors=3, hop=hop, span=span, sample_rate=rate,
+                                    batch_size=2, chunk_vectors=4)  # fmt: skip
+    vectors = 1 + (1000 - span) // hop  # 8
+    assert scores.shape == (vectors - 2, 3) and all(shape[1:] == (3, 1) for shape in seen)
+    np.testing.assert_array_equal(scores[:, 0], np.arange(vectors - 2) * hop)
+    np.testing.assert_array_equal(scores[1], [100, 200, 300])
+    np.testing.assert_allclose(times, ((np.arange(vectors - 2) + 2) * hop + span) * 1000 / rate)
+    empty, no_times = sequence_scores(audio[:300], embed, head, window_vectors=3, hop=hop, span=span, sample_rate=rate)
+    assert empty.shape[0] == 0 and no_times.shape == (0,)
