@@ -1,4 +1,6 @@
-"""Benchmark: clips/s of the audio frontend per preprocess mode on random 1 s clips (not a test)."""
+"""Benchmark: clips/s of the audio frontend per preprocess mode on random 1 s clips, and of the speech
+embedding (mel + frozen CNN, each 1 s clip padded to features.embedding.pad_to_ms) as the features stage runs
+it (not a test)."""
 
 from __future__ import annotations
 
@@ -46,6 +48,24 @@ def measure(mode: str, clips: int, batch: int, jit: bool, repeats: int = 3) -> d
     }
 
 
+def measure_embedding(clips: int, batch: int, pad_to_ms: int, repeats: int = 2) -> dict:
+    """Best-of-`repeats` clips/s of compute_embeddings (the features stage's path), after a warm-up."""
+    from pipeline.features.embedding import compute_embeddings
+
+    p = FeaturesParams(preprocess="speech_embedding")
+    data = np.random.default_rng(0).uniform(-0.5, 0.5, (clips, p.clip_samples)).astype(np.float32)
+    pad = p.sample_rate * pad_to_ms // 1000
+    out = compute_embeddings(data[:batch], pad_to_samples=pad, batch_size=batch)
+    best, best_cpu = 0.0, 0.0
+    for _ in range(repeats):
+        start, start_cpu = time.perf_counter(), time.process_time()
+        compute_embeddings(data, pad_to_samples=pad, batch_size=batch)
+        best = max(best, clips / (time.perf_counter() - start))
+        best_cpu = max(best_cpu, clips / (time.process_time() - start_cpu))
+    return {"clips_per_second": round(best, 1), "clips_per_cpu_second": round(best_cpu, 1), "batch": batch,
+            "frames": int(out.shape[1]), "bins": int(out.shape[2]), "pad_to_ms": pad_to_ms, "jit_compile": False}  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     """Measure every mode, print a table, write JSON."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -64,6 +84,12 @@ def main(argv: list[str] | None = None) -> int:
             f"{mode:12s} {row['clips_per_second']:10.0f} {row['clips_per_cpu_second']:12.0f} "
             f"{row['batch']:6d} {row['frames']:6d} {row['bins']:5d}"
         )
+    for pad_to_ms in (2000, 1000):  # the default layout (16 x 96) and no padding (4 x 96)
+        row = measure_embedding(max(args.batch, args.clips // 5), min(args.batch, 256), pad_to_ms)
+        name = f"speech_embedding_{pad_to_ms}ms"
+        results[name] = row
+        print(f"{name:12s} {row['clips_per_second']:10.0f} {row['clips_per_cpu_second']:12.0f} "
+              f"{row['batch']:6d} {row['frames']:6d} {row['bins']:5d}")  # fmt: skip
     results["load_average_1m_after"] = round(os.getloadavg()[0], 2)  # other processes skew clips/s
     results["cpu_count"] = os.cpu_count()
     results["tensorflow"] = tf.__version__

@@ -46,22 +46,21 @@ def data_generate(
     out: Annotated[Path, typer.Option(help="Folder to write the corpus into.")] = Path("data/generated"),
     speakers: Annotated[int | None, typer.Option(min=1, max=5000, help="Voice configurations (default: params.yaml).")] = None,
     repetitions: Annotated[int | None, typer.Option(min=1, max=20, help="Clips per word and speaker.")] = None,
+    piper: Annotated[bool | None, typer.Option("--piper/--no-piper", help="Piper's joe voice (default: params.yaml).")] = None,
+    kokoro_blends: Annotated[int | None, typer.Option(min=0, max=500, help="Kokoro blends (default: params.yaml; 0: none).")] = None,
     params_path: ParamsOption = Path("params.yaml"),
 ) -> None:
-    """Generate the offline text-to-speech corpus in the Speech Commands layout."""
+    """Generate the offline text-to-speech corpus (espeak and neural voices) in the Speech Commands layout."""
     with user_errors():
         params = _params(params_path)
-        from pipeline.data.synthetic import generate_corpus
+        from pipeline.data.sources import generate_synthetic
 
         base = next((s for s in params.data.sources if isinstance(s, SyntheticSource)), None)
+        update = {"speakers": speakers, "repetitions": repetitions, "piper": piper, "kokoro_blends": kokoro_blends}
         source = (base or SyntheticSource(kind="synthetic")).model_copy(
-            update={k: v for k, v in {"speakers": speakers, "repetitions": repetitions}.items() if v is not None}
+            update={k: v for k, v in update.items() if v is not None}
         )
-        words = [*params.data.keywords, *params.data.unknown_words]
-        summary = generate_corpus(
-            source, words, params.seed, out, params.features.sample_rate, params.features.clip_samples,
-            progress=show_progress(),
-        )  # fmt: skip
+        summary = generate_synthetic(source, params, out, progress=show_progress())
         typer.echo(json.dumps(summary, indent=2))
 
 

@@ -14,23 +14,28 @@ from pipeline.fileio import atomic_dir, write_json
 log = logging.getLogger(__name__)
 
 
+def generate_synthetic(source: SyntheticSource, params: Params, dest: Path, progress: bool = True) -> dict:
+    """The whole generated corpus of one synthetic source: espeak voices, noises, then the neural voices."""
+    from pipeline.data.synthetic import generate_corpus
+
+    words = [*params.data.keywords, *params.data.unknown_words]
+    audio = {"sample_rate": params.features.sample_rate, "clip_samples": params.features.clip_samples}
+    summary = generate_corpus(source, words, params.seed, dest, progress=progress, **audio)
+    if source.piper or source.kokoro_blends:
+        from pipeline.data.neural import generate_neural, neural_voices, voice_words
+
+        voices = neural_voices(source.kokoro_blends, params.seed)
+        voices = voices if source.piper else [v for v in voices if v.engine != "piper"]
+        plan = voice_words(voices, params.data.keywords, params.data.unknown_words,
+                           source.kokoro_unknown_words, params.seed)  # fmt: skip
+        summary["neural"] = generate_neural(plan, voices, params.seed, dest, source.neural_repetitions,
+                                            progress=progress, **audio)  # fmt: skip
+    return summary
+
+
 def _fetch_one(source: Source, params: Params, dest: Path, progress: bool) -> dict:
     if isinstance(source, SyntheticSource):
-        from pipeline.data.synthetic import generate_corpus
-
-        words = [*params.data.keywords, *params.data.unknown_words]
-        audio = {"sample_rate": params.features.sample_rate, "clip_samples": params.features.clip_samples}
-        summary = generate_corpus(source, words, params.seed, dest, progress=progress, **audio)
-        if source.piper or source.kokoro_blends:
-            from pipeline.data.neural import generate_neural, neural_voices, voice_words
-
-            voices = neural_voices(source.kokoro_blends, params.seed)
-            voices = voices if source.piper else [v for v in voices if v.engine != "piper"]
-            plan = voice_words(voices, params.data.keywords, params.data.unknown_words,
-                               source.kokoro_unknown_words, params.seed)  # fmt: skip
-            summary["neural"] = generate_neural(plan, voices, params.seed, dest, source.neural_repetitions,
-                                                progress=progress, **audio)  # fmt: skip
-        return summary
+        return generate_synthetic(source, params, dest, progress)
     if isinstance(source, UrlSource):
         from pipeline.data.download import fetch_url_source
 

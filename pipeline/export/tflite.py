@@ -286,7 +286,7 @@ def latency_ms(
     return result
 
 
-def int8_gate(float_accuracy: float, int8_accuracy: float, max_drop_points: float) -> None:
+def int8_gate(float_accuracy: float, int8_accuracy: float, max_drop_points: float, set_name: str = "testing") -> None:
     """Raise KwsError when int8 accuracy (a fraction) is more than `max_drop_points` percentage points below float."""
     for value in (float_accuracy, int8_accuracy):
         if not 0.0 <= value <= 1.0:
@@ -294,6 +294,6 @@ def int8_gate(float_accuracy: float, int8_accuracy: float, max_drop_points: floa
     drop = 100.0 * (float_accuracy - int8_accuracy)
     if drop > max_drop_points:
         raise KwsError(
-            f"int8 model loses {drop:.1f} points of accuracy (float {100 * float_accuracy:.1f}%, "
+            f"int8 model loses {drop:.1f} points of accuracy on {set_name} (float {100 * float_accuracy:.1f}%, "
             f"int8 {100 * int8_accuracy:.1f}%), above freeze.max_int8_drop {max_drop_points:g}"
         )

@@ -146,7 +146,7 @@ def test_convert_errors_are_one_line(exported, tmp_path):
 def test_int8_gate():
     int8_gate(0.90, 0.89, max_drop_points=2.0)
     int8_gate(0.90, 0.95, max_drop_points=0.0)
-    message = r"loses 30.0 points of accuracy \(float 90.0%, int8 60.0%\), above freeze.max_int8_drop 2$"
+    message = r"loses 30.0 points of accuracy on testing \(float 90.0%, int8 60.0%\), above freeze.max_int8_drop 2$"
     with pytest.raises(KwsError, match=message):
         int8_gate(0.90, 0.60, max_drop_points=2.0)
 

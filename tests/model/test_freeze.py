@@ -21,7 +21,7 @@ import yaml
 
 from pipeline.config import parse_params
 from pipeline.errors import DataError, KwsError
-from tests.conftest import tiny_params_dict
+from tests.conftest import REAL_DEV, tiny_params_dict
 
 pytestmark = pytest.mark.slow
 
@@ -50,8 +50,9 @@ def frozen_tiny(tiny_trained, tmp_path_factory) -> SimpleNamespace:
             root,
             paths={"reports": str(work / "reports"), "export": str(work / "export")},
             freeze={"registered_model_name": MODEL_NAME, "latency_repeats": 3, "representative_clips": 50},
-            evaluate={"streaming": {"recording_seconds": 30}},
-        )
+            evaluate={"streaming": {"recording_seconds": 30},
+                      "extra_sets": [{"name": "real_dev", "path": str(REAL_DEV), "optional": True}]},
+        )  # fmt: skip
         params_file = work / "params.yaml"
         params_file.write_text(yaml.safe_dump(raw))
         params = parse_params(raw)
@@ -91,6 +92,11 @@ def test_export_writes_every_file(frozen):
     assert report["tflite"]["int8"]["scheme"] == "float_frontend"
     assert report["bytes"]["model_int8.tflite"] < report["bytes"]["model_float.tflite"]
     assert set(report["latency_ms_1_thread"]) == {"keras", "saved_model", "tflite_float", "tflite_int8"}
+    if REAL_DEV.is_dir():  # every export scored on the real clips too: quantization judged on people
+        real = report["real_dev"]
+        assert real["clips"] == 2201 and set(real["accuracy"]) == {"keras", "saved_model", "float", "int8"}
+        assert real["top1_agreement_with_keras"]["float"] > 0.99
+        assert json.loads((out / "metrics.json").read_text())["real_dev_accuracy"] == real["accuracy"]
     registered = json.loads((out / "registered.json").read_text())
     assert registered == json.loads(json.dumps(frozen.result["registered"]))
     assert registered["name"] == MODEL_NAME and registered["alias"] == "challenger"

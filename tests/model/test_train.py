@@ -147,3 +147,32 @@ def test_stage_prints_one_line_for_an_unreachable_server(tiny_data, tmp_path):
     assert out.returncode == 1
     assert out.stderr.strip().splitlines()[-1].startswith("error: MLflow tracking server http://127.0.0.1:9")
     assert "Traceback" not in out.stderr
+
+
+def test_embedding_head_trains_on_embedded_views_of_a_tiny_corpus(tiny_data, mlflow_env, tmp_path):
+    """The default kind of model end to end on the tiny corpus: the features stage embeds K views of every
+    training clip once (frozen backbone), the head trains on them and scores the held-out speakers."""
+    from pipeline.features.extract import run_features
+    from pipeline.predict import KerasScorer
+    from pipeline.train.run import run_train
+
+    root, _ = tiny_data
+    raw = tiny_params_dict(
+        root,
+        paths={name: str(tmp_path / name) for name in ("features", "model", "checkpoints", "logs")},
+        features={"preprocess": "speech_embedding", "embedding": {"views": 2}},
+        train={"steps": [200], "learning_rate": [0.003], "eval_step_interval": 200,
+               "model": {"name": "embedding_head", "filters": 16, "l2": 0.001, "dropout": 0.1}},
+    )  # fmt: skip
+    params = parse_params(raw)
+    description = run_features(params)
+    training = np.load(params.paths.features / "training_features.npy", mmap_mode="r")
+    clips = len(np.load(params.paths.split / "training_labels.npy"))
+    assert training.shape == (2, clips, 16, 96) and description["sets"]["training"]["views"] == 2
+    assert not np.allclose(training[0], training[1]), "view 1 is augmented, not a copy of the clean view"
+    metrics = run_train(params)
+    assert metrics["validation_accuracy"] >= 0.6, metrics
+    scorer = KerasScorer(params.paths.model / "model.keras", params.features)
+    audio = np.load(params.paths.split / "testing_audio.npy")
+    labels = np.load(params.paths.split / "testing_labels.npy")
+    assert (scorer(audio).argmax(1) == labels).mean() >= 0.6  # raw audio through the shared embedding frontend

@@ -4,6 +4,7 @@ and one-line errors for a user's mistakes."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -184,3 +185,20 @@ def test_spectrogram_writes_a_png(frozen, wavs, tmp_path):
     assert result.exit_code == 0, result.output
     assert (tmp_path / "yes.png").read_bytes()[:4] == b"\x89PNG"
     assert "not found" in _one_line_error(kws("spectrogram", tmp_path / "nope.wav", tmp_path / "x.png", *_p(frozen)))
+
+
+def test_data_generate_writes_espeak_and_neural_voices(tmp_path):
+    """`kws data generate` makes what the synthetic source makes: espeak voices, noises and the neural voices."""
+    from pipeline.config import ParamsLoader
+
+    params = yaml.load((Path(__file__).parents[2] / "params.yaml").read_text(encoding="utf-8"), Loader=ParamsLoader)
+    params["data"]["keywords"], params["data"]["unknown_words"] = ["stop"], ["bed", "cat"]
+    params["data"]["sources"][0]["kokoro_unknown_words"] = 1
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+    result = kws("data", "generate", "--out", tmp_path / "out", "--speakers", 2, "--repetitions", 1, "--no-piper",
+                 "--kokoro-blends", 1, "--params", tmp_path / "params.yaml")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output[result.output.index("{") :])
+    assert summary["clips"] == 2 * 3 and summary["neural"] == {**summary["neural"], "clips": 2, "speakers": 1}
+    assert len(list((tmp_path / "out" / "stop").glob("*.wav"))) == 3  # 2 espeak voices + 1 Kokoro blend
+    assert (tmp_path / "out" / "_background_noise_").is_dir()
