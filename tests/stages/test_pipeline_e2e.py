@@ -66,7 +66,7 @@ def test_metrics_show_accuracy_and_streaming(pipeline_copy):
     assert evaluation["streaming"]["matched_percentage"] > 0
     assert evaluation["streaming"]["mode"] == "sequence"  # the shared 80 ms embedding sequence, not re-embedded windows
     source = json.loads((work / "data/raw/synthetic/source.json").read_text())
-    assert source["neural"]["speakers"] == 41 and source["neural"]["clips"] == 35 + 40 * 16  # piper + 40 Kokoro blends
+    assert source["neural"]["speakers"] == 65 and source["neural"]["clips"] == 35 + 64 * 16  # piper + 64 Kokoro blends
     if REAL_DEV.is_dir():
         assert evaluation["real_dev"]["clips"] == 2201
         assert evaluation["real_dev"]["accuracy"] > 0.5
