@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{mode:12s} {row['clips_per_second']:10.0f} {row['clips_per_cpu_second']:12.0f} "
             f"{row['batch']:6d} {row['frames']:6d} {row['bins']:5d}"
         )
-    for pad_to_ms in (2000, 1000):  # the default layout (16 x 96) and no padding (4 x 96)
+    for pad_to_ms in (2000, 1000):  # the default layout (16 x 96) and no padding (3 x 96)
         row = measure_embedding(max(args.batch, args.clips // 5), min(args.batch, 256), pad_to_ms)
         name = f"speech_embedding_{pad_to_ms}ms"
         results[name] = row
