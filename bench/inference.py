@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -35,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
+from bench.common import machine_facts  # noqa: E402
 from pipeline.config import Params, load_params, parse_params  # noqa: E402
 from pipeline.errors import DataError, KwsError  # noqa: E402
 from pipeline.fileio import write_json  # noqa: E402
@@ -67,17 +67,23 @@ def stream_speed(score_fn, audio: np.ndarray, truth, labels: list[str], params: 
 
     feat, settings = params.features, params.evaluate.streaming
     score_fn(np.stack([audio[: feat.clip_samples]] * 8))  # warm-up: tracing, allocation
+    stride = max(1, round(settings.clip_stride_ms * feat.sample_rate / 1000.0))
+    results = {"count": 1 + (len(audio) - feat.clip_samples) // stride}
+    counted = None
     if sequence_fn is not None:
         sequence_fn(audio[: 3 * feat.sample_rate])
+
+        def counted(recording: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            scores, times = sequence_fn(recording)
+            results["count"] = len(times)  # one result per 80 ms embedding step
+            return scores, times
+
     start = time.perf_counter()
     detections = recognize_stream(audio, score_fn, labels, settings, feat.sample_rate, clip_samples=feat.clip_samples,
-                                  sequence_fn=sequence_fn)  # fmt: skip
+                                  sequence_fn=counted)  # fmt: skip
     wall = time.perf_counter() - start
     seconds = len(audio) / feat.sample_rate
-    stride = max(1, round(settings.clip_stride_ms * feat.sample_rate / 1000.0))
-    windows = 1 + (len(audio) - feat.clip_samples) // stride
-    if sequence_fn is not None:
-        windows = len(sequence_fn(audio)[1])  # one result per 80 ms embedding step
+    windows = results["count"]
     stats = match_detections(detections, truth, settings.time_tolerance_ms, duration_ms=seconds * 1000)
     return {
         "audio_seconds": round(seconds, 3),
@@ -145,11 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     test_labels = np.load(clip_files[1]).astype(np.int64)
     clip = np.asarray(test_audio[0], np.float32) / 32768.0  # the clip the freeze stage times
     results: dict = {
-        "load_average_1m_before": round(os.getloadavg()[0], 2),
-        "cpu_count": os.cpu_count(),
-        "machine": platform.machine(),
-        "python": platform.python_version(),
-        "tensorflow": tf.__version__,
+        **machine_facts(),
         "threads": args.threads,
         "tf_threads_applied": threads_applied,
         "export": str(export),
@@ -194,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
         size = sizes.get(name.removesuffix("_tf_function"))
         print(f"{name:18s} {row['median_ms']:10.2f} {row['p90_ms']:8.2f} {size if size is not None else '-':>10}")
 
-    settings = params.evaluate.streaming.model_copy(update={"recording_seconds": args.stream_seconds})
+    # every *_sequence row streams on the embedding sequence, whatever params.yaml's streaming mode says
+    settings = params.evaluate.streaming.model_copy(update={"recording_seconds": args.stream_seconds, "mode": "sequence"})
     noise = np.load(clip_files[2])
     audio, truth = make_recording(np.asarray(test_audio), test_labels, labels, noise, settings, feat.sample_rate, params.seed)
     stream_params = params.model_copy(update={"evaluate": params.evaluate.model_copy(update={"streaming": settings})})

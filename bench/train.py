@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -41,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
+from bench.common import machine_facts  # noqa: E402
 from pipeline.config import Params, load_params, parse_params  # noqa: E402
 from pipeline.errors import DataError, KwsError  # noqa: E402
 from pipeline.fileio import write_json  # noqa: E402
@@ -258,11 +258,7 @@ def main(argv: list[str] | None = None) -> int:
 
     tf.config.experimental.enable_op_determinism()  # as the train stage runs
     results: dict = {
-        "load_average_1m_before": round(os.getloadavg()[0], 2),
-        "cpu_count": os.cpu_count(),
-        "machine": platform.machine(),
-        "python": platform.python_version(),
-        "tensorflow": tf.__version__,
+        **machine_facts(),
         "keras": keras.__version__,
         "settings": {"batch": args.batch, "target": args.target, "max_seconds": args.max_seconds,
                      "eval_every": args.eval_every, "stop_at_target": args.stop_at_target,

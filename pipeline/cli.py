@@ -194,7 +194,7 @@ def stream(
 
         from pipeline.inference import load_model
         from pipeline.predict import read_clip
-        from pipeline.stream.run import recognize_stream
+        from pipeline.stream.run import recognize_stream, stream_mode
 
         predictor = load_model(model, params)
         clip = read_clip(wav, predictor.sample_rate, None)
@@ -205,15 +205,14 @@ def stream(
             _warn(f"{wav}: {len(audio)} samples, shorter than one window; padded to {predictor.clip_samples}")
             audio = np.pad(audio, (0, predictor.clip_samples - len(audio)))
         settings = params.evaluate.streaming
-        sequence_fn = predictor.stream_fn if settings.mode == "sequence" else None
         detections = recognize_stream(audio, predictor.scores, predictor.labels, settings, predictor.sample_rate,
-                                      clip_samples=predictor.clip_samples, sequence_fn=sequence_fn)  # fmt: skip
+                                      clip_samples=predictor.clip_samples, sequence_fn=predictor.stream_fn)  # fmt: skip
         found = [{"time_s": round(d.time_ms / 1000.0, 3), "label": d.label, "score": round(float(d.score), 4)} for d in detections]
         keys = ("clip_stride_ms", "average_window_ms", "detection_threshold", "suppression_ms", "minimum_count")
         if as_json:
             typer.echo(json.dumps({"file": str(wav), "seconds": round(len(clip.audio) / predictor.sample_rate, 3),
                                    "settings": {key: getattr(settings, key) for key in keys},
-                                   "mode": "sequence" if sequence_fn else "windows",
+                                   "mode": stream_mode(settings, predictor.stream_fn),
                                    "detections": found}, indent=2))  # fmt: skip
             return
         from rich.console import Console

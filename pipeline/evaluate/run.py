@@ -36,7 +36,7 @@ def streaming_accuracy(params: Params, scorer, out: Path) -> dict:
     """Score a long seeded recording made from testing clips, as TensorFlow's test_streaming_accuracy does."""
     from pipeline.stream.accuracy import match_detections
     from pipeline.stream.recording import make_recording, write_truth_csv
-    from pipeline.stream.run import recognize_stream
+    from pipeline.stream.run import recognize_stream, stream_mode
 
     split, feat, settings = params.paths.split, params.features, params.evaluate.streaming
     clips = np.load(split / "testing_audio.npy", mmap_mode="r")
@@ -45,11 +45,11 @@ def streaming_accuracy(params: Params, scorer, out: Path) -> dict:
     audio, truth = make_recording(np.asarray(clips), targets, params.labels, noise, settings, feat.sample_rate, params.seed)
     write_truth_csv(truth, out / "streaming_truth.csv")
     detections = recognize_stream(audio, scorer, params.labels, settings, feat.sample_rate, clip_samples=feat.clip_samples,
-                                  sequence_fn=scorer.stream_scores if settings.mode == "sequence" else None)  # fmt: skip
+                                  sequence_fn=scorer.stream_scores)  # fmt: skip
     with atomic_path(out / "streaming_detections.csv", ".csv") as tmp:
         pd.DataFrame([d.__dict__ for d in detections], columns=["label", "time_ms", "score"]).to_csv(tmp, index=False)
     stats = match_detections(detections, truth, settings.time_tolerance_ms, duration_ms=len(audio) * 1000 / feat.sample_rate)
-    stats["mode"] = "sequence" if settings.mode == "sequence" and scorer.stream_scores else "windows"
+    stats["mode"] = stream_mode(settings, scorer.stream_scores)
     return {k: round(float(v), 6) if isinstance(v, float) else v for k, v in stats.items()}
 
 

@@ -57,6 +57,11 @@ def stream_scores(
     return np.concatenate(parts), times_ms
 
 
+def stream_mode(settings: StreamParams, sequence_fn: SequenceFn | None) -> str:
+    """`sequence` when the settings ask for it and the model can (a speech-embedding model), else `windows`."""
+    return "sequence" if sequence_fn is not None and settings.mode == "sequence" else "windows"
+
+
 def recognize_stream(
     audio: np.ndarray,
     score_fn: ScoreFn,
@@ -69,9 +74,9 @@ def recognize_stream(
     sequence_fn: SequenceFn | None = None,
 ) -> list[Detection]:
     """Detections in `audio`, smoothed by RecognizeCommands. With `sequence_fn` (a speech-embedding model, see
-    pipeline.stream.sequence) the scores come from the shared 80 ms embedding sequence; otherwise windows of
-    `clip_samples` (default one second) are scored every `clip_stride_ms`."""
-    if sequence_fn is not None:
+    pipeline.stream.sequence) and `settings.mode` sequence, the scores come from the shared 80 ms embedding
+    sequence; otherwise windows of `clip_samples` (default one second) are scored every `clip_stride_ms`."""
+    if stream_mode(settings, sequence_fn) == "sequence":
         scores, times_ms = sequence_fn(np.asarray(audio, np.float32))
     else:
         clip = int(clip_samples or sample_rate)
