@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import errno
+import gzip
 import hashlib
 import http.client
 import logging
+import lzma
 import os
 import re
 import shutil
@@ -13,6 +15,7 @@ import tarfile
 import urllib.error
 import urllib.request
 import zlib
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlsplit
 
@@ -124,6 +127,21 @@ def _stream(
     return hasher.hexdigest()
 
 
+class CorruptArchive(DataError):
+    """The downloaded file is not a readable tar archive (truncated, damaged, or an error page)."""
+
+
+class ChecksumMismatch(DataError):
+    """The archive is intact as the server sent it, but its sha256 is not the one pinned in params.yaml."""
+
+    def __init__(self, dest: Path, expected: str, digest: str) -> None:
+        self.digest = digest
+        super().__init__(
+            f"{dest}: sha256 mismatch: expected {expected} (params.yaml), the downloaded file has {digest}; "
+            "it is kept: pin that sha256 if you trust the source, or delete the file to download again"
+        )
+
+
 def download(
     url: str,
     dest: Path,
@@ -132,8 +150,15 @@ def download(
     progress: bool = True,
     chunk_size: int = 1 << 20,
     timeout: float = 60.0,
+    known_sha256: str = "",
 ) -> str:
-    """Download url to dest through a resumable `.part` file, verify size and sha256, rename; return the sha256."""
+    """Download url to dest through a resumable `.part` file, verify size and sha256, rename; return the sha256.
+
+    `known_sha256` is what an earlier download of this URL recorded: an existing `dest` with that digest is the
+    server's file, so a different `expected_sha256` raises ChecksumMismatch without downloading it again. A
+    complete fresh download with the wrong sha256 is kept as `dest` (ChecksumMismatch); a resumed one whose
+    sha256 is wrong is removed (the old part may be the culprit). Raises DataError / DownloadError.
+    """
     dest = Path(dest)
     part = dest.with_suffix(dest.suffix + ".part")
     expected_sha256 = expected_sha256.lower()
@@ -143,6 +168,8 @@ def download(
         if (not expected_sha256 or digest == expected_sha256) and expected_size in (None, size):
             log.info("%s already downloaded (sha256 %s)", dest, digest)
             return digest
+        if digest == known_sha256 and expected_size in (None, size):
+            raise ChecksumMismatch(dest, expected_sha256, digest)
         log.warning("%s does not match the expected size/sha256; downloading it again", dest)
         dest.unlink()
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -152,6 +179,7 @@ def download(
         offset = 0
     if offset:
         log.info("resuming %s from byte %d", url, offset)
+    resumed = offset > 0
     if expected_size is not None and offset == expected_size:
         digest = _sha256_file(part).hexdigest()  # complete already: no request needed
     else:
@@ -160,14 +188,21 @@ def download(
         except _Restart:
             log.warning("server answer does not continue %s; downloading from the start", part)
             part.unlink(missing_ok=True)
+            resumed = False
             digest = _stream(url, part, 0, expected_size, progress, chunk_size, timeout)
     size = part.stat().st_size
     if expected_size is not None and size != expected_size:
         part.unlink()
         raise DataError(f"{dest}: size mismatch: expected {expected_size} bytes, got {size}")
     if expected_sha256 and digest != expected_sha256:
-        part.unlink()
-        raise DataError(f"{dest}: sha256 mismatch: expected {expected_sha256}, got {digest}")
+        if resumed:
+            part.unlink()
+            raise DataError(
+                f"{dest}: sha256 mismatch after resuming a partial download: expected {expected_sha256}, got {digest}; "
+                "the partial file was removed, run again to download it afresh"
+            )
+        os.replace(part, dest)
+        raise ChecksumMismatch(dest, expected_sha256, digest)
     os.replace(part, dest)
     return digest
 
@@ -196,10 +231,10 @@ def safe_extract(archive: Path, target: Path) -> int:
     if not archive.is_file():
         raise DataError(f"{archive}: file not found")
     if not tarfile.is_tarfile(archive):
-        raise DataError(f"{archive} is not a tar archive")
+        raise CorruptArchive(f"{archive} is not a tar archive")
     files = 0
     try:
-        with atomic_dir(target) as tmp, tarfile.open(archive, "r|*") as tar:
+        with atomic_dir(target) as tmp, tarfile.open(archive, "r:*") as tar:  # not "r|*": a stream silently stops at a truncated gzip
             for member in tar:
                 rel = _member_path(archive, member)
                 out = tmp.joinpath(*rel.parts)
@@ -211,12 +246,12 @@ def safe_extract(archive: Path, target: Path) -> int:
                 with source, out.open("wb") as fh:
                     shutil.copyfileobj(source, fh, 1 << 20)
                 files += 1
+    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, lzma.LZMAError) as exc:
+        raise CorruptArchive(f"{archive}: corrupt archive: {exc}") from None
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
             raise DownloadError(f"no space left on device while extracting {archive} into {target}") from None
         raise DataError(f"{archive}: cannot extract: {exc}") from None
-    except (tarfile.TarError, EOFError, zlib.error) as exc:
-        raise DataError(f"{archive}: corrupt archive: {exc}") from None
     return files
 
 
@@ -228,21 +263,68 @@ def _archive_name(source: UrlSource) -> str:
     return name
 
 
+@dataclass(frozen=True)
+class Record:
+    """`<archive>.sha256` beside a download: the URL it came from and the sha256/size observed ('' while pending)."""
+
+    url: str
+    sha256: str = ""
+    size: int | None = None
+
+    @staticmethod
+    def read(path: Path) -> Record | None:
+        if not path.is_file():
+            return None
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        fields = dict(line[2:].split(": ", 1) for line in lines[1:] if line.startswith("# ") and ": " in line)
+        digest = lines[0].split()[0] if lines and lines[0].split() else ""
+        size = fields.get("bytes", "")
+        return Record(fields.get("url", ""), digest if re.fullmatch(r"[0-9a-f]{64}", digest) else "",
+                      int(size) if size.isdigit() else None)  # fmt: skip
+
+    def write(self, path: Path) -> None:
+        size = f"# bytes: {self.size}\n" if self.size is not None else ""
+        write_text(path, f"{self.sha256 or 'pending'}  {path.name.removesuffix('.sha256')}\n# url: {self.url}\n{size}")
+
+
 def fetch_url_source(source: UrlSource, downloads_dir: Path, out_dir: Path, progress: bool = True) -> dict:
-    """Download, record, verify and extract one `url` source; return {url, sha256, bytes, files}."""
+    """Download, record, verify and extract one `url` source; return {url, sha256, bytes, files}.
+
+    The record is keyed by URL: a new URL under the same file name replaces the old archive once (its own
+    partial download then resumes). An archive that fails to extract is moved aside to `<name>.corrupt`, so
+    the next run downloads it again. Raises DataError / DownloadError.
+    """
     downloads_dir = Path(downloads_dir)
     name = _archive_name(source)
     archive = downloads_dir / name
-    record = downloads_dir / f"{name}.sha256"
-    if record.exists() and f"# url: {source.url}\n" not in record.read_text(encoding="utf-8", errors="replace"):
-        log.warning("%s was fetched from another URL; downloading %s again", archive, source.url)
-        archive.unlink(missing_ok=True)
-        archive.with_suffix(archive.suffix + ".part").unlink(missing_ok=True)
-    digest = download(source.url, archive, source.sha256, source.size, progress=progress)
+    record_path = downloads_dir / f"{name}.sha256"
+    record = Record.read(record_path)
+    if record is None or record.url != source.url:
+        if record is not None:
+            log.warning("%s was fetched from %s; downloading %s instead", archive, record.url, source.url)
+            archive.unlink(missing_ok=True)
+            archive.with_suffix(archive.suffix + ".part").unlink(missing_ok=True)
+        elif archive.exists():
+            log.warning("%s has no record of its URL; verifying it against %s", archive, source.url)
+        record = Record(source.url)
+        downloads_dir.mkdir(parents=True, exist_ok=True)
+        record.write(record_path)
+    try:
+        digest = download(source.url, archive, source.sha256, source.size, progress=progress,
+                          known_sha256=record.sha256)  # fmt: skip
+    except ChecksumMismatch as error:
+        Record(source.url, error.digest, archive.stat().st_size).write(record_path)
+        raise
     size = archive.stat().st_size
-    write_text(record, f"{digest}  {name}\n# url: {source.url}\n# bytes: {size}\n")
+    Record(source.url, digest, size).write(record_path)
     if not source.sha256:
         log.info("%s: sha256 %s, %d bytes; pin them as sha256/size in params.yaml (source %s)",
                  name, digest, size, source.name)  # fmt: skip
-    files = safe_extract(archive, Path(out_dir))
+    try:
+        files = safe_extract(archive, Path(out_dir))
+    except CorruptArchive as error:
+        aside = archive.with_name(archive.name + ".corrupt")
+        os.replace(archive, aside)
+        Record(source.url).write(record_path)
+        raise DataError(f"{error}; moved to {aside} so the next run downloads it again") from None
     return {"url": source.url, "sha256": digest, "bytes": size, "files": files}

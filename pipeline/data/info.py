@@ -8,7 +8,7 @@ import pandas as pd
 import soundfile as sf
 
 from pipeline.config import BACKGROUND_NOISE_DIR
-from pipeline.data.layout import detect_layout, iter_wavs, parse_clip
+from pipeline.data.layout import detect_layout, find_clips, parse_clip
 from pipeline.errors import DataError
 
 
@@ -16,9 +16,8 @@ def _roots(path: Path) -> list[Path]:
     """A dataset folder itself, or each source folder inside a `data/raw` folder."""
     if not path.is_dir():
         raise DataError(f"{path}: folder not found")
-    if any((path / name).is_dir() for name in ("yes", BACKGROUND_NOISE_DIR, "_unknown_")) or iter_wavs(path):
-        return [path]
-    return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    sources = sorted(p for p in path.iterdir() if (p / "source.json").is_file())
+    return sources or [path]  # a `data/raw` folder holds one folder per source, each with its source.json
 
 
 def dataset_info(path: Path) -> pd.DataFrame:
@@ -26,8 +25,8 @@ def dataset_info(path: Path) -> pd.DataFrame:
     rows = []
     for root in _roots(Path(path)):
         detect_layout(root)
-        for wav in iter_wavs(root):
-            clip = parse_clip(wav.relative_to(root))
+        for found in find_clips(root):
+            clip, wav = parse_clip(found.rel), found.path
             try:
                 info = sf.info(str(wav))
                 seconds, unreadable = info.frames / info.samplerate, 0

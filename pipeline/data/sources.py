@@ -33,6 +33,10 @@ def generate_synthetic(source: SyntheticSource, params: Params, dest: Path, prog
     return summary
 
 
+def _words(params: Params) -> frozenset[str]:
+    return frozenset([*params.data.keywords, *params.data.unknown_words])
+
+
 def _fetch_one(source: Source, params: Params, dest: Path, progress: bool) -> dict:
     if isinstance(source, SyntheticSource):
         return generate_synthetic(source, params, dest, progress)
@@ -43,14 +47,14 @@ def _fetch_one(source: Source, params: Params, dest: Path, progress: bool) -> di
         shutil.rmtree(extracted, ignore_errors=True)
         try:
             summary = fetch_url_source(source, params.paths.downloads, extracted, progress=progress)
-            summary.update(import_tree(extracted, dest, move=True))
+            summary.update(import_tree(extracted, dest, move=True, words=_words(params)))
         finally:
             shutil.rmtree(extracted, ignore_errors=True)
         return summary
     if isinstance(source, LocalSource):
         if not source.path.is_dir():
             raise DataError(f"data.sources[{source.name}].path: folder {source.path} not found")
-        return import_tree(source.path, dest, source.layout, source.background_noise)
+        return import_tree(source.path, dest, source.layout, source.background_noise, words=_words(params))
     raise DataError(f"unsupported source kind {source.kind!r}")  # pragma: no cover - union is closed
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 import re
@@ -16,13 +17,15 @@ from tqdm import tqdm
 
 from pipeline.config import SILENCE_LABEL, UNKNOWN_LABEL, Params, SourceSplit
 from pipeline.data.background import SETS, load_noises, pack_portions, silence_rows, split_noises
-from pipeline.data.layout import iter_wavs, parse_clip
+from pipeline.data.layout import parse_clip, scan_tree
 from pipeline.errors import DataError
 from pipeline.fileio import atomic_path, write_json, write_text
 
 log = logging.getLogger(__name__)
 MAX_NUM_WAVS_PER_CLASS = 2**27 - 1  # ~134M, as in TensorFlow's speech_commands input_data.py
 _BITS = {"PCM_S8": 8, "PCM_U8": 8, "PCM_16": 16, "PCM_24": 24, "PCM_32": 32, "FLOAT": 32, "DOUBLE": 64}
+LEDGER_COLUMNS = ["path", "source", "status", "set", "label", "check", "reason"]
+LEDGER_STATUSES = ("used", "not_sampled", "quarantined", "skipped", "noise")
 COLUMNS = [
     "path", "source", "word", "label", "label_index", "speaker", "repetition", "set", "index",
     "sample_rate", "channels", "bits", "original_length", "rms", "peak", "sha256",
@@ -77,32 +80,49 @@ def probe(path: Path) -> dict:
     }
 
 
-def scan_raw(params: Params, progress: bool = True) -> pd.DataFrame:
-    """One row per word clip of every source folder under `paths.raw`, with its probe and set."""
+def scan_raw(params: Params, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(clips, others): one row per word clip of every source folder under `paths.raw`, with its probe and set;
+    and one ledger row per file the download stage skipped, rejected or took as background noise."""
     raw = params.paths.raw
     rules = {s.name: s.split for s in params.data.sources}
     keywords = set(params.data.keywords)
-    rows = []
-    wavs = [(name, wav) for name in rules for wav in iter_wavs(raw / name)]
-    for name, wav in tqdm(wavs, desc="scan", unit="clip", disable=not progress, mininterval=1):
-        rel = wav.relative_to(raw / name)
+    rows, others = [], []
+    found = {name: scan_tree(raw / name) for name in rules if (raw / name).is_dir()}
+    wavs = [(name, clip.rel) for name, inventory in found.items() for clip in inventory.clips]
+    for name, rel in tqdm(wavs, desc="scan", unit="clip", disable=not progress, mininterval=1):
         clip = parse_clip(rel)
         label = clip.word if clip.word in keywords or clip.word == SILENCE_LABEL else UNKNOWN_LABEL
         rows.append(
             {
-                "path": str(wav.relative_to(raw)),
+                "path": f"{name}/{rel}",
                 "source": name,
                 "word": clip.word,
                 "label": label,
                 "speaker": clip.speaker,
                 "repetition": clip.repetition,
                 "set": assign_set(clip.name, rules[name], params.split.validation_percentage, params.split.testing_percentage),
-                **probe(wav),
+                **probe(raw / name / rel),
             }
         )
+    for name, inventory in found.items():
+        imported = _import_summary(raw / name)
+        others += [_ledger_row(f"{name}/{f.rel}", name, "noise", reason="background noise") for f in inventory.noise]
+        for status, key, check in (("skipped", "skipped", ""), ("quarantined", "rejected", "import")):
+            others += [_ledger_row(f"{name}/{e['path']}", name, status, check, e["reason"]) for e in imported.get(key, [])]
     if not rows:
         raise DataError(f"{raw}: no clips found; run the download stage first")
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows), pd.DataFrame(others, columns=LEDGER_COLUMNS)
+
+
+def _import_summary(folder: Path) -> dict:
+    """What the download stage recorded about a source (`source.json`): skipped and rejected files, mappings."""
+    path = folder / "source.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def _ledger_row(path: str, source: str, status: str, check: str = "", reason: str = "", **more: str) -> dict:
+    return {"path": path, "source": source, "status": status, "set": "", "label": "", "check": check,
+            "reason": reason, **more}  # fmt: skip
 
 
 def balance(clips: pd.DataFrame, params: Params, rng: np.random.Generator) -> tuple[pd.DataFrame, dict]:
@@ -128,45 +148,74 @@ class SplitResult:
     summary: dict
 
 
-def _pack(out: Path, name: str, rows: pd.DataFrame, silence: np.ndarray, raw: Path, clip_samples: int) -> None:
-    """Write one set's waveforms as a single int16 [N, clip_samples] array (word clips padded/trimmed)."""
+def _pack(out: Path, name: str, files: list[str], silence: np.ndarray, raw: Path, clip_samples: int) -> None:
+    """Write one set's waveforms as one int16 [len(files) + len(silence), clip_samples] array, rows in that order:
+    the decoded `files` (paths under `raw`, zero-padded to the clip length), then the generated `silence` rows."""
     with atomic_path(out / f"{name}_audio.npy", ".npy") as tmp:
-        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.int16, shape=(len(rows), clip_samples))
-        words = rows[~rows["path"].str.contains("@")]
-        for i, path in enumerate(words["path"]):
+        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.int16, shape=(len(files) + len(silence), clip_samples))
+        for i, path in enumerate(files):
             audio, _ = sf.read(str(raw / path), dtype="int16", always_2d=True)
             clip = audio[:clip_samples, 0]
             array[i, : len(clip)] = clip
             array[i, len(clip) :] = 0
-        array[len(words) :] = silence
+        array[len(files) :] = silence
         array.flush()
         del array
 
 
+def _check_sets_not_empty(clips: pd.DataFrame, params: Params) -> None:
+    """Every set needs clips (training to learn, validation to select, testing to report), and every keyword too."""
+    for name in SETS:
+        if not (clips["set"] == name).any():
+            speakers = clips["speaker"].nunique()
+            raise DataError(
+                f"split: the {name} set gets no clips ({speakers} speaker(s) in all, split.validation_percentage "
+                f"{params.split.validation_percentage:g}, split.testing_percentage {params.split.testing_percentage:g}); "
+                "change the percentages or add speakers"
+            )
+    if params.split.min_class_count > 0:
+        missing = [k for k in params.data.keywords if not (clips["label"] == k).any()]
+        if missing:
+            words = sorted(set(clips["word"]))
+            raise DataError(
+                f"split: no usable clips of keyword(s) {missing} in any source; word folders found: {words[:20]}"
+                + (" ..." if len(words) > 20 else "")
+            )
+
+
 def run_split(params: Params, progress: bool = True) -> SplitResult:
-    """Partition, validate (Great Expectations), quarantine, balance and pack the raw sources."""
+    """Partition, validate (Great Expectations), quarantine, balance and pack the raw sources.
+
+    Writes `paths.split` (manifest, labels, packed audio per set) and, under `paths.reports`, `quarantine.csv`,
+    `files.csv` (every file of every source with its fate: used, not_sampled, quarantined, skipped, noise) and
+    `split.json`. Raises DataError when too many files are bad, a set or keyword is empty, or validation fails.
+    """
     from pipeline.data.validate import FileCheck, build_data_docs, check_files, check_sets
 
     out, reports = params.paths.split, params.paths.reports
     feat, labels = params.features, params.labels
     rng = np.random.default_rng(params.seed)
-    clips = scan_raw(params, progress)
-    undecodable = clips[clips["error"] != ""][["path", "error"]].rename(columns={"error": "reason"})
+    clips, others = scan_raw(params, progress)
+    undecodable = clips[clips["error"] != ""][["path", "error"]].rename(columns={"error": "reason"}).assign(check="decode")
     decoded = clips[clips["error"] == ""].drop(columns="error")
-    file_check = FileCheck(feat.sample_rate, feat.clip_samples, params.split.min_rms)
+    file_check = FileCheck(feat.sample_rate, feat.clip_duration_ms, params.split.min_rms)
     failing = check_files(decoded, file_check)
-    quarantine = pd.concat([undecodable, failing], ignore_index=True).sort_values("path", ignore_index=True)
+    rejected = others.loc[others["status"] == "quarantined", ["path", "check", "reason"]]
+    quarantine = pd.concat([undecodable, failing, rejected], ignore_index=True).sort_values("path", ignore_index=True)
+    quarantine = quarantine[["path", "check", "reason"]]
     quarantine.insert(1, "source", quarantine["path"].str.split("/").str[0])
     reports.mkdir(parents=True, exist_ok=True)
     with atomic_path(reports / "quarantine.csv", ".csv") as tmp:
         quarantine.to_csv(tmp, index=False)
-    bad_fraction = len(quarantine) / len(clips)
+    candidates = len(clips) + len(rejected)
+    bad_fraction = len(quarantine) / candidates
     if bad_fraction > params.split.max_bad_fraction:
         raise DataError(
-            f"split: {len(quarantine)} of {len(clips)} files ({bad_fraction:.1%}) quarantined, above "
+            f"split: {len(quarantine)} of {candidates} files ({bad_fraction:.1%}) quarantined, above "
             f"split.max_bad_fraction {params.split.max_bad_fraction:.1%}; see {reports / 'quarantine.csv'}"
         )
     good = decoded[~decoded["path"].isin(set(quarantine["path"]))]
+    _check_sets_not_empty(good, params)
     kept, counts = balance(good, params, rng)
     portions = split_noises(
         load_noises(params.paths.raw, feat.sample_rate),
@@ -188,7 +237,7 @@ def run_split(params: Params, progress: bool = True) -> SplitResult:
         frame = pd.concat([words, silence], ignore_index=True) if rows else words.reset_index(drop=True)
         frame["index"] = np.arange(len(frame))
         frame["label_index"] = frame["label"].map(labels.index)
-        _pack(out, name, frame, audio, params.paths.raw, feat.clip_samples)
+        _pack(out, name, list(words["path"]), audio, params.paths.raw, feat.clip_samples)
         with atomic_path(out / f"{name}_labels.npy", ".npy") as tmp:
             np.save(tmp, frame["label_index"].to_numpy(np.int16))
         with atomic_path(out / f"background_{name}.npy", ".npy") as tmp:
@@ -200,18 +249,55 @@ def run_split(params: Params, progress: bool = True) -> SplitResult:
     docs = build_data_docs(sets.results, reports / "data_docs", reports / "validation.json")
     if not sets.success:
         raise DataError("split: data validation failed: " + "; ".join(sets.failures[:3]) + f" (see {docs})")
+    ledger = _ledger(clips, manifest, quarantine, others)
+    with atomic_path(reports / "files.csv", ".csv") as tmp:
+        ledger.to_csv(tmp, index=False)
     with atomic_path(out / "manifest.parquet", ".parquet") as tmp:
         manifest.to_parquet(tmp, index=False)
     write_text(out / "labels.txt", "\n".join(labels) + "\n")
-    summary = {
+    summary = _summary(params, clips, manifest, quarantine, ledger, counts, bad_fraction)
+    write_json(reports / "split.json", summary)
+    return SplitResult(manifest, quarantine, summary)
+
+
+def _ledger(clips: pd.DataFrame, manifest: pd.DataFrame, quarantine: pd.DataFrame, others: pd.DataFrame) -> pd.DataFrame:
+    """One row per file of every source: used (in the manifest), not_sampled, quarantined, skipped or noise."""
+    reasons = dict(zip(quarantine["path"], quarantine["reason"], strict=True))
+    checks = dict(zip(quarantine["path"], quarantine["check"], strict=True))
+    where = dict(zip(manifest["path"], manifest["set"], strict=True))  # generated silence rows match no clip
+    rows = []
+    for row in clips[["path", "source", "label", "set"]].itertuples(index=False):
+        if row.path in reasons:
+            rows.append(_ledger_row(row.path, row.source, "quarantined", checks[row.path], reasons[row.path], label=row.label))
+        elif row.path in where:
+            rows.append({**_ledger_row(row.path, row.source, "used", label=row.label), "set": where[row.path]})
+        else:
+            reason = "an unknown clip beyond split.unknown_percentage"
+            rows.append({**_ledger_row(row.path, row.source, "not_sampled", reason=reason, label=row.label), "set": row.set})
+    ledger = pd.concat([pd.DataFrame(rows, columns=LEDGER_COLUMNS), others], ignore_index=True)
+    return ledger.sort_values("path", ignore_index=True)
+
+
+def _summary(params: Params, clips: pd.DataFrame, manifest: pd.DataFrame, quarantine: pd.DataFrame,
+             ledger: pd.DataFrame, counts: dict, bad_fraction: float) -> dict:  # fmt: skip
+    """reports/split.json: totals of the file ledger, reasons, mapped folders, per-set and per-label counts."""
+    labels = params.labels
+    imports = {name: _import_summary(params.paths.raw / name) for name in sorted(set(clips["source"]))}
+    skipped = ledger[ledger["status"] == "skipped"]
+    return {
+        "files": {status: int((ledger["status"] == status).sum()) for status in LEDGER_STATUSES},
         "files_scanned": len(clips),
         "quarantined": len(quarantine),
         "quarantined_fraction": round(bad_fraction, 6),
+        "quarantined_by_check": quarantine["check"].value_counts().sort_index().to_dict(),
+        "skipped_by_reason": skipped["reason"].value_counts().sort_index().to_dict(),
+        "mapped_folders": {name: s["mapped_folders"] for name, s in imports.items() if s.get("mapped_folders")},
+        "dataset_roots": {name: s["root"] for name, s in imports.items() if s.get("root", ".") != "."},
+        "words": {word: {"label": label, "clips": int(n)}
+                  for (word, label), n in clips.groupby(["word", "label"]).size().items()},
         "sets": {
             name: {**counts[name], "total": int((manifest["set"] == name).sum()),
                    "per_label": manifest[manifest["set"] == name]["label"].value_counts().reindex(labels, fill_value=0).to_dict()}
             for name in SETS
         },
     }  # fmt: skip
-    write_json(reports / "split.json", summary)
-    return SplitResult(manifest, quarantine, summary)

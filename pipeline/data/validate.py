@@ -28,7 +28,7 @@ class FileCheck:
     """What every decoded clip must satisfy before it may enter a set."""
 
     sample_rate: int
-    max_samples: int
+    max_ms: float  # longest clip, in time: a 1 s clip at 44.1 kHz is as long as one at 16 kHz
     min_rms: float
     silence_label: str = SILENCE_LABEL
 
@@ -98,8 +98,10 @@ def _file_reasons(check: FileCheck) -> dict[str, Callable[[Any], str]]:
     def bits(n: int) -> str:
         return "unknown sample format, expected 16-bit" if n == 0 else f"{n}-bit, expected 16-bit"
 
-    def length(n: int) -> str:
-        return f"length {n} samples, expected {'at least 1' if n < 1 else f'at most {check.max_samples}'}"
+    def length(n: int, rate: int) -> str:
+        if n < 1:
+            return "length 0 samples, expected at least 1"
+        return f"length {n} samples ({n / rate:.3f} s), expected at most {check.max_ms / 1000:g} s"
 
     return {
         "sample_rate": lambda v: f"sample rate {v} Hz, expected {check.sample_rate}",
@@ -110,14 +112,21 @@ def _file_reasons(check: FileCheck) -> dict[str, Callable[[Any], str]]:
     }
 
 
+_CHECK_NAMES = {"sample_rate": "sample_rate", "channels": "channels", "bits": "bits", "duration_ms": "duration", "rms": "silent"}
+
+
 def check_files(candidates: pd.DataFrame, check: FileCheck) -> pd.DataFrame:
-    """Per-file expectations; a [path, reason] row for every clip that fails any of them."""
+    """Per-file expectations; a [path, check, reason] row for every clip that fails any of them.
+
+    `check` names the failed expectations (`sample_rate`, `channels`, `bits`, `duration`, `silent`, joined by '+').
+    """
     if candidates.empty:
-        return pd.DataFrame({"path": [], "reason": []}, dtype=str)
+        return pd.DataFrame({"path": [], "check": [], "reason": []}, dtype=str)
     import great_expectations.expectations as gxe
     from great_expectations.expectations.row_conditions import Column
 
     frame = candidates.reset_index(drop=True)
+    frame["duration_ms"] = frame["original_length"] * 1000.0 / frame["sample_rate"].where(frame["sample_rate"] > 0, 1)
     result = _validate(
         "files",
         frame,
@@ -125,23 +134,35 @@ def check_files(candidates: pd.DataFrame, check: FileCheck) -> pd.DataFrame:
             gxe.ExpectColumnValuesToBeInSet(column="sample_rate", value_set=[check.sample_rate]),
             gxe.ExpectColumnValuesToBeInSet(column="channels", value_set=[1]),
             gxe.ExpectColumnValuesToBeInSet(column="bits", value_set=[16]),
-            gxe.ExpectColumnValuesToBeBetween(column="original_length", min_value=1, max_value=check.max_samples),
+            gxe.ExpectColumnValuesToBeBetween(column="original_length", min_value=1),
+            gxe.ExpectColumnValuesToBeBetween(column="duration_ms", max_value=check.max_ms),
             gxe.ExpectColumnValuesToBeBetween(
                 column="rms", min_value=check.min_rms, row_condition=Column("label") != check.silence_label
             ),
         ],
     )
     explain = _file_reasons(check)
-    reasons: dict[int, list[str]] = defaultdict(list)
+    reasons: dict[int, dict[str, str]] = defaultdict(dict)
     for outcome in result.results:
         column = _column(outcome)
         for row in _unexpected_rows(outcome):
+            if column in ("original_length", "duration_ms"):  # one duration reason, from either expectation
+                length, rate = int(frame.at[row, "original_length"]), int(frame.at[row, "sample_rate"])
+                reasons[row]["duration"] = explain["original_length"](length, rate)
+                continue
             value = frame.at[row, column]  # int columns arrive as float when a decode failure left NaN beside them
-            reasons[row].append(explain[column](value if column == "rms" else int(value)))
-    by_path: dict[str, dict[str, None]] = {}
+            reasons[row][_CHECK_NAMES[column]] = explain[column](value if column == "rms" else int(value))
+    by_path: dict[str, dict[str, str]] = {}
     for row in sorted(reasons):
-        by_path.setdefault(frame.at[row, "path"], {}).update(dict.fromkeys(reasons[row]))
-    return pd.DataFrame({"path": list(by_path), "reason": ["; ".join(r) for r in by_path.values()]}, dtype=str)
+        by_path.setdefault(frame.at[row, "path"], {}).update(reasons[row])
+    return pd.DataFrame(
+        {
+            "path": list(by_path),
+            "check": ["+".join(r) for r in by_path.values()],
+            "reason": ["; ".join(r.values()) for r in by_path.values()],
+        },
+        dtype=str,
+    )
 
 
 def _leak_lines(result: Any, key: str, pairs: pd.DataFrame, paths: pd.DataFrame) -> list[str]:

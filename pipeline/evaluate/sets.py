@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import SILENCE_LABEL, UNKNOWN_LABEL
-from pipeline.data.layout import detect_layout, iter_wavs, parse_clip
+from pipeline.data.layout import detect_layout, find_clips, parse_clip
 from pipeline.errors import DataError
 from pipeline.predict import read_clip
 
@@ -37,10 +37,10 @@ def load_folder_set(root: Path, labels: list[str], sample_rate: int, clip_sample
     """Every wav one folder deep, resampled/padded as needed; unreadable files are listed, not fatal."""
     detect_layout(root)
     audio, targets, paths, skipped = [], [], [], []
-    for wav in iter_wavs(root):
-        rel = str(wav.relative_to(root))
+    for found in find_clips(root):
+        rel = str(found.rel)
         try:
-            clip = read_clip(wav, sample_rate, clip_samples)
+            clip = read_clip(found.path, sample_rate, clip_samples)
         except DataError as error:
             skipped.append((rel, str(error)))
             continue

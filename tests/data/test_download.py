@@ -218,14 +218,82 @@ def test_complete_part_answered_416_is_verified_and_renamed(server: Server, tmp_
     assert len(server.log) == 1 and _leftovers(tmp_path / "b") == [ARCHIVE]
 
 
-def test_checksum_mismatch_removes_file_and_extracts_nothing(server: Server, tmp_path: Path) -> None:
+def test_wrong_pinned_sha256_keeps_the_archive_and_reports_both_hashes(server: Server, tmp_path: Path) -> None:
+    """Fault 10 of issue 14: a verified archive is never deleted and fetched again over a wrong pin."""
+    data = _tar(SPEECH_COMMANDS)
+    server.files[ARCHIVE] = data
+    downloads, out = tmp_path / "downloads", tmp_path / "out"
+    fetch_url_source(UrlSource(kind="url", url=server.url(ARCHIVE)), downloads, out, progress=False)
+    wrong = UrlSource(kind="url", url=server.url(ARCHIVE), sha256="0" * 64)
+    expected = f"sha256 mismatch: expected {'0' * 64} \\(params.yaml\\), the downloaded file has {_sha(data)}; it is kept"
+    for _ in range(2):
+        with pytest.raises(DataError, match=expected):
+            fetch_url_source(wrong, downloads, tmp_path / "out2", progress=False)
+    assert len(server.log) == 1, "the verified archive is not downloaded again"
+    assert (downloads / ARCHIVE).read_bytes() == data and not (tmp_path / "out2").exists()
+    # the pin fixed: no request, the kept archive extracts
+    right = UrlSource(kind="url", url=server.url(ARCHIVE), sha256=_sha(data))
+    assert fetch_url_source(right, downloads, tmp_path / "out3", progress=False)["files"] == len(SPEECH_COMMANDS)
+    assert len(server.log) == 1
+
+
+def test_fresh_download_with_a_wrong_pin_is_kept_once_and_not_fetched_again(server: Server, tmp_path: Path) -> None:
     data = _tar(SPEECH_COMMANDS)
     server.files[ARCHIVE] = data
     source = UrlSource(kind="url", url=server.url(ARCHIVE), sha256="0" * 64)
     downloads, out = tmp_path / "downloads", tmp_path / "out"
-    with pytest.raises(DataError, match=f"sha256 mismatch: expected {'0' * 64}, got {_sha(data)}$"):
+    for _ in range(2):
+        with pytest.raises(DataError, match=f"expected {'0' * 64} .* has {_sha(data)}; it is kept"):
+            fetch_url_source(source, downloads, out, progress=False)
+    assert len(server.log) == 1 and not out.exists()
+    assert _leftovers(downloads) == [ARCHIVE, f"{ARCHIVE}.sha256"]
+    assert (downloads / f"{ARCHIVE}.sha256").read_text().splitlines()[0] == f"{_sha(data)}  {ARCHIVE}"
+
+
+def test_corrupt_archive_without_pin_is_moved_aside_and_downloaded_again(server: Server, tmp_path: Path) -> None:
+    """Fault 11 of issue 14: a broken archive is not kept as 'already downloaded'."""
+    data = _tar(SPEECH_COMMANDS)
+    server.files[ARCHIVE] = data[: len(data) // 2]  # the server sends a truncated file
+    source = UrlSource(kind="url", url=server.url(ARCHIVE))
+    downloads, out = tmp_path / "downloads", tmp_path / "out"
+    with pytest.raises(DataError, match=rf"corrupt archive: .*; moved to .*{re.escape(ARCHIVE)}\.corrupt so the next run downloads it again$"):
         fetch_url_source(source, downloads, out, progress=False)
-    assert _leftovers(downloads) == [] and not out.exists()
+    assert _leftovers(downloads) == [ARCHIVE + ".corrupt", f"{ARCHIVE}.sha256"] and not out.exists()
+    server.files[ARCHIVE] = data  # the server is fixed
+    assert fetch_url_source(source, downloads, out, progress=False)["sha256"] == _sha(data)
+    assert [e["status"] for e in server.log] == [200, 200]
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == sorted(SPEECH_COMMANDS)
+
+
+def test_new_url_with_the_same_file_name_resumes_its_partial_download(server: Server, tmp_path: Path) -> None:
+    """Fault 12 of issue 14: the old URL's record must not delete the new URL's .part on every run."""
+    old, new = _tar(SPEECH_COMMANDS), _tar({"yes/a_nohash_0.wav": _wav(11), "no/b_nohash_0.wav": _wav(12)})
+    server.files[ARCHIVE], server.files[f"v2/{ARCHIVE}"] = old, new
+    downloads = tmp_path / "downloads"
+    fetch_url_source(UrlSource(kind="url", url=server.url(ARCHIVE)), downloads, tmp_path / "out", progress=False)
+    moved = UrlSource(kind="url", url=server.url(f"v2/{ARCHIVE}"))
+    half = len(new) // 2
+    server.drop_after = half
+    with pytest.raises(DownloadError, match="run again to resume"):
+        fetch_url_source(moved, downloads, tmp_path / "out", progress=False)
+    assert (downloads / f"{ARCHIVE}.part").stat().st_size == half and not (downloads / ARCHIVE).exists()
+    assert fetch_url_source(moved, downloads, tmp_path / "out", progress=False)["sha256"] == _sha(new)
+    assert [(e["path"], e["range"]) for e in server.log][1:] == [(f"/v2/{ARCHIVE}", None), (f"/v2/{ARCHIVE}", f"bytes={half}-")]
+
+
+def test_archive_wrapped_in_one_top_folder_is_found(server: Server, tmp_path: Path) -> None:
+    """Fault 9 of issue 14: `tiny/yes/...` is the Speech Commands layout inside one folder."""
+    from pipeline.data.sources import fetch_sources
+    from tests.conftest import make_params
+
+    members = {f"tiny/{name}": payload for name, payload in SPEECH_COMMANDS.items()}
+    server.files["tiny.tar.gz"] = _tar(members)
+    params = make_params(tmp_path, sources=[{"kind": "url", "name": "sc", "url": server.url("tiny.tar.gz")}])
+    summary = fetch_sources(params, progress=False)["sc"]
+    assert (summary["root"], summary["clips"], summary["noise_files"]) == ("tiny", 3, 1)
+    assert summary["skipped"] == [{"path": "validation_list.txt", "reason": "not audio (outside word folders)"}]
+    raw = params.paths.raw / "sc"
+    assert sorted(str(p.relative_to(raw)) for p in raw.rglob("*.wav")) == sorted(n for n in SPEECH_COMMANDS if n.endswith(".wav"))
 
 
 def test_corrupt_part_fails_checksum_then_next_call_downloads_afresh(server: Server, tmp_path: Path) -> None:
@@ -275,7 +343,7 @@ def test_disk_full_is_a_download_error(server: Server, tmp_path: Path) -> None:
 def test_non_tar_file_is_a_data_error(server: Server, tmp_path: Path, payload: bytes) -> None:
     server.files["page.tar.gz"] = payload
     source = UrlSource(kind="url", url=server.url("page.tar.gz"))
-    with pytest.raises(DataError, match=r"page\.tar\.gz is not a tar archive$"):
+    with pytest.raises(DataError, match=r"page\.tar\.gz is not a tar archive; moved to .*page\.tar\.gz\.corrupt so the next"):
         fetch_url_source(source, tmp_path / "downloads", tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()
 

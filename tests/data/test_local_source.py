@@ -59,7 +59,10 @@ def test_real_dev_clips_in_test_set_layout(tmp_path):
         sources=[{"kind": "local", "name": "real_dev", "path": str(REAL_DEV), "background_noise": str(REAL_NOISE)}],
     )
     summary = fetch_sources(params, progress=False)["real_dev"]
-    assert summary == {"kind": "local", "clips": 2201, "noise_files": 6, "layout": "test_set", "ignored_wavs": 0}
+    assert summary == {
+        "kind": "local", "clips": 2201, "noise_files": 6, "layout": "test_set", "root": ".", "mapped_folders": {},
+        "skipped": [{"path": "LICENSE", "reason": "not audio (outside word folders)"}], "rejected": [],
+    }  # fmt: skip
     table = dataset_info(params.paths.raw).set_index("word")
     assert table.loc["_silence_", "clips"] == 210
     assert table.loc["yes", "clips"] == 189

@@ -12,7 +12,7 @@ from pipeline.data.validate import FileCheck, build_data_docs, check_files, chec
 
 LABELS = ["_silence_", "_unknown_", "yes", "no"]
 SPEAKERS = {"training": ["aaaa0001", "aaaa0002"], "validation": ["bbbb0001"], "testing": ["cccc0001"]}
-CHECK = FileCheck(sample_rate=16000, max_samples=16000, min_rms=0.002)
+CHECK = FileCheck(sample_rate=16000, max_ms=1000, min_rms=0.002)
 
 
 def clip_row(label: str, speaker: str, set_name: str, rep: int = 0, **overrides: object) -> dict:
@@ -73,24 +73,37 @@ def test_check_files_flags_each_bad_file_with_its_reason(manifest):
     bad.loc[words[5], ["sample_rate", "bits"]] = [8000, 8]
     bad["bits"] = bad["bits"].astype(float)  # as when undecodable rows (NaN) were dropped from the scan
     failing = check_files(bad, CHECK)
-    assert list(failing.columns) == ["path", "reason"]
+    assert list(failing.columns) == ["path", "check", "reason"]
     reasons = dict(zip(failing["path"], failing["reason"], strict=True))
     path = bad["path"]
     assert reasons == {
-        path[words[0]]: "sample rate 8000 Hz, expected 16000",
+        path[words[0]]: "sample rate 8000 Hz, expected 16000; length 16000 samples (2.000 s), expected at most 1 s",
         path[words[1]]: "stereo (2 channels), expected mono",
         path[words[2]]: "8-bit, expected 16-bit",
-        path[words[3]]: "length 48000 samples, expected at most 16000",
+        path[words[3]]: "length 48000 samples (3.000 s), expected at most 1 s",
         path[words[4]]: "silent: rms 0.0000 < 0.002",
-        path[words[5]]: "sample rate 8000 Hz, expected 16000; 8-bit, expected 16-bit",
+        path[words[5]]: "sample rate 8000 Hz, expected 16000; 8-bit, expected 16-bit; length 16000 samples (2.000 s), expected at most 1 s",
     }
 
 
 def test_check_files_flags_empty_and_unknown_format(manifest):
     bad = set_row(set_row(manifest, 2, original_length=0), 3, bits=0)
-    reasons = dict(zip(*check_files(bad, CHECK).to_dict("list").values(), strict=True))
+    failing = check_files(bad, CHECK)
+    reasons = dict(zip(failing["path"], failing["reason"], strict=True))
     assert reasons[bad["path"].iloc[2]] == "length 0 samples, expected at least 1"
     assert reasons[bad["path"].iloc[3]] == "unknown sample format, expected 16-bit"
+
+
+def test_length_is_compared_in_time_not_across_sample_rates(manifest):
+    """A 1.0 s clip at 44.1 kHz is wrong only in its rate; 1.5 s at 8 kHz is wrong in both (fault 7 of issue 14)."""
+    bad = set_row(set_row(manifest, 2, sample_rate=44100, original_length=44100), 3, sample_rate=8000, original_length=12000)
+    failing = check_files(bad, CHECK).set_index("path")
+    assert failing.loc[bad["path"].iloc[2], "reason"] == "sample rate 44100 Hz, expected 16000"
+    assert failing.loc[bad["path"].iloc[2], "check"] == "sample_rate"
+    assert failing.loc[bad["path"].iloc[3], "reason"] == (
+        "sample rate 8000 Hz, expected 16000; length 12000 samples (1.500 s), expected at most 1 s"
+    )
+    assert failing.loc[bad["path"].iloc[3], "check"] == "sample_rate+duration"
 
 
 def test_check_sets_catches_speaker_in_two_sets(manifest):
