@@ -58,6 +58,19 @@ class SourceSplit(Strict):
     salt: str = ""
     assign: Literal["hash", "testing"] = "hash"
 
+    def percentages(self, defaults: SplitParams) -> tuple[float, float]:
+        """(validation, testing) percentages in force for this source: its own, else `split:`'s."""
+        val = defaults.validation_percentage if self.validation_percentage is None else self.validation_percentage
+        test = defaults.testing_percentage if self.testing_percentage is None else self.testing_percentage
+        return val, test
+
+    def sets(self, defaults: SplitParams) -> set[str]:
+        """The sets this source can put clips into."""
+        if self.assign == "testing":
+            return {"testing"}
+        val, test = self.percentages(defaults)
+        return {"training"} | ({"validation"} if val > 0 else set()) | ({"testing"} if test > 0 else set())
+
 
 class SyntheticSource(Strict):
     """Corpus generated offline by espeak-ng voices in the Speech Commands layout."""
@@ -334,9 +347,50 @@ class Params(Strict):
     freeze: FreezeParams = FreezeParams()
 
     @model_validator(mode="after")
-    def _model_fits_features(self) -> Params:
-        if self.train.model.name == "embedding_head" and self.features.preprocess != "speech_embedding":
+    def _cross_field(self) -> Params:
+        """Rules between sections that a stage relies on, checked before any work (one line naming the keys)."""
+        feat, split = self.features, self.split
+        if self.train.model.name == "embedding_head" and feat.preprocess != "speech_embedding":
             raise ValueError("train.model embedding_head needs features.preprocess speech_embedding")
+        if feat.preprocess == "speech_embedding" and feat.clip_duration_ms > feat.embedding.pad_to_ms:
+            raise ValueError(
+                f"features.clip_duration_ms ({feat.clip_duration_ms}) must not exceed features.embedding.pad_to_ms "
+                f"({feat.embedding.pad_to_ms}): the embedding sees each clip padded to pad_to_ms"
+            )
+        if feat.time_shift_ms >= feat.clip_duration_ms:
+            raise ValueError(f"features.time_shift_ms ({feat.time_shift_ms:g}) must be below features.clip_duration_ms ({feat.clip_duration_ms})")
+        if feat.spec_augment.enabled:
+            frames, bins = feat.feature_shape
+            masks = feat.spec_augment
+            if masks.time_mask_frames > frames or masks.frequency_mask_bins > bins:
+                raise ValueError(
+                    f"features.spec_augment: time_mask_frames ({masks.time_mask_frames}) and frequency_mask_bins "
+                    f"({masks.frequency_mask_bins}) must fit the features ({frames} frames x {bins} bins)"
+                )
+        for i, source in enumerate(self.data.sources):
+            val, test = source.split.percentages(split)
+            if source.split.assign == "hash" and val + test >= 100:
+                raise ValueError(f"data.sources.{i}.split: validation + testing percentages ({val:g} + {test:g}) must be below 100")
+        for name, key in (("validation", "validation_percentage"), ("testing", "testing_percentage")):
+            if not any(name in s.split.sets(split) for s in self.data.sources):
+                raise ValueError(
+                    f"split.{key} is 0 and no source's split gives {name} clips: training needs a validation set and "
+                    "evaluate a testing set (set a percentage above 0)"
+                )
+        if not self.data.unknown_words and all(s.kind == "synthetic" for s in self.data.sources):
+            if split.unknown_percentage > 0 and split.min_class_count > 0:
+                raise ValueError(
+                    "data.unknown_words is empty but every source is synthetic: _unknown_ would get no clips "
+                    "(add unknown words or set split.unknown_percentage 0 and split.min_class_count 0)"
+                )
+        stream = self.evaluate.streaming
+        if stream.word_interval_ms - feat.clip_duration_ms < 2 * stream.word_jitter_ms:
+            raise ValueError(
+                f"evaluate.streaming.word_interval_ms ({stream.word_interval_ms:g}) must be at least "
+                f"features.clip_duration_ms ({feat.clip_duration_ms}) plus twice word_jitter_ms ({stream.word_jitter_ms:g})"
+            )
+        if stream.recording_seconds * 1000 < stream.word_interval_ms:
+            raise ValueError("evaluate.streaming.recording_seconds must hold at least one word_interval_ms")
         return self
 
     @property

@@ -54,7 +54,7 @@ def assign_set(filename: str, rule: SourceSplit, validation_percentage: float, t
     if rule.assign == "testing":
         return "testing"
     val = validation_percentage if rule.validation_percentage is None else rule.validation_percentage
-    test = testing_percentage if rule.testing_percentage is None else rule.testing_percentage
+    test = testing_percentage if rule.testing_percentage is None else rule.testing_percentage  # SourceSplit.percentages
     percentage = hash_percentage(filename, rule.salt)
     return "validation" if percentage < val else "testing" if percentage < val + test else "training"
 

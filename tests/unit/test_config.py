@@ -54,3 +54,57 @@ def test_params_are_frozen():
     params = load_params(REPO / "params.yaml")
     with pytest.raises(Exception):
         params.seed = 3  # type: ignore[misc]
+
+
+SYNTH = {"sources": [{"kind": "synthetic"}]}
+
+
+@pytest.mark.parametrize(
+    ("sections", "expected"),
+    [
+        # fault 4 of issue 14: 3 s clips crashed the features stage with (48,28,96) into (48,16,96)
+        ({"features": {"preprocess": "speech_embedding", "clip_duration_ms": 3000}},
+         "features.clip_duration_ms (3000) must not exceed features.embedding.pad_to_ms (2000)"),
+        # fault 5: no validation set crashed training with 'need at least one array to concatenate'
+        ({"split": {"validation_percentage": 0, "min_class_count": 0}},
+         "split.validation_percentage is 0 and no source's split gives validation clips"),
+        ({"split": {"testing_percentage": 0}}, "split.testing_percentage is 0 and no source's split gives testing clips"),
+        ({"data": {"sources": [{"kind": "synthetic", "split": {"validation_percentage": 60, "testing_percentage": 40}}]}},
+         "data.sources.0.split: validation + testing percentages (60 + 40) must be below 100"),
+        ({"data": {"sources": [{"kind": "synthetic", "split": {"validation_percentage": 92}}]}},
+         "data.sources.0.split: validation + testing percentages (92 + 10) must be below 100"),
+        ({"features": {"time_shift_ms": 1000}}, "features.time_shift_ms (1000) must be below features.clip_duration_ms (1000)"),
+        ({"features": {"preprocess": "mfcc", "spec_augment": {"enabled": True, "frequency_mask_bins": 41}}},
+         "frequency_mask_bins (41) must fit the features (98 frames x 40 bins)"),
+        ({"data": {"unknown_words": [], **SYNTH}}, "data.unknown_words is empty but every source is synthetic"),
+        ({"evaluate": {"streaming": {"word_interval_ms": 1500, "word_jitter_ms": 400}}},
+         "evaluate.streaming.word_interval_ms (1500) must be at least features.clip_duration_ms (1000) plus twice word_jitter_ms (400)"),
+        ({"evaluate": {"streaming": {"recording_seconds": 1}}}, "recording_seconds must hold at least one word_interval_ms"),
+        ({"train": {"model": {"name": "embedding_head"}}, "features": {"preprocess": "mfcc"}},
+         "train.model embedding_head needs features.preprocess speech_embedding"),
+    ],
+)
+def test_cross_field_rules_are_checked_before_any_work(sections, expected):
+    raw = {"seed": 1, "data": dict(SYNTH), **sections}
+    with pytest.raises(ConfigError) as info:
+        parse_params(raw)
+    assert expected in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "sections",
+    [
+        # a source of its own gives the validation clips the global rule does not
+        {"split": {"validation_percentage": 0},
+         "data": {"sources": [{"kind": "synthetic", "split": {"validation_percentage": 20}}]}},
+        # a whole-testing source supplies testing clips
+        {"split": {"testing_percentage": 0},
+         "data": {"sources": [{"kind": "synthetic"}, {"kind": "local", "name": "real", "path": "x", "split": {"assign": "testing"}}]}},
+        {"features": {"preprocess": "speech_embedding", "clip_duration_ms": 1500},
+         "evaluate": {"streaming": {"word_jitter_ms": 200}}},
+        {"data": {"unknown_words": [], "sources": [{"kind": "local", "name": "mine", "path": "x"}]}},
+    ],
+)
+def test_cross_field_rules_accept_what_works(sections):
+    parse_params({"seed": 1, "data": dict(SYNTH), **sections})
