@@ -49,6 +49,15 @@ def _is_wav(name: str) -> bool:
     return name.lower().endswith(".wav")
 
 
+def hash_name(name: str) -> str:
+    """TensorFlow's speaker key of a clip file name: the name without its `_nohash_` suffix.
+
+    A name without `_nohash_` is its own key, extension included (`alice_1.wav`), exactly as in TF's `which_set`;
+    name clips `<speaker>_nohash_<n>.wav` to keep all clips of a speaker in one set.
+    """
+    return _NOHASH.sub("", name)
+
+
 def parse_clip(relpath: str | Path) -> ClipName:
     """Parse `word/[sub/]<speaker>_nohash_<n>.wav` or the test-set `_unknown_/<word>_<speaker>_nohash_<n>.wav.wav`.
 
@@ -66,7 +75,7 @@ def parse_clip(relpath: str | Path) -> ClipName:
             raise DataError(f"{relpath}: expected `_unknown_/<word>_<speaker>_nohash_<n>.wav.wav`")
         word, name = spoken.lower(), rest
     stem = name[: -len(".wav")] if _is_wav(name) else name
-    speaker = _NOHASH.sub("", stem) if word != SILENCE_LABEL else f"silence-{stem}"
+    speaker = hash_name(name) if word != SILENCE_LABEL else f"silence-{stem}"
     match = _REPETITION.search(stem)
     return ClipName(word=word, speaker=speaker, repetition=int(match.group(1)) if match else 0, name=name)
 

@@ -6,7 +6,6 @@ import hashlib
 import json
 import logging
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from tqdm import tqdm
 
 from pipeline.config import SILENCE_LABEL, UNKNOWN_LABEL, Params, SourceSplit
 from pipeline.data.background import SETS, load_noises, pack_portions, silence_rows, split_noises
-from pipeline.data.layout import parse_clip, scan_tree
+from pipeline.data.layout import hash_name, parse_clip, scan_tree
 from pipeline.errors import DataError
 from pipeline.fileio import atomic_path, write_json, write_text
 
@@ -34,8 +33,7 @@ COLUMNS = [
 
 def hash_percentage(filename: str, salt: str = "") -> float:
     """Where a clip's speaker falls in [0, 100]: SHA-1 of the name without its `_nohash_` suffix."""
-    hash_name = re.sub(r"_nohash_.*$", "", parse_clip(filename).name)
-    digest = hashlib.sha1((salt + hash_name).encode("utf-8")).hexdigest()
+    digest = hashlib.sha1((salt + hash_name(parse_clip(filename).name)).encode("utf-8")).hexdigest()
     return (int(digest, 16) % (MAX_NUM_WAVS_PER_CLASS + 1)) * (100.0 / MAX_NUM_WAVS_PER_CLASS)
 
 
