@@ -13,7 +13,7 @@ log = logging.getLogger("pipeline.stages")
 def run(params: Params) -> None:
     result = run_split(params, progress=show_progress())
     sets = {name: counts["total"] for name, counts in result.summary["sets"].items()}
-    log.info("sets %s, %d file(s) quarantined", sets, len(result.quarantine))
+    log.info("sets %s; files %s (every file's fate: reports/files.csv)", sets, result.summary["files"])
 
 
 if __name__ == "__main__":
