@@ -14,6 +14,7 @@ import pandas as pd
 import soundfile as sf
 from tqdm import tqdm
 
+from pipeline import artifacts
 from pipeline.config import SILENCE_LABEL, UNKNOWN_LABEL, Params, SourceSplit
 from pipeline.data.background import SETS, load_noises, pack_portions, silence_rows, split_noises
 from pipeline.data.layout import iter_wavs, parse_clip
@@ -143,6 +144,11 @@ def _pack(out: Path, name: str, rows: pd.DataFrame, silence: np.ndarray, raw: Pa
         del array
 
 
+def split_metrics(summary: dict) -> dict:
+    """The few totals of split.json that `dvc metrics`/`dvc exp show` compare: clips per set and files quarantined."""
+    return {"clips": {name: counts["total"] for name, counts in summary["sets"].items()}, "quarantined": summary["quarantined"]}
+
+
 def run_split(params: Params, progress: bool = True) -> SplitResult:
     """Partition, validate (Great Expectations), quarantine, balance and pack the raw sources."""
     from pipeline.data.validate import FileCheck, build_data_docs, check_files, check_sets
@@ -213,5 +219,6 @@ def run_split(params: Params, progress: bool = True) -> SplitResult:
             for name in SETS
         },
     }  # fmt: skip
-    write_json(reports / "split.json", summary)
+    write_json(artifacts.SPLIT_REPORT.path(params.paths), summary)
+    write_json(artifacts.SPLIT_METRICS.path(params.paths), split_metrics(summary))
     return SplitResult(manifest, quarantine, summary)
