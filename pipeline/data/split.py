@@ -14,6 +14,7 @@ import pandas as pd
 import soundfile as sf
 from tqdm import tqdm
 
+from pipeline import artifacts
 from pipeline.config import SILENCE_LABEL, UNKNOWN_LABEL, Params, SourceSplit
 from pipeline.data.background import SETS, load_noises, pack_portions, silence_rows, split_noises
 from pipeline.data.layout import hash_name, parse_clip, scan_tree
@@ -161,6 +162,11 @@ def _pack(out: Path, name: str, files: list[str], silence: np.ndarray, raw: Path
         del array
 
 
+def split_metrics(summary: dict) -> dict:
+    """The few totals of split.json that `dvc metrics`/`dvc exp show` compare: clips per set and files by fate."""
+    return {"clips": {name: counts["total"] for name, counts in summary["sets"].items()}, "files": summary["files"]}
+
+
 def _check_sets_not_empty(clips: pd.DataFrame, params: Params) -> None:
     """Every set needs clips (training to learn, validation to select, testing to report), and every keyword too."""
     for name in SETS:
@@ -248,13 +254,14 @@ def run_split(params: Params, progress: bool = True) -> SplitResult:
     if not sets.success:
         raise DataError("split: data validation failed: " + "; ".join(sets.failures[:3]) + f" (see {docs})")
     ledger = _ledger(clips, manifest, quarantine, others)
-    with atomic_path(reports / "files.csv", ".csv") as tmp:
+    with atomic_path(artifacts.FILE_LEDGER.path(params.paths), ".csv") as tmp:
         ledger.to_csv(tmp, index=False)
     with atomic_path(out / "manifest.parquet", ".parquet") as tmp:
         manifest.to_parquet(tmp, index=False)
     write_text(out / "labels.txt", "\n".join(labels) + "\n")
     summary = _summary(params, clips, manifest, quarantine, ledger, counts, bad_fraction)
-    write_json(reports / "split.json", summary)
+    write_json(artifacts.SPLIT_REPORT.path(params.paths), summary)
+    write_json(artifacts.SPLIT_METRICS.path(params.paths), split_metrics(summary))
     return SplitResult(manifest, quarantine, summary)
 
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 
-from pipeline.config import Params
+from pipeline import artifacts
+from pipeline.config import Params, Paths
 from pipeline.errors import DataError
 from pipeline.fileio import atomic_path, write_json
 from pipeline.metrics import accuracy, confusion_matrix, format_confusion, per_class, plot_confusion
@@ -17,36 +16,39 @@ from pipeline.predict import KerasScorer
 log = logging.getLogger(__name__)
 
 
-def score_set(name: str, scores: np.ndarray, targets: np.ndarray, labels: list[str], out: Path) -> dict:
-    """Accuracy, per-class scores and the confusion matrix of one set, written as CSV (DVC), PNG and JSON."""
+def score_set(name: str, scores: np.ndarray, targets: np.ndarray, labels: list[str], paths: Paths) -> dict:
+    """Accuracy, per-class scores and the confusion matrix of one set, written as CSV (DVC plots), PNG and JSON."""
     predicted = scores.argmax(axis=1)
     matrix = confusion_matrix(targets, predicted, len(labels))
     names = np.asarray(labels)
-    with atomic_path(out / f"confusion_{name}.csv", ".csv") as tmp:
+    with atomic_path(artifacts.CONFUSION_CSV.path(paths, set=name), ".csv") as tmp:
         pd.DataFrame({"actual": names[targets], "predicted": names[predicted]}).to_csv(tmp, index=False)
-    plot_confusion(matrix, labels, out / f"confusion_{name}.png", name)
+    plot_confusion(matrix, labels, artifacts.CONFUSION_PNG.path(paths, set=name), name)
     classes = per_class(matrix, labels)
-    write_json(out / f"per_class_{name}.json", {"labels": labels, "matrix": matrix.tolist(), "per_class": classes})
+    write_json(artifacts.PER_CLASS_JSON.path(paths, set=name), {"labels": labels, "matrix": matrix.tolist(), "per_class": classes})
+    with atomic_path(artifacts.PER_CLASS_CSV.path(paths, set=name), ".csv") as tmp:  # one row per class: DVC's bar plots
+        pd.DataFrame([{"label": label, **values} for label, values in classes.items()]).to_csv(tmp, index=False)
     log.info("%s: accuracy %.1f%% (N=%d)\n%s", name, 100 * accuracy(matrix), len(targets), format_confusion(matrix))
     return {"accuracy": round(accuracy(matrix), 6), "clips": int(len(targets)),
             "macro_f1": round(float(np.mean([c["f1"] for c in classes.values()])), 6)}  # fmt: skip
 
 
-def streaming_accuracy(params: Params, scorer, out: Path) -> dict:
+def streaming_accuracy(params: Params, scorer) -> dict:
     """Score a long seeded recording made from testing clips, as TensorFlow's test_streaming_accuracy does."""
     from pipeline.stream.accuracy import match_detections
     from pipeline.stream.recording import make_recording, write_truth_csv
     from pipeline.stream.run import recognize_stream, stream_mode
 
-    split, feat, settings = params.paths.split, params.features, params.evaluate.streaming
-    clips = np.load(split / "testing_audio.npy", mmap_mode="r")
-    targets = np.load(split / "testing_labels.npy")
-    noise = np.load(split / "background_testing.npy")
+    feat, settings = params.features, params.evaluate.streaming
+    paths = params.paths
+    clips = np.load(artifacts.SET_AUDIO.path(paths, set="testing"), mmap_mode="r")
+    targets = np.load(artifacts.SET_LABELS.path(paths, set="testing"))
+    noise = np.load(artifacts.SET_BACKGROUND.path(paths, set="testing"))
     audio, truth = make_recording(np.asarray(clips), targets, params.labels, noise, settings, feat.sample_rate, params.seed)
-    write_truth_csv(truth, out / "streaming_truth.csv")
+    write_truth_csv(truth, artifacts.STREAMING_TRUTH.path(paths))
     detections = recognize_stream(audio, scorer, params.labels, settings, feat.sample_rate, clip_samples=feat.clip_samples,
                                   sequence_fn=scorer.stream_scores)  # fmt: skip
-    with atomic_path(out / "streaming_detections.csv", ".csv") as tmp:
+    with atomic_path(artifacts.STREAMING_DETECTIONS.path(paths), ".csv") as tmp:
         pd.DataFrame([d.__dict__ for d in detections], columns=["label", "time_ms", "score"]).to_csv(tmp, index=False)
     stats = match_detections(detections, truth, settings.time_tolerance_ms, duration_ms=len(audio) * 1000 / feat.sample_rate)
     stats["mode"] = stream_mode(settings, scorer.stream_scores)
@@ -58,17 +60,15 @@ def run_evaluate(params: Params) -> dict:
     from pipeline.evaluate.sets import load_folder_set
     from pipeline.tracking import Run
 
-    out, labels, feat = params.paths.reports / "evaluate", params.labels, params.features
-    run_id_file = params.paths.model / "run_id.txt"
-    if not run_id_file.exists():
-        raise DataError(f"{run_id_file}: not found; run the train stage first")
-    run = Run.resume(run_id_file.read_text().strip())
-    scorer = KerasScorer(params.paths.model / "model.keras", feat, params.evaluate.batch_size)
-    test_features = np.load(params.paths.features / "testing_features.npy")
-    test_targets = np.load(params.paths.split / "testing_labels.npy").astype(np.int64)
+    paths, labels, feat = params.paths, params.labels, params.features
+    out = artifacts.EVALUATE_DIR.path(paths)
+    run = Run.resume(artifacts.RUN_ID.require(paths).read_text().strip())
+    scorer = KerasScorer(artifacts.MODEL.require(paths), feat, params.evaluate.batch_size)
+    test_features = np.load(artifacts.SET_FEATURES.require(paths, set="testing"))
+    test_targets = np.load(artifacts.SET_LABELS.require(paths, set="testing")).astype(np.int64)
     test_scores = scorer.features_scores(test_features)
-    metrics: dict[str, dict] = {"testing": score_set("testing", test_scores, test_targets, labels, out)}
-    manifest = pd.read_parquet(params.paths.split / "manifest.parquet", columns=["set", "source", "index"])
+    metrics: dict[str, dict] = {"testing": score_set("testing", test_scores, test_targets, labels, paths)}
+    manifest = pd.read_parquet(artifacts.MANIFEST.require(paths), columns=["set", "source", "index"])
     testing = manifest[manifest["set"] == "testing"].sort_values("index")
     if testing["source"].nunique() > 1:  # e.g. the real profile: generated and real clips scored apart
         for source, rows in testing.groupby("source"):
@@ -81,14 +81,14 @@ def run_evaluate(params: Params) -> dict:
             log.warning("extra set %s skipped: %s not found", extra.name, extra.path)
             continue
         folder = load_folder_set(extra.path, labels, feat.sample_rate, feat.clip_samples)
-        metrics[extra.name] = score_set(extra.name, scorer(folder.audio), folder.labels, labels, out)
+        metrics[extra.name] = score_set(extra.name, scorer(folder.audio), folder.labels, labels, paths)
         metrics[extra.name]["skipped_files"] = len(folder.skipped)
-    metrics["streaming"] = streaming_accuracy(params, scorer, out)
-    write_json(params.paths.reports / "evaluation.json", metrics)
+    metrics["streaming"] = streaming_accuracy(params, scorer)
+    write_json(artifacts.EVALUATION.path(paths), metrics)
     flat = {f"{name}_{key}": value for name, values in metrics.items() for key, value in values.items()
             if isinstance(value, int | float)}  # fmt: skip
     run.metrics({k.replace("testing_", "test_", 1): v for k, v in flat.items()})
     for report in [*sorted(out.glob("confusion_*.png")), *sorted(out.glob("per_class_*.json"))]:
         run.artifact(report, "evaluate")
-    run.artifact(params.paths.reports / "evaluation.json", "evaluate")
+    run.artifact(artifacts.EVALUATION.path(paths), "evaluate")
     return metrics

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline import artifacts
 from pipeline.config import Params
-from pipeline.errors import DataError, KwsError
+from pipeline.errors import KwsError
 from pipeline.fileio import write_json
 
 log = logging.getLogger(__name__)
@@ -25,16 +26,14 @@ def load_serving_model(params: Params):
     from pipeline.export.serving import build_serving_model
     from pipeline.features.layers import feature_layer
 
-    path = params.paths.model / "model.keras"
-    if not path.exists():
-        raise DataError(f"{path}: not found; run the train stage first")
+    path = artifacts.MODEL.require(params.paths)
     classifier = keras.saving.load_model(path, compile=False)
     return build_serving_model(feature_layer(params.features), classifier, params.features.clip_samples), classifier
 
 
 def _clips(params: Params, name: str) -> tuple[np.ndarray, np.ndarray]:
-    audio = np.load(params.paths.split / f"{name}_audio.npy", mmap_mode="r")
-    labels = np.load(params.paths.split / f"{name}_labels.npy").astype(np.int64)
+    audio = np.load(artifacts.SET_AUDIO.require(params.paths, set=name), mmap_mode="r")
+    labels = np.load(artifacts.SET_LABELS.require(params.paths, set=name)).astype(np.int64)
     return audio, labels
 
 
@@ -66,15 +65,15 @@ def export_models(params: Params) -> dict:
     from pipeline.export.serving import export_saved_model, load_saved_model_fn, saved_model_latency_ms
     from pipeline.export.tflite import TfliteModel, convert, latency_ms
 
-    out = params.paths.export
+    out, paths = params.paths.export, params.paths
     serving, classifier = load_serving_model(params)
-    saved = out / "saved_model"
+    saved = artifacts.SAVED_MODEL.path(paths)
     export_saved_model(serving, saved, params.labels)
-    shutil.copyfile(saved / "labels.txt", out / "labels.txt")
-    tflite = {"float": convert(saved, out / "model_float.tflite", "float"),
-              "int8": convert(saved, out / "model_int8.tflite", "int8", _representative(params))}  # fmt: skip
+    shutil.copyfile(saved / "labels.txt", artifacts.EXPORT_LABELS.path(paths))
+    tflite = {"float": convert(saved, artifacts.TFLITE.path(paths, mode="float"), "float"),
+              "int8": convert(saved, artifacts.TFLITE.path(paths, mode="int8"), "int8", _representative(params))}  # fmt: skip
     test_audio, test_labels = _clips(params, "testing")
-    runners = {mode: TfliteModel(out / f"model_{mode}.tflite", num_threads=1) for mode in tflite}
+    runners = {mode: TfliteModel(artifacts.TFLITE.path(paths, mode=mode), num_threads=1) for mode in tflite}
     predictors = {"keras": lambda x: serving.predict(x, verbose=0)["scores"], "saved_model": load_saved_model_fn(saved),
                   **{mode: runner.predict for mode, runner in runners.items()}}  # fmt: skip
     testing = _compare(predictors, test_audio, test_labels)
@@ -129,10 +128,11 @@ def register_model(params: Params, report: dict) -> dict:
     from pipeline.tracking.pyfunc import log_pyfunc
     from pipeline.tracking.registry import register
 
-    run_id = (params.paths.model / "run_id.txt").read_text().strip()
-    evaluation = json.loads((params.paths.reports / "evaluation.json").read_text())
-    out = params.paths.export
-    model_uri = log_pyfunc(run_id, out / "saved_model", out / "labels.txt", _example_wav(params), params.features.sample_rate)
+    paths = params.paths
+    run_id = artifacts.RUN_ID.require(paths).read_text().strip()
+    evaluation = json.loads(artifacts.EVALUATION.require(paths).read_text())
+    model_uri = log_pyfunc(run_id, artifacts.SAVED_MODEL.path(paths), artifacts.EXPORT_LABELS.path(paths), _example_wav(params),
+                           params.features.sample_rate)  # fmt: skip
     tags = {"test_accuracy": evaluation["testing"]["accuracy"], "model": params.train.model.name,
             "int8_test_accuracy": report["testing"]["accuracy"]["int8"]}  # fmt: skip
     for name, values in evaluation.items():
@@ -143,7 +143,7 @@ def register_model(params: Params, report: dict) -> dict:
     run = Run.resume(run_id)
     run.metrics({"int8_test_accuracy": report["testing"]["accuracy"]["int8"],
                  "tflite_int8_bytes": report["bytes"]["model_int8.tflite"]})  # fmt: skip
-    run.artifact(out / "export.json", "export")
+    run.artifact(artifacts.EXPORT_REPORT.path(paths), "export")
     return {"name": name, "version": version, "alias": "challenger", "model_uri": model_uri, "run_id": run_id}
 
 
@@ -169,16 +169,16 @@ def run_freeze(params: Params) -> dict:
     """Export, check, write export.json, then register the model version."""
     from pipeline.export.tflite import int8_gate
 
-    for needed, stage in ((params.paths.model / "run_id.txt", "train"), (params.paths.reports / "evaluation.json", "evaluate")):
-        if not needed.is_file():  # checked before the minutes of export, not after
-            raise DataError(f"{needed}: not found; run the {stage} stage first")
-    (params.paths.export / "registered.json").unlink(missing_ok=True)  # never leave an earlier run's record behind
+    paths = params.paths
+    for needed in (artifacts.RUN_ID, artifacts.EVALUATION):  # checked before the minutes of export, not after
+        needed.require(paths)
+    artifacts.REGISTERED.path(paths).unlink(missing_ok=True)  # never leave an earlier run's record behind
     report = export_models(params)
-    write_json(params.paths.export / "export.json", report)
-    write_json(params.paths.export / "metrics.json", summary_metrics(report))
+    write_json(artifacts.EXPORT_REPORT.path(paths), report)
+    write_json(artifacts.EXPORT_METRICS.path(paths), summary_metrics(report))
     for name in scored_sets(report):  # int8 may lose at most max_int8_drop points on every set, real speech included
         accuracy = report[name]["accuracy"]
         int8_gate(accuracy["float"], accuracy["int8"], params.freeze.max_int8_drop, name)
     registered = register_model(params, report)
-    write_json(params.paths.export / "registered.json", registered)
+    write_json(artifacts.REGISTERED.path(paths), registered)
     return {**report, "registered": registered}

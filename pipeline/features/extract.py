@@ -7,8 +7,8 @@ import logging
 import numpy as np
 from tqdm import tqdm
 
+from pipeline import artifacts
 from pipeline.config import Params
-from pipeline.errors import DataError
 from pipeline.fileio import atomic_path, write_json
 
 log = logging.getLogger(__name__)
@@ -16,10 +16,7 @@ EVAL_SETS = ("validation", "testing")
 
 
 def _load(params: Params, name: str) -> np.ndarray:
-    source = params.paths.split / f"{name}_audio.npy"
-    if not source.exists():
-        raise DataError(f"{source}: not found; run the split stage first")
-    return np.load(source, mmap_mode="r")
+    return np.load(artifacts.SET_AUDIO.require(params.paths, set=name), mmap_mode="r")
 
 
 def training_views(params: Params, progress: bool = False, batch_size: int = 256) -> np.ndarray:
@@ -31,7 +28,7 @@ def training_views(params: Params, progress: bool = False, batch_size: int = 256
 
     feat = params.features
     audio = _load(params, "training")
-    noise = np.load(params.paths.split / "background_training.npy").astype(np.float32) / 32768.0
+    noise = np.load(artifacts.SET_BACKGROUND.require(params.paths, set="training")).astype(np.float32) / 32768.0
     augment = make_augmenter(feat, noise, params.seed)
     views = np.empty((feat.embedding.views, len(audio), *feat.feature_shape), np.float32)
     batches = [(v, i) for v in range(feat.embedding.views) for i in range(0, len(audio), batch_size)]
@@ -47,20 +44,20 @@ def run_features(params: Params, progress: bool = False) -> dict:
     """Compute the feature layer once per evaluation clip (and per training view for speech_embedding)."""
     from pipeline.features.layers import extract
 
-    out, feat = params.paths.features, params.features
+    feat = params.features
     description = {"params": feat.model_dump(mode="json"), "labels": params.labels, "sets": {}}
     for name in EVAL_SETS:
         features = extract(np.asarray(_load(params, name)), feat)
-        with atomic_path(out / f"{name}_features.npy", ".npy") as tmp:
+        with atomic_path(artifacts.SET_FEATURES.path(params.paths, set=name), ".npy") as tmp:
             np.save(tmp, features.astype(np.float32))
         description["sets"][name] = {"clips": int(features.shape[0]), "shape": list(features.shape[1:])}
     if feat.preprocess == "speech_embedding":
         views = training_views(params, progress)
-        with atomic_path(out / "training_features.npy", ".npy") as tmp:
+        with atomic_path(artifacts.SET_FEATURES.path(params.paths, set="training"), ".npy") as tmp:
             np.save(tmp, views)
         description["sets"]["training"] = {"clips": int(views.shape[1]), "views": int(views.shape[0]),
                                            "shape": list(views.shape[2:])}  # fmt: skip
     else:
-        (out / "training_features.npy").unlink(missing_ok=True)
-    write_json(out / "frontend.json", description)
+        artifacts.SET_FEATURES.path(params.paths, set="training").unlink(missing_ok=True)
+    write_json(artifacts.FRONTEND.path(params.paths), description)
     return description

@@ -87,7 +87,11 @@ def evaluate_features(model, features: np.ndarray, labels: np.ndarray, num_class
 
 
 def make_step(params: Params, model, optimizer, noise: np.ndarray, precomputed: bool):
-    """One training step: (fresh augmentation -> feature layer | a precomputed view) -> SpecAugment -> update."""
+    """One training step: (fresh augmentation -> feature layer | a precomputed view) -> SpecAugment -> update.
+
+    Returns (cross-entropy on the true labels, accuracy) of the batch: the optimised objective adds label smoothing
+    and the architecture's L2 penalty, which the reported loss leaves out so it compares with validation_loss.
+    """
     import tensorflow as tf
 
     from pipeline.features.augment import derive_seed, make_augmenter, spec_augment
@@ -108,12 +112,14 @@ def make_step(params: Params, model, optimizer, noise: np.ndarray, precomputed: 
         with tf.GradientTape() as tape:
             logits = model(x, training=True)
             target = tf.one_hot(y, classes) * (1 - smoothing) + smoothing / classes
-            loss = tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(target, logits))
+            objective = tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(target, logits))
             if model.losses:  # weight regularisers declared by the architecture
-                loss += tf.add_n(model.losses)
-        grads = tape.gradient(loss, model.trainable_variables)
+                objective += tf.add_n(model.losses)
+        grads = tape.gradient(objective, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
         correct = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, 1, output_type=tf.int32), y), tf.float32))
+        # reported loss: plain cross-entropy on the true labels (no L2, no smoothing), as validation_loss is measured
+        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits))
         return loss, correct
 
     return step_fn

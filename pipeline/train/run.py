@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline import artifacts
 from pipeline.config import Params
 from pipeline.fileio import atomic_path, write_json, write_text
 from pipeline.metrics import plot_confusion
@@ -28,7 +29,7 @@ def data_version(params: Params) -> str:
         for out in stages.get("split", {}).get("outs", []):
             if Path(out["path"]) == params.paths.split:
                 return str(out.get("md5", "unknown"))
-    manifest = params.paths.split / "manifest.parquet"
+    manifest = artifacts.MANIFEST.path(params.paths)
     return hashlib.sha256(manifest.read_bytes()).hexdigest()[:32] if manifest.exists() else "unknown"
 
 
@@ -45,7 +46,7 @@ def run_train(params: Params, progress: bool = False) -> dict:
     check_tracking(tracking_uri())  # before any work: an unreachable server is a one-line error
     out = params.paths.model
     labels = params.labels
-    manifest = pd.read_parquet(params.paths.split / "manifest.parquet")
+    manifest = pd.read_parquet(artifacts.MANIFEST.require(params.paths))
     run = Run.start(
         params.train.experiment,
         run_name=f"{params.train.model.name}",
@@ -72,20 +73,22 @@ def run_train(params: Params, progress: bool = False) -> dict:
         "resumed_from_step": result.resumed_from,
         "wall_seconds": round(result.seconds, 2),
     }
+    paths = params.paths
     out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / "model.keras", ".keras") as tmp:
+    with atomic_path(artifacts.MODEL.path(paths), ".keras") as tmp:
         model.save(tmp)
-    write_json(out / "history.json", result.history)
-    write_json(out / "metrics.json", metrics)
-    write_text(out / "labels.txt", "\n".join(labels) + "\n")
+    write_json(artifacts.HISTORY.path(paths), result.history)
+    write_json(artifacts.TRAIN_METRICS.path(paths), metrics)
+    write_text(artifacts.TRAIN_LABELS.path(paths), "\n".join(labels) + "\n")
     summary = model_summary(model)
-    write_text(out / "summary.txt", summary)
-    plot_confusion(matrix, labels, out / "validation_confusion.png", f"validation, step {final.get('step', result.steps)}")
+    write_text(artifacts.MODEL_SUMMARY.path(paths), summary)
+    confusion_png = artifacts.VALIDATION_CONFUSION.path(paths)
+    plot_confusion(matrix, labels, confusion_png, f"validation, step {final.get('step', result.steps)}")
     run.metrics({k: v for k, v in metrics.items() if k not in {"steps"}}, step=result.steps)
-    run.artifact(out / "validation_confusion.png", "confusion")
+    run.artifact(confusion_png, "confusion")
     run.text(summary, "model_summary.txt")
-    run.artifact(out / "history.json")
-    write_text(out / "run_id.txt", run.run_id + "\n")
+    run.artifact(artifacts.HISTORY.path(paths))
+    write_text(artifacts.RUN_ID.path(paths), run.run_id + "\n")
     run.finish()
     if result.checkpoints is not None:
         result.checkpoints.clear()

@@ -70,7 +70,7 @@ def test_metrics_show_accuracy_and_streaming(pipeline_copy):
     if REAL_DEV.is_dir():
         assert evaluation["real_dev"]["clips"] == 2201
         assert evaluation["real_dev"]["accuracy"] > 0.5
-    assert "evaluation.json" in shown and "split.json" in shown and metrics
+    assert "evaluation.json" in shown and "split_metrics.json" in shown and "reports/split.json" not in shown and metrics
 
 
 def test_plots_show_renders_the_confusion_matrices(pipeline_copy):
