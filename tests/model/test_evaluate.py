@@ -51,6 +51,10 @@ def test_confusion_csv_is_dvc_confusion_format(evaluated):
     assert (table["actual"] == table["predicted"]).mean() == pytest.approx(metrics["testing"]["accuracy"], abs=1e-6)
     per_class = json.loads((out / "per_class_testing.json").read_text())
     assert np.array(per_class["matrix"]).shape == (4, 4)
+    bars = pd.read_csv(out / "per_class_testing.csv")  # DVC's per-class precision/recall bar plots
+    assert list(bars.columns) == ["label", "precision", "recall", "f1", "support"]
+    assert list(bars["label"]) == params.labels
+    assert bars.set_index("label")["recall"].to_dict() == pytest.approx({k: v["recall"] for k, v in per_class["per_class"].items()})
     assert (out / "confusion_testing.png").read_bytes()[:4] == b"\x89PNG"
     truth = pd.read_csv(out / "streaming_truth.csv")
     assert list(truth.columns) == ["label", "time_ms"] and len(truth) >= 20

@@ -109,7 +109,8 @@ def test_exp_show_lists_the_run_and_the_experiment_with_every_metric(experiment_
 def test_split_counts_are_an_output_not_a_metric(experiment_repo):
     work, env = experiment_repo["work"], experiment_repo["env"]
     shown = json.loads(_run(["dvc", "metrics", "show", "--json"], work, env))
-    files = set(shown["workspace"]["data"])
+    (workspace,) = shown.values()  # keyed by the repository's path ("" for the current one)
+    files = set(workspace["data"])
     assert "reports/split.json" not in files and "reports/split_metrics.json" in files
     assert (work / "reports/split.json").is_file()
 
