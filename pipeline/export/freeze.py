@@ -12,7 +12,7 @@ import numpy as np
 
 from pipeline.config import Params
 from pipeline.errors import DataError, KwsError
-from pipeline.fileio import write_json
+from pipeline.fileio import write_json, write_text
 
 log = logging.getLogger(__name__)
 MIN_FLOAT_AGREEMENT = 0.999
@@ -124,26 +124,44 @@ def _example_wav(params: Params) -> bytes:
 
 
 def register_model(params: Params, report: dict) -> dict:
-    """Log the pyfunc model to the training run, register it and point `challenger` at the new version."""
+    """Log the pyfunc model to the training run, register it, point `challenger` at it and give it its model card."""
     from pipeline.tracking import Run
+    from pipeline.tracking.card import card_summary, model_card
     from pipeline.tracking.pyfunc import log_pyfunc
-    from pipeline.tracking.registry import register
+    from pipeline.tracking.registry import attach_card, logged_model_id, register
 
     run_id = (params.paths.model / "run_id.txt").read_text().strip()
     evaluation = json.loads((params.paths.reports / "evaluation.json").read_text())
     out = params.paths.export
     model_uri = log_pyfunc(run_id, out / "saved_model", out / "labels.txt", _example_wav(params), params.features.sample_rate)
-    tags = {"test_accuracy": evaluation["testing"]["accuracy"], "model": params.train.model.name,
-            "int8_test_accuracy": report["testing"]["accuracy"]["int8"]}  # fmt: skip
-    for name, values in evaluation.items():
-        if name not in {"testing", "streaming"} and "accuracy" in values:
-            tags[f"{name}_accuracy"] = values["accuracy"]
+    run = Run.resume(run_id)
+    run_tags = run.client.get_run(run_id).data.tags
+    tags = {"model": params.train.model.name, "git_commit": run_tags.get("git_commit", "unknown")}
+    if run_tags.get("dvc_exp_name"):
+        tags["dvc_exp_name"] = run_tags["dvc_exp_name"]
     name = params.freeze.registered_model_name
     version = register(name, model_uri, run_id, tags)
-    run = Run.resume(run_id)
-    run.metrics({"int8_test_accuracy": report["testing"]["accuracy"]["int8"],
-                 "tflite_int8_bytes": report["bytes"]["model_int8.tflite"]})  # fmt: skip
+    for set_name in scored_sets(report):  # int8 figures beside the float ones: test/int8_accuracy, real_dev/int8_accuracy
+        run.metrics({f"{'test' if set_name == 'testing' else set_name}/int8_accuracy": report[set_name]["accuracy"]["int8"]})
+    run.tags({"export/tflite_int8_bytes": report["bytes"]["model_int8.tflite"], "registered_version": f"{name}/{version}"})
     run.artifact(out / "export.json", "export")
+    if Path("dvc.lock").is_file():
+        run.artifact(Path("dvc.lock"), "config")
+    model_id = logged_model_id(model_uri)
+    if model_id is not None:
+        run.link_to_model(model_id)
+    matrices = {}
+    for set_name in evaluation:
+        per_class = params.paths.reports / "evaluate" / f"per_class_{set_name}.json"
+        if per_class.is_file():
+            matrices[set_name] = np.asarray(json.loads(per_class.read_text())["matrix"])
+    card = model_card(name=name, version=version, run_name=run.name, run_id=run_id, model=params.train.model.name,
+                      preprocess=params.features.preprocess, labels=params.labels,
+                      sources=[s.model_dump(mode="json") for s in params.data.sources], evaluation=evaluation,
+                      matrices=matrices, export=report)  # fmt: skip
+    write_text(out / "model_card.md", card)
+    attach_card(name, version, model_uri, run_id, out / "model_card.md", card_summary(card))
+    run.refresh_note()
     return {"name": name, "version": version, "alias": "challenger", "model_uri": model_uri, "run_id": run_id}
 
 
@@ -172,7 +190,8 @@ def run_freeze(params: Params) -> dict:
     for needed, stage in ((params.paths.model / "run_id.txt", "train"), (params.paths.reports / "evaluation.json", "evaluate")):
         if not needed.is_file():  # checked before the minutes of export, not after
             raise DataError(f"{needed}: not found; run the {stage} stage first")
-    (params.paths.export / "registered.json").unlink(missing_ok=True)  # never leave an earlier run's record behind
+    for stale in ("registered.json", "model_card.md"):  # never leave an earlier run's record behind
+        (params.paths.export / stale).unlink(missing_ok=True)
     report = export_models(params)
     write_json(params.paths.export / "export.json", report)
     write_json(params.paths.export / "metrics.json", summary_metrics(report))
