@@ -181,6 +181,7 @@ def _move_alias(client, name: str, alias: str, version: int, action: str, why: s
 
 def _per_clip(client, run_id: str, folder: Path) -> dict[str, Path]:
     """Set name -> local copy of the run's `evaluate/clips_<set>.csv` (what evaluate logged per clip)."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a CLI's stderr is for the one-line verdict
     try:
         listed = client.list_artifacts(run_id, "evaluate")
     except _mlflow().exceptions.MlflowException:
