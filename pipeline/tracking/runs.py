@@ -304,8 +304,8 @@ class Run:
         digest = digest[:36]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # schema hints about integer columns, source ambiguity
-            data = mlflow.data.from_pandas(frame, source=source, name=name, digest=digest)
-        inputs = [mlflow.entities.DatasetInput(data._to_mlflow_entity(), [mlflow.entities.InputTag("mlflow.data.context", context)])]
+            data = mlflow.data.from_pandas(frame, source=source, name=name, digest=digest)._to_mlflow_entity()
+        inputs = [mlflow.entities.DatasetInput(data, [mlflow.entities.InputTag("mlflow.data.context", context)])]
         self.client.log_inputs(self.run_id, datasets=inputs)
         self.datasets[context] = (name, digest)
         return name, digest
