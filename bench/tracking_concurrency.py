@@ -91,6 +91,7 @@ def main() -> None:
     for store in args.stores:
         for count in args.workers:
             folder = Path(tempfile.mkdtemp(prefix="kws-bench-", dir="/tmp"))
+            folder.chmod(0o711)  # reachable by the postgres user when run as root
             if store == "sqlite":
                 row = measure(f"sqlite:///{folder}/mlflow.db", count, args.steps, folder / "artifacts")
             else:

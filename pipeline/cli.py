@@ -343,7 +343,7 @@ def rollback(
 
 @app.command("tracking-server")
 def tracking_server(
-    backend_store_uri: Annotated[str | None, typer.Option(help="postgresql://USER@HOST:PORT/DB of an existing database "
+    backend_store_uri: Annotated[str | None, typer.Option(help="postgresql+psycopg2://USER@HOST:PORT/DB of an existing database "
                                                           "(default: a local cluster in --postgres-dir).")] = None,  # fmt: skip
     postgres_dir: Annotated[Path, typer.Option(help="Folder of the local PostgreSQL cluster (created on first use).")] = Path(".mlflow-postgres"),
     postgres_port: Annotated[int, typer.Option(help="Port of the local cluster (127.0.0.1).")] = 5433,

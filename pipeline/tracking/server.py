@@ -56,6 +56,10 @@ class PostgresCluster:
         """Create the cluster unless `folder/data` already holds one."""
         self.folder.mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0:
+            closed = [str(p) for p in self.folder.parents if not p.stat().st_mode & 0o001]
+            if closed:
+                raise ServerError(f"{self.folder}: {closed[0]} is closed to the postgres user (mode o-x); put the cluster "
+                                  "elsewhere (e.g. under /tmp) or chmod o+x it")  # fmt: skip
             shutil.chown(self.folder, "postgres")
         if not (self.data / "PG_VERSION").is_file():
             self._run(pg_binary("initdb"), "-D", str(self.data), "-A", "trust", "-U", self.user, "-E", "UTF8", timeout=120)
@@ -77,7 +81,7 @@ class PostgresCluster:
             self._run(*psql, f'CREATE DATABASE "{name}"')
 
     def uri(self, database: str) -> str:
-        return f"postgresql://{self.user}@127.0.0.1:{self.port}/{database}"
+        return f"postgresql+psycopg2://{self.user}@127.0.0.1:{self.port}/{database}"  # the driver in our lock
 
 
 def server_command(backend_uri: str, artifacts: Path, host: str = "127.0.0.1", port: int = 5000, workers: int = 2) -> list[str]:
@@ -111,9 +115,10 @@ def start_server(backend_uri: str, artifacts: Path, port: int, log: Path, worker
                                    stderr=subprocess.STDOUT, env={**os.environ, **QUIET}, start_new_session=True)  # fmt: skip
     try:
         wait_healthy(f"http://127.0.0.1:{port}", process)
-    except ServerError:
+    except ServerError as error:
         stop_process(process)
-        raise
+        last = (log.read_text(errors="replace").strip().splitlines() or ["empty log"])[-1]
+        raise ServerError(f"{error}: {last} (log: {log})") from None
     return process
 
 
