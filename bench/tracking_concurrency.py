@@ -7,7 +7,8 @@ Usage:
 
 Each worker is a separate process doing what a training stage does through pipeline.tracking.Run: start a run (~60
 params), then `--steps` evaluation steps of 5 metrics (Run.step_metrics) and one JSON artifact each, then finish.
-Stores: `sqlite` (every worker opens the same sqlite:/// file, the default `MLFLOW_TRACKING_URI`) and `postgres`
+Stores: `sqlite` (every worker opens the same existing sqlite:/// file, the default `MLFLOW_TRACKING_URI`),
+`sqlite-new` (the same, but the file does not exist yet: the workers race to create the schema) and `postgres`
 (a throwaway PostgreSQL cluster on 127.0.0.1 behind `mlflow server --workers 2`, pipeline.tracking.server).
 Counted afterwards through the store: runs FINISHED, metric points and artifacts found against those logged,
 workers that failed (first error line kept). Writes bench/results/tracking_concurrency.json.
@@ -52,16 +53,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def measure(uri: str, workers: int, steps: int, artifact_root: Path) -> dict:
+def measure(uri: str, workers: int, steps: int, artifact_root: Path, prepare: bool = True) -> dict:
     import mlflow
 
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_ARTIFACT_ROOT": str(artifact_root)}
+    if prepare:  # the store exists already (created by an earlier run), as it does after the first pipeline run
+        mlflow.MlflowClient(tracking_uri=uri).search_experiments()
     began = time.perf_counter()
     procs = [subprocess.Popen([sys.executable, __file__, "--worker", str(i), "--steps", str(steps)], env=env,
                               stderr=subprocess.PIPE, text=True) for i in range(workers)]  # fmt: skip
     errors = [p.communicate(timeout=900)[1] for p in procs]
     seconds = time.perf_counter() - began
-    failed = [e.strip().splitlines()[-1] for p, e in zip(procs, errors, strict=True) if p.returncode != 0]
+    failed = [next((line for line in reversed(e.strip().splitlines()) if "Error" in line), e.strip()[-300:])
+              for p, e in zip(procs, errors, strict=True) if p.returncode != 0]  # fmt: skip
     client = mlflow.MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name("bench")
     runs = client.search_runs([experiment.experiment_id]) if experiment else []
@@ -77,7 +81,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, nargs="+", default=[2, 4, 8])
     parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--stores", nargs="+", default=["sqlite", "postgres"], choices=["sqlite", "postgres"])
+    parser.add_argument("--stores", nargs="+", default=["sqlite-new", "sqlite", "postgres"],
+                        choices=["sqlite-new", "sqlite", "postgres"])
     parser.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker is not None:
@@ -92,8 +97,8 @@ def main() -> None:
         for count in args.workers:
             folder = Path(tempfile.mkdtemp(prefix="kws-bench-", dir="/tmp"))
             folder.chmod(0o711)  # reachable by the postgres user when run as root
-            if store == "sqlite":
-                row = measure(f"sqlite:///{folder}/mlflow.db", count, args.steps, folder / "artifacts")
+            if store.startswith("sqlite"):
+                row = measure(f"sqlite:///{folder}/mlflow.db", count, args.steps, folder / "artifacts", store == "sqlite")
             else:
                 cluster, process = PostgresCluster(folder / "pg", _free_port()), None
                 try:
