@@ -86,6 +86,8 @@ def test_mlflow_run_has_params_metrics_and_confusion_artifacts(tiny_trained, mlf
     assert set(inputs) == {"training", "validation"} and inputs["training"] == tags["data_version"][:36]
     board = params.paths.logs / "train" / run.info.run_name
     assert tags["tensorboard_dir"] == str(board) and list(board.glob("events.out.tfevents.*")), "TensorBoard run named like MLflow's"
+    events = b"".join(p.read_bytes() for p in board.glob("events.out.tfevents.*"))
+    assert b"_hparams_/session_start_info" in events and b"train.model.name" in events, "hyper-parameters in the HParams tab"
 
 
 def _stage(root, env, params_file):
