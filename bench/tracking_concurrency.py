@@ -66,15 +66,20 @@ def measure(uri: str, workers: int, steps: int, artifact_root: Path, prepare: bo
     seconds = time.perf_counter() - began
     failed = [next((line for line in reversed(e.strip().splitlines()) if "Error" in line), e.strip()[-300:])
               for p, e in zip(procs, errors, strict=True) if p.returncode != 0]  # fmt: skip
-    client = mlflow.MlflowClient(tracking_uri=uri)
-    experiment = client.get_experiment_by_name("bench")
-    runs = client.search_runs([experiment.experiment_id]) if experiment else []
-    points = sum(len(client.get_metric_history(r.info.run_id, k)) for r in runs for k in r.data.metrics)
-    artifacts = sum(len(client.list_artifacts(r.info.run_id, "confusion")) for r in runs)
-    return {"workers": workers, "steps": steps, "seconds": round(seconds, 1), "failed_workers": len(failed),
-            "first_error": failed[0][:300] if failed else "", "runs_finished": sum(r.info.status == "FINISHED" for r in runs),
-            "metric_points": points, "metric_points_expected": workers * steps * 5,
-            "artifacts": artifacts, "artifacts_expected": workers * steps}  # fmt: skip
+    row = {"workers": workers, "steps": steps, "seconds": round(seconds, 1), "failed_workers": len(failed),
+           "first_error": failed[0][:300] if failed else ""}  # fmt: skip
+    try:
+        client = mlflow.MlflowClient(tracking_uri=uri)
+        experiment = client.get_experiment_by_name("bench")
+        runs = client.search_runs([experiment.experiment_id]) if experiment else []
+        points = sum(len(client.get_metric_history(r.info.run_id, k)) for r in runs for k in r.data.metrics)
+        artifacts = sum(len(client.list_artifacts(r.info.run_id, "confusion")) for r in runs)
+    except mlflow.exceptions.MlflowException as error:  # e.g. a schema left half-created by racing workers
+        return {**row, "store_unreadable": str(error).splitlines()[0][:300]}
+    except Exception as error:  # SQLAlchemy errors surface unwrapped from a broken SQLite file
+        return {**row, "store_unreadable": f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"}
+    return {**row, "runs_finished": sum(r.info.status == "FINISHED" for r in runs), "metric_points": points,
+            "metric_points_expected": workers * steps * 5, "artifacts": artifacts, "artifacts_expected": workers * steps}
 
 
 def main() -> None:
