@@ -8,7 +8,7 @@ export GX_ANALYTICS_ENABLED := false
 # uv from PATH, else the one pip bootstraps into this Python (`python3 -m uv`).
 UV = $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 
-.PHONY: setup run test test-fast
+.PHONY: setup run test test-fast tracking-server
 setup:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
 	$(UV) sync --frozen
@@ -30,3 +30,8 @@ REAL_SOURCES = [{kind: local, name: real_dev, path: ../shared/data/speech_comman
 .PHONY: run-real
 run-real: setup
 	$(UV) run dvc exp run --name real -S 'data.sources=$(REAL_SOURCES)' -S 'evaluate.extra_sets=[]' -S train.model.l2=0.01
+
+# A shared MLflow server on PostgreSQL (a local cluster in .mlflow-postgres/, artifacts proxied into mlartifacts-server/);
+# then `export MLFLOW_TRACKING_URI=http://127.0.0.1:5000` on every machine that runs the pipeline.
+tracking-server: setup
+	$(UV) run kws tracking-server

@@ -76,6 +76,7 @@ CONFUSION_CSV = Artifact("evaluate", "reports", "evaluate/confusion_{set}.csv") 
 CONFUSION_PNG = Artifact("evaluate", "reports", "evaluate/confusion_{set}.png")
 PER_CLASS_JSON = Artifact("evaluate", "reports", "evaluate/per_class_{set}.json")
 PER_CLASS_CSV = Artifact("evaluate", "reports", "evaluate/per_class_{set}.csv")  # label,precision,recall,f1,support
+CLIPS_CSV = Artifact("evaluate", "reports", "evaluate/clips_{set}.csv")  # clip,label,predicted,correct (paired promotion)
 STREAMING_TRUTH = Artifact("evaluate", "reports", "evaluate/streaming_truth.csv")
 STREAMING_DETECTIONS = Artifact("evaluate", "reports", "evaluate/streaming_detections.csv")
 
@@ -86,6 +87,7 @@ EXPORT_LABELS = Artifact("freeze", "export", "labels.txt")
 EXPORT_REPORT = Artifact("freeze", "export", "export.json")
 EXPORT_METRICS = Artifact("freeze", "export", "metrics.json")
 REGISTERED = Artifact("freeze", "export", "registered.json")
+MODEL_CARD = Artifact("freeze", "export", "model_card.md")
 
 ARTIFACTS: dict[str, Artifact] = {name: value for name, value in globals().items() if isinstance(value, Artifact)}
 

@@ -274,7 +274,7 @@ def models(
     as_json: JsonOption = False,
     params_path: ParamsOption = Path("params.yaml"),
 ) -> None:
-    """List registered model versions with their aliases, metrics and creation time."""
+    """List registered model versions with their aliases, their run's metrics and creation time."""
     with user_errors():
         from pipeline.tracking.registry import list_versions
 
@@ -286,10 +286,14 @@ def models(
         from rich.console import Console
         from rich.table import Table
 
-        view = Table("version", "aliases", "test_accuracy", "real_dev_accuracy", "created", "run", title=name)
+        def cell(row, key: str) -> str:
+            value = row.metrics.get(key)
+            return "" if value is None else f"{value:.1f}" if key.startswith("streaming/") else f"{100 * value:.2f} %"
+
+        view = Table("version", "aliases", "test", "real_dev", "false alarms/h", "created", "run", title=name)
         for row in rows:
-            view.add_row(str(row.version), ", ".join(row.aliases), row.tags.get("test_accuracy", ""),
-                         row.tags.get("real_dev_accuracy", ""), row.created, row.run_id[:8])  # fmt: skip
+            view.add_row(str(row.version), ", ".join(row.aliases), cell(row, "test/accuracy"), cell(row, "real_dev/accuracy"),
+                         cell(row, "streaming/false_alarms_per_hour"), row.created, row.run_id[:8])  # fmt: skip
         Console().print(view)
 
 
@@ -298,20 +302,29 @@ def promote(
     version: Annotated[int | None, typer.Option(help="Version to promote.")] = None,
     alias: Annotated[str | None, typer.Option(help="Promote the version holding this alias (default challenger).")] = None,
     to: Annotated[str, typer.Option("--to", help="Alias to move.")] = "champion",
-    metric: Annotated[str, typer.Option(help="Version tag compared with the current holder.")] = "test_accuracy",
-    force: Annotated[bool, typer.Option("--force", help="Promote even if worse on the metric.")] = False,
+    gate: Annotated[str | None, typer.Option("--set", help="Evaluation set compared clip by clip (default: real_dev, "
+                                             "else another extra set, else testing).")] = None,  # fmt: skip
+    require_significant: Annotated[bool, typer.Option("--require-significant",
+                                   help="Also demand McNemar's exact p < 0.05 for the accuracy gain.")] = False,  # fmt: skip
+    force: Annotated[bool, typer.Option("--force", help="Promote even if the gate refuses (recorded).")] = False,
     reason: Annotated[str, typer.Option(help="Why, recorded in the version's tags.")] = "",
     name: Annotated[str | None, typer.Option(help="Registered model name.")] = None,
     params_path: ParamsOption = Path("params.yaml"),
 ) -> None:
-    """Move an alias (champion) to a version only if it is at least as good on the metric."""
+    """Move an alias (champion) to a version unless it is worse for users than the current holder.
+
+    Compared on the same real clips (paired, McNemar's exact test) and on streaming false alarms per hour.
+    """
     with user_errors():
         from pipeline.tracking.registry import promote as do_promote
 
         if version is not None and alias is not None:
             raise KwsError("give --version or --alias, not both")
         name = name or _params(params_path).freeze.registered_model_name
-        typer.echo(do_promote(name, version, alias, to, metric, force, reason))
+        decision = do_promote(name, version, alias, to, force, reason, gate=gate, require_significant=require_significant)
+        for line in decision.lines:
+            typer.echo(line)
+        typer.echo(decision.message)
 
 
 @app.command("rollback")
@@ -326,6 +339,44 @@ def rollback(
 
         name = name or _params(params_path).freeze.registered_model_name
         typer.echo(do_rollback(name, alias))
+
+
+@app.command("tracking-server")
+def tracking_server(
+    backend_store_uri: Annotated[str | None, typer.Option(help="postgresql+psycopg2://USER@HOST:PORT/DB of an existing database "
+                                                          "(default: a local cluster in --postgres-dir).")] = None,  # fmt: skip
+    postgres_dir: Annotated[Path, typer.Option(help="Folder of the local PostgreSQL cluster (created on first use).")] = Path(".mlflow-postgres"),
+    postgres_port: Annotated[int, typer.Option(help="Port of the local cluster (127.0.0.1).")] = 5433,
+    artifacts: Annotated[Path, typer.Option(help="Where the server stores artifacts (clients upload through it).")] = Path("mlartifacts-server"),
+    port: Annotated[int, typer.Option(help="Port of the tracking server.")] = 5000,
+    workers: Annotated[int, typer.Option(min=1, help="Server worker processes.")] = 2,
+) -> None:
+    """Run a shared MLflow tracking server on PostgreSQL with proxied artifacts, on 127.0.0.1, until Ctrl-C.
+
+    Then `export MLFLOW_TRACKING_URI=http://127.0.0.1:PORT` switches the pipeline and `kws` to it.
+    """
+    with user_errors():
+        from pipeline.tracking.server import PostgresCluster, start_server, stop_process
+
+        cluster = None
+        if backend_store_uri is None:
+            cluster = PostgresCluster(postgres_dir, postgres_port)
+            cluster.init()
+            cluster.start()
+            cluster.create_database("mlflow")
+            backend_store_uri = cluster.uri("mlflow")
+        try:
+            process = start_server(backend_store_uri, artifacts, port, postgres_dir / "mlflow-server.log", workers)
+            typer.echo(f"MLflow on {backend_store_uri}: export MLFLOW_TRACKING_URI=http://127.0.0.1:{port}  (Ctrl-C stops)")
+            try:
+                process.wait()
+            except KeyboardInterrupt:
+                pass
+            finally:
+                stop_process(process)
+        finally:
+            if cluster is not None:
+                cluster.stop()
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -16,13 +16,22 @@ from pipeline.predict import KerasScorer
 log = logging.getLogger(__name__)
 
 
-def score_set(name: str, scores: np.ndarray, targets: np.ndarray, labels: list[str], paths: Paths) -> dict:
-    """Accuracy, per-class scores and the confusion matrix of one set, written as CSV (DVC plots), PNG and JSON."""
+def score_set(name: str, scores: np.ndarray, targets: np.ndarray, labels: list[str], paths: Paths,
+              clips: list[str] | None = None) -> dict:
+    """Accuracy, per-class scores and the confusion matrix of one set, written as CSV (DVC plots), PNG and JSON.
+
+    `clips`: one id per row (a path); given, `clips_<name>.csv` keeps each clip's label and prediction, so two
+    models can be compared on the same clips (`kws promote`'s paired test).
+    """
     predicted = scores.argmax(axis=1)
     matrix = confusion_matrix(targets, predicted, len(labels))
     names = np.asarray(labels)
     with atomic_path(artifacts.CONFUSION_CSV.path(paths, set=name), ".csv") as tmp:
         pd.DataFrame({"actual": names[targets], "predicted": names[predicted]}).to_csv(tmp, index=False)
+    if clips is not None:
+        with atomic_path(artifacts.CLIPS_CSV.path(paths, set=name), ".csv") as tmp:
+            pd.DataFrame({"clip": clips, "label": names[targets], "predicted": names[predicted],
+                          "correct": (predicted == targets).astype(int)}).to_csv(tmp, index=False)  # fmt: skip
     plot_confusion(matrix, labels, artifacts.CONFUSION_PNG.path(paths, set=name), name)
     classes = per_class(matrix, labels)
     write_json(artifacts.PER_CLASS_JSON.path(paths, set=name), {"labels": labels, "matrix": matrix.tolist(), "per_class": classes})
@@ -59,6 +68,7 @@ def run_evaluate(params: Params) -> dict:
     """Write `reports/evaluate/*` and add the figures to the training run in MLflow."""
     from pipeline.evaluate.sets import load_folder_set
     from pipeline.tracking import Run
+    from pipeline.tracking.runs import content_digest, split_digest
 
     paths, labels, feat = params.paths, params.labels, params.features
     out = artifacts.EVALUATE_DIR.path(paths)
@@ -67,9 +77,11 @@ def run_evaluate(params: Params) -> dict:
     test_features = np.load(artifacts.SET_FEATURES.require(paths, set="testing"))
     test_targets = np.load(artifacts.SET_LABELS.require(paths, set="testing")).astype(np.int64)
     test_scores = scorer.features_scores(test_features)
-    metrics: dict[str, dict] = {"testing": score_set("testing", test_scores, test_targets, labels, paths)}
-    manifest = pd.read_parquet(artifacts.MANIFEST.require(paths), columns=["set", "source", "index"])
+    manifest = pd.read_parquet(artifacts.MANIFEST.require(paths), columns=["set", "source", "index", "path", "label"])
     testing = manifest[manifest["set"] == "testing"].sort_values("index")
+    linked = {"testing": run.dataset(testing.reset_index(drop=True), "testing", "testing", split_digest(paths.split),
+                                     str(paths.split))}  # fmt: skip
+    metrics: dict[str, dict] = {"testing": score_set("testing", test_scores, test_targets, labels, paths, list(testing["path"]))}
     if testing["source"].nunique() > 1:  # e.g. the real profile: generated and real clips scored apart
         for source, rows in testing.groupby("source"):
             index = rows["index"].to_numpy()
@@ -81,14 +93,16 @@ def run_evaluate(params: Params) -> dict:
             log.warning("extra set %s skipped: %s not found", extra.name, extra.path)
             continue
         folder = load_folder_set(extra.path, labels, feat.sample_rate, feat.clip_samples)
-        metrics[extra.name] = score_set(extra.name, scorer(folder.audio), folder.labels, labels, paths)
+        frame = pd.DataFrame({"path": folder.paths, "label": [labels[i] for i in folder.labels]})
+        linked[extra.name] = run.dataset(frame, extra.name, "evaluation", content_digest(folder.audio, folder.labels), str(extra.path))
+        metrics[extra.name] = score_set(extra.name, scorer(folder.audio), folder.labels, labels, paths, folder.paths)
         metrics[extra.name]["skipped_files"] = len(folder.skipped)
     metrics["streaming"] = streaming_accuracy(params, scorer)
     write_json(artifacts.EVALUATION.path(paths), metrics)
-    flat = {f"{name}_{key}": value for name, values in metrics.items() for key, value in values.items()
-            if isinstance(value, int | float)}  # fmt: skip
-    run.metrics({k.replace("testing_", "test_", 1): v for k, v in flat.items()})
-    for report in [*sorted(out.glob("confusion_*.png")), *sorted(out.glob("per_class_*.json"))]:
+    for name, values in metrics.items():  # test/accuracy, real_dev/accuracy, streaming/false_alarms_per_hour, ...
+        run.results("test" if name == "testing" else name, values, dataset=linked.get(name))
+    for report in [*sorted(out.glob("confusion_*.png")), *sorted(out.glob("per_class_*.json")), *sorted(out.glob("clips_*.csv"))]:
         run.artifact(report, "evaluate")
     run.artifact(artifacts.EVALUATION.path(paths), "evaluate")
+    run.refresh_note()
     return metrics

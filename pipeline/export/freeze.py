@@ -13,7 +13,7 @@ import numpy as np
 from pipeline import artifacts
 from pipeline.config import Params
 from pipeline.errors import KwsError
-from pipeline.fileio import write_json
+from pipeline.fileio import write_json, write_text
 
 log = logging.getLogger(__name__)
 MIN_FLOAT_AGREEMENT = 0.999
@@ -123,27 +123,46 @@ def _example_wav(params: Params) -> bytes:
 
 
 def register_model(params: Params, report: dict) -> dict:
-    """Log the pyfunc model to the training run, register it and point `challenger` at the new version."""
+    """Log the pyfunc model to the training run, register it, point `challenger` at it and give it its model card."""
     from pipeline.tracking import Run
+    from pipeline.tracking.card import card_summary, model_card
     from pipeline.tracking.pyfunc import log_pyfunc
-    from pipeline.tracking.registry import register
+    from pipeline.tracking.registry import attach_card, logged_model_id, register
 
     paths = params.paths
     run_id = artifacts.RUN_ID.require(paths).read_text().strip()
     evaluation = json.loads(artifacts.EVALUATION.require(paths).read_text())
     model_uri = log_pyfunc(run_id, artifacts.SAVED_MODEL.path(paths), artifacts.EXPORT_LABELS.path(paths), _example_wav(params),
                            params.features.sample_rate)  # fmt: skip
-    tags = {"test_accuracy": evaluation["testing"]["accuracy"], "model": params.train.model.name,
-            "int8_test_accuracy": report["testing"]["accuracy"]["int8"]}  # fmt: skip
-    for name, values in evaluation.items():
-        if name not in {"testing", "streaming"} and "accuracy" in values:
-            tags[f"{name}_accuracy"] = values["accuracy"]
+    run = Run.resume(run_id)
+    run_tags = run.client.get_run(run_id).data.tags
+    tags = {"model": params.train.model.name, "git_commit": run_tags.get("git_commit", "unknown")}
+    if run_tags.get("dvc_exp_name"):
+        tags["dvc_exp_name"] = run_tags["dvc_exp_name"]
     name = params.freeze.registered_model_name
     version = register(name, model_uri, run_id, tags)
-    run = Run.resume(run_id)
-    run.metrics({"int8_test_accuracy": report["testing"]["accuracy"]["int8"],
-                 "tflite_int8_bytes": report["bytes"]["model_int8.tflite"]})  # fmt: skip
+    for set_name in scored_sets(report):  # int8 figures beside the float ones: test/int8_accuracy, real_dev/int8_accuracy
+        run.metrics({f"{'test' if set_name == 'testing' else set_name}/int8_accuracy": report[set_name]["accuracy"]["int8"]})
+    run.tags({"export/tflite_int8_bytes": report["bytes"]["model_int8.tflite"], "registered_version": f"{name}/{version}"})
     run.artifact(artifacts.EXPORT_REPORT.path(paths), "export")
+    if Path("dvc.lock").is_file():
+        run.artifact(Path("dvc.lock"), "config")
+    model_id = logged_model_id(model_uri)
+    if model_id is not None:
+        run.link_to_model(model_id)
+    matrices = {}
+    for set_name in evaluation:
+        per_class = artifacts.PER_CLASS_JSON.path(paths, set=set_name)
+        if per_class.is_file():
+            matrices[set_name] = np.asarray(json.loads(per_class.read_text())["matrix"])
+    card = model_card(name=name, version=version, run_name=run.name, run_id=run_id, model=params.train.model.name,
+                      preprocess=params.features.preprocess, labels=params.labels,
+                      sources=[s.model_dump(mode="json") for s in params.data.sources], evaluation=evaluation,
+                      matrices=matrices, export=report)  # fmt: skip
+    card_path = artifacts.MODEL_CARD.path(paths)
+    write_text(card_path, card)
+    attach_card(name, version, model_uri, run_id, card_path, card_summary(card))
+    run.refresh_note()
     return {"name": name, "version": version, "alias": "challenger", "model_uri": model_uri, "run_id": run_id}
 
 
@@ -172,7 +191,8 @@ def run_freeze(params: Params) -> dict:
     paths = params.paths
     for needed in (artifacts.RUN_ID, artifacts.EVALUATION):  # checked before the minutes of export, not after
         needed.require(paths)
-    artifacts.REGISTERED.path(paths).unlink(missing_ok=True)  # never leave an earlier run's record behind
+    for stale in (artifacts.REGISTERED, artifacts.MODEL_CARD):  # never leave an earlier run's record behind
+        stale.path(paths).unlink(missing_ok=True)
     report = export_models(params)
     write_json(artifacts.EXPORT_REPORT.path(paths), report)
     write_json(artifacts.EXPORT_METRICS.path(paths), summary_metrics(report))

@@ -1,4 +1,4 @@
-"""The MLflow model registry: register a version as `challenger`, gated promotion by metric, rollback."""
+"""The MLflow model registry: register a version as `challenger` with its card, promotion gated on real speech, rollback."""
 
 from __future__ import annotations
 
@@ -6,18 +6,28 @@ import getpass
 import json
 import os
 import re
-from dataclasses import dataclass
+import tempfile
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pandas as pd
+
 from pipeline.errors import KwsError
-from pipeline.tracking.runs import _mlflow, check_tracking, tracking_uri
+from pipeline.tracking.compare import pair, refusals
+from pipeline.tracking.runs import _mlflow, check_tracking, store_exists, tracking_uri
 
 HISTORY_TAG = "alias_history"  # registered-model tag: JSON {alias: [versions that held it, oldest first]}
 
 
 class RegistryError(KwsError):
     """A registry request that cannot be done (unknown model/version/alias, worse candidate)."""
+
+
+LOG_TAG = "alias_log"  # registered-model tag: JSON list of the last alias moves {alias, version, previous, action, by, at, why}
+LOG_KEEP = 20
+GATE_SETS = ("real_dev",)  # preferred sets for the promotion gate, before any other extra set, then testing
+ALARMS = "streaming/false_alarms_per_hour"
 
 
 def _who() -> str:
@@ -27,40 +37,57 @@ def _who() -> str:
         return "unknown"
 
 
-def _client():
+def _client(create: bool = False):
+    """A registry client; unless `create`, a SQLite store that does not exist yet is an error, not a new file."""
     uri = tracking_uri()
     check_tracking(uri)
+    if not create and not store_exists(uri):
+        raise RegistryError(f"no tracking store at {uri.removeprefix('sqlite:///')}: nothing is registered yet "
+                            "(run the freeze stage, or set MLFLOW_TRACKING_URI)")  # fmt: skip
     mlflow = _mlflow()
     return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
+def _registered(client, name: str):
+    try:
+        return client.get_registered_model(name)
+    except _mlflow().exceptions.MlflowException:
+        raise RegistryError(f"no registered model named {name!r}; run the freeze stage first") from None
+
+
 @dataclass
 class VersionInfo:
-    """One registered version as `kws models` shows it."""
+    """One registered version as `kws models` shows it (`metrics`: its run's headline metrics)."""
 
     version: int
     aliases: list[str]
     tags: dict[str, str]
     created: str
     run_id: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    description: str = ""
 
 
 _LOGGED_MODEL_URI = re.compile(r"^models:/(m-[0-9a-f]+)$")  # what mlflow.pyfunc.log_model returns in MLflow 3
 
 
+def logged_model_id(model_uri: str) -> str | None:
+    found = _LOGGED_MODEL_URI.match(model_uri)
+    return found.group(1) if found else None
+
+
 def register(name: str, model_uri: str, run_id: str, tags: dict[str, str], alias: str = "challenger") -> int:
     """Register `model_uri` under `name`, tag it and point `alias` at it; return the version number."""
-    client = _client()
+    client = _client(create=True)
     try:
         client.get_registered_model(name)
     except _mlflow().exceptions.MlflowException:
         client.create_registered_model(name, description="Keyword spotter: raw 16 kHz audio in, class scores out")
-    found = _LOGGED_MODEL_URI.match(model_uri)
-    model_id = found.group(1) if found else None  # links the version to its logged model (UI, lineage)
+    model_id = logged_model_id(model_uri)  # links the version to its logged model (UI, lineage)
     version = client.create_model_version(
         name, model_uri, run_id=run_id, tags={k: str(v) for k, v in tags.items()}, model_id=model_id
     )
-    client.set_registered_model_alias(name, alias, version.version)
+    _move_alias(client, name, alias, int(version.version), "register", f"registered from run {run_id}")
     if model_id is not None:  # what mlflow.register_model does: the logged model lists its registered versions
         try:
             logged = client.get_logged_model(model_id)
@@ -72,28 +99,49 @@ def register(name: str, model_uri: str, run_id: str, tags: dict[str, str], alias
     return int(version.version)
 
 
-def list_versions(name: str) -> list[VersionInfo]:
-    """All versions of `name`, newest first."""
+def attach_card(name: str, version: int, model_uri: str, run_id: str, card: Path, description: str) -> None:
+    """The version's description, and `model_card.md` beside the model's files (or in its run when not a logged model)."""
     client = _client()
-    try:
-        model = client.get_registered_model(name)
-    except _mlflow().exceptions.MlflowException:
-        raise RegistryError(f"no registered model named {name!r}; run the freeze stage first") from None
+    client.update_model_version(name, str(version), description=description)
+    model_id = logged_model_id(model_uri)
+    if model_id is not None:
+        client.log_model_artifact(model_id, str(card))
+    client.log_artifact(run_id, str(card), f"model_card/v{version}")
+
+
+HEADLINE_METRICS = ("test/accuracy", "real_dev/accuracy", ALARMS, "test/int8_accuracy")
+
+
+def list_versions(name: str) -> list[VersionInfo]:
+    """All versions of `name`, newest first, with their run's headline metrics."""
+    client = _client()
+    model = _registered(client, name)
     by_version: dict[str, list[str]] = {}
     for alias, version in (model.aliases or {}).items():
         by_version.setdefault(str(version), []).append(alias)
-    versions = client.search_model_versions(f"name = '{name}'")
-    rows = [
-        VersionInfo(
-            version=int(v.version),
-            aliases=sorted(by_version.get(str(v.version), [])),
-            tags=dict(v.tags or {}),
+    rows = []
+    for v in client.search_model_versions(f"name = '{_quoted(name)}'"):
+        metrics = _run_metrics(client, v.run_id)
+        rows.append(VersionInfo(
+            version=int(v.version), aliases=sorted(by_version.get(str(v.version), [])), tags=dict(v.tags or {}),
             created=datetime.fromtimestamp(v.creation_timestamp / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
-            run_id=v.run_id or "",
-        )
-        for v in versions
-    ]
+            run_id=v.run_id or "", metrics={k: metrics[k] for k in HEADLINE_METRICS if k in metrics},
+            description=(v.description or "").split("\n", 1)[0],
+        ))  # fmt: skip
     return sorted(rows, key=lambda r: -r.version)
+
+
+def _quoted(name: str) -> str:
+    return name.replace("'", "\\'")
+
+
+def _run_metrics(client, run_id: str | None) -> dict[str, float]:
+    if not run_id:
+        return {}
+    try:
+        return dict(client.get_run(run_id).data.metrics)
+    except _mlflow().exceptions.MlflowException:
+        return {}
 
 
 def _alias_version(client, name: str, alias: str) -> int | None:
@@ -103,24 +151,115 @@ def _alias_version(client, name: str, alias: str) -> int | None:
         return None
 
 
-def _metric(client, name: str, version: int, metric: str) -> float:
-    tags = client.get_model_version(name, str(version)).tags or {}
-    if metric not in tags:
-        raise RegistryError(f"{name} version {version} has no {metric!r} tag; known: {', '.join(sorted(tags)) or 'none'}")
-    try:
-        return float(tags[metric])
-    except ValueError:
-        raise RegistryError(f"{name} version {version}: tag {metric}={tags[metric]!r} is not a number") from None
-
-
 def _history(client, name: str) -> dict[str, list[int]]:
     tags = client.get_registered_model(name).tags or {}
     return json.loads(tags.get(HISTORY_TAG, "{}"))
 
 
-def promote(name: str, version: int | None, alias: str | None, to: str, metric: str, force: bool, reason: str = "") -> str:
-    """Point alias `to` at the candidate only if it is at least as good on `metric` as the current holder."""
+def _move_alias(client, name: str, alias: str, version: int, action: str, why: str, push: bool = False) -> int | None:
+    """Point `alias` at `version`: the old holder loses its `alias.*` tags, the new one gets fresh ones (no stale
+    `rolled_back_*` on a current holder); the move is appended to the model's alias log. Returns the old holder."""
+    current = _alias_version(client, name, alias)
+    history = _history(client, name)
+    if push and current is not None:
+        history.setdefault(alias, []).append(current)
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    for holder in {current, version} - {None}:
+        for key in list(client.get_model_version(name, str(holder)).tags or {}):
+            if key.startswith(f"{alias}."):
+                client.delete_model_version_tag(name, str(holder), key)
+    client.set_registered_model_alias(name, alias, str(version))
+    for key, value in {"since": stamp, "by": _who(), "reason": why}.items():
+        client.set_model_version_tag(name, str(version), f"{alias}.{key}", value)
+    log_entries = json.loads((client.get_registered_model(name).tags or {}).get(LOG_TAG, "[]"))
+    log_entries.append({"alias": alias, "version": version, "previous": current, "action": action, "by": _who(), "at": stamp,
+                        "why": why[:300]})  # fmt: skip
+    client.set_registered_model_tag(name, LOG_TAG, json.dumps(log_entries[-LOG_KEEP:]))
+    client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
+    return current
+
+
+def _per_clip(client, run_id: str, folder: Path) -> dict[str, Path]:
+    """Set name -> local copy of the run's `evaluate/clips_<set>.csv` (what evaluate logged per clip)."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a CLI's stderr is for the one-line verdict
+    try:
+        listed = client.list_artifacts(run_id, "evaluate")
+    except _mlflow().exceptions.MlflowException:
+        return {}
+    found = {}
+    for item in listed:
+        base = item.path.rsplit("/", 1)[-1]
+        if base.startswith("clips_") and base.endswith(".csv"):
+            found[base.removeprefix("clips_").removesuffix(".csv")] = item.path
+    local = {}
+    for set_name, path in found.items():
+        target = folder / run_id
+        target.mkdir(parents=True, exist_ok=True)
+        local[set_name] = Path(client.download_artifacts(run_id, path, str(target)))
+    return local
+
+
+def gate_set(challenger: set[str], champion: set[str], wanted: str | None) -> str | None:
+    """The set both versions were scored on that the gate compares: `wanted`, else real_dev, another extra set, testing."""
+    common = challenger & champion
+    if wanted is not None:
+        return wanted if wanted in common else None
+    for name in (*GATE_SETS, *sorted(common - {"testing"}), "testing"):
+        if name in common:
+            return name
+    return None
+
+
+@dataclass
+class Decision:
+    """What `promote` compared and decided; `lines` are for the user (stdout)."""
+
+    message: str
+    lines: list[str]
+
+
+def compare_versions(client, name: str, challenger: int, champion: int, wanted_set: str | None,
+                     require_significant: bool) -> tuple[list[str], list[str]]:  # fmt: skip
+    """(report lines, refusal reasons) of `challenger` against `champion` on the same clips and on false alarms."""
+    new = client.get_model_version(name, str(challenger))
+    old = client.get_model_version(name, str(champion))
+    with tempfile.TemporaryDirectory() as tmp:
+        new_clips, old_clips = _per_clip(client, new.run_id, Path(tmp) / "new"), _per_clip(client, old.run_id, Path(tmp) / "old")
+        chosen = gate_set(set(new_clips), set(old_clips), wanted_set)
+        paired = None
+        lines = []
+        if chosen is not None:
+            paired = pair(chosen, pd.read_csv(new_clips[chosen]), pd.read_csv(old_clips[chosen]))
+            lines.append(f"v{challenger} vs v{champion} on {paired.describe()}")
+        else:
+            what = f"set {wanted_set!r}" if wanted_set else "any set"
+            lines.append(f"no per-clip results of both versions on {what}: no paired comparison")
+    new_metrics, old_metrics = _run_metrics(client, new.run_id), _run_metrics(client, old.run_id)
+    alarms = (new_metrics.get(ALARMS), old_metrics.get(ALARMS))
+    if None not in alarms:
+        lines.append(f"streaming false alarms per hour: challenger {alarms[0]:.1f} vs champion {alarms[1]:.1f}")
+    if paired is None and wanted_set is None:  # older versions without per-clip files: the run metrics, unpaired
+        for set_name in (*GATE_SETS, "test"):
+            key = f"{set_name}/accuracy"
+            if key in new_metrics and key in old_metrics:
+                lines.append(f"{key} (unpaired): challenger {new_metrics[key]:.4f} vs champion {old_metrics[key]:.4f}")
+                if new_metrics[key] < old_metrics[key]:
+                    return lines, [f"lower {key}: {new_metrics[key]:.4f} vs {old_metrics[key]:.4f}",
+                                   *refusals(None, alarms, require_significant)]  # fmt: skip
+                break
+    return lines, refusals(paired, alarms, require_significant)
+
+
+def promote(name: str, version: int | None, alias: str | None, to: str, force: bool, reason: str = "",
+            gate: str | None = None, require_significant: bool = False) -> Decision:  # fmt: skip
+    """Point alias `to` at the candidate unless it is worse than the current holder for users.
+
+    The gate pairs both versions' per-clip results on real speech (`gate`, else real_dev, else testing): refused when
+    lower on accuracy or higher on streaming false alarms per hour, and with `require_significant` unless McNemar's
+    exact p < 0.05. `force` promotes anyway (recorded). Raises RegistryError with the numbers when refused.
+    """
     client = _client()
+    _registered(client, name)
     if version is None:
         version = _alias_version(client, name, alias or "challenger")
         if version is None:
@@ -131,43 +270,28 @@ def promote(name: str, version: int | None, alias: str | None, to: str, metric: 
         raise RegistryError(f"{name} has no version {version}") from None
     current = _alias_version(client, name, to)
     if current == version:
-        return f"{name} version {version} already holds {to!r}"
-    candidate_score = _metric(client, name, version, metric)
-    if current is not None:
-        current_score = _metric(client, name, current, metric)
-        if candidate_score < current_score and not force:
-            raise RegistryError(
-                f"refused: version {version} has {metric} {candidate_score:.4f} < {current_score:.4f} of version "
-                f"{current} ({to}); use --force to promote anyway"
-            )
-    history = _history(client, name)
-    if current is not None:
-        history.setdefault(to, []).append(current)
-    client.set_registered_model_alias(name, to, str(version))
-    client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
-    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    why = reason or (f"{metric} {candidate_score:.4f}" + (" (forced)" if force else "")
-                     + (f" vs {current_score:.4f} of v{current}" if current is not None else " (first)"))  # fmt: skip
-    for key, value in {f"{to}.promoted_by": _who(), f"{to}.promoted_at": stamp, f"{to}.reason": why}.items():
-        client.set_model_version_tag(name, str(version), key, value)
-    return f"{name} version {version} is now {to!r}" + (f" (was version {current})" if current is not None else "")
+        return Decision(f"{name} version {version} already holds {to!r}", [])
+    lines, reasons = ([], []) if current is None else compare_versions(client, name, version, current, gate, require_significant)
+    if reasons and not force:
+        raise RegistryError(f"refused: version {version} vs {to} version {current}: " + "; ".join(reasons)
+                            + ("; " + lines[0] if lines and "McNemar" in lines[0] else "") + "; use --force to promote anyway")  # fmt: skip
+    why = reason or ("; ".join(lines) or "first holder") + (f" (forced over: {'; '.join(reasons)})" if reasons else "")
+    _move_alias(client, name, to, version, "promote" + (" --force" if force and reasons else ""), why, push=True)
+    message = f"{name} version {version} is now {to!r}" + (f" (was version {current})" if current is not None else "")
+    return Decision(message, lines)
 
 
 def rollback(name: str, alias: str = "champion") -> str:
     """Give `alias` back to the version that held it before the last promotion."""
     client = _client()
+    _registered(client, name)
     history = _history(client, name)
     previous = history.get(alias, [])
     if not previous:
         raise RegistryError(f"{name}: no earlier holder of {alias!r} to roll back to")
-    current = _alias_version(client, name, alias)
     target = previous.pop()
-    client.set_registered_model_alias(name, alias, str(target))
     client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
-    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    client.set_model_version_tag(name, str(target), f"{alias}.rolled_back_at", stamp)
-    if current is not None:
-        client.set_model_version_tag(name, str(current), f"{alias}.rolled_back_by", _who())
+    current = _move_alias(client, name, alias, target, "rollback", f"rolled back from version {_alias_version(client, name, alias)}")
     return f"{name}: {alias!r} is version {target} again (was version {current})"
 
 

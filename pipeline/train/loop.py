@@ -118,14 +118,15 @@ def make_step(params: Params, model, optimizer, noise: np.ndarray, precomputed: 
         grads = tape.gradient(objective, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
         correct = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, 1, output_type=tf.int32), y), tf.float32))
-        # reported loss: plain cross-entropy on the true labels (no L2, no smoothing), as validation_loss is measured
-        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits))
-        return loss, correct
+        # reported loss: cross-entropy on the hard labels, no L2 and no smoothing, as the validation loss is computed
+        cross_entropy = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits))
+        return cross_entropy, correct
 
     return step_fn
 
 
-def train(params: Params, checkpoint_root: Path, log_dir: Path, run=None, progress: bool = False) -> TrainResult:
+def train(params: Params, checkpoint_root: Path, log_dir: Path, run=None, progress: bool = False,
+          hparams: dict | None = None) -> TrainResult:
     """Train `train.model` on the training set; resume from a matching checkpoint if one exists."""
     import keras
     import tensorflow as tf
@@ -146,6 +147,10 @@ def train(params: Params, checkpoint_root: Path, log_dir: Path, run=None, progre
 
     total = total_steps(cfg.steps)
     writer = tf.summary.create_file_writer(str(log_dir))
+    if hparams is not None:
+        from pipeline.tracking.tensorboard import log_hparams
+
+        log_hparams(writer, hparams, log_dir.name)
     result = TrainResult(model=model, steps=total, resumed_from=start, seconds=0.0, checkpoints=checkpoints)
     began, window = time.perf_counter(), []
     for step in range(start, total):
@@ -175,8 +180,8 @@ def train(params: Params, checkpoint_root: Path, log_dir: Path, run=None, progre
                         tf.summary.scalar(name, value)
             writer.flush()
             if run is not None:
-                run.metrics({k: v for k, v in entry.items() if k != "step"}, step=done)
-                run.json({"labels": labels, "matrix": matrix.tolist(), "step": done}, f"confusion/step_{done:06d}.json")
+                run.step_metrics(entry, done)
+                run.confusion(matrix, labels, done, "validation")
         if done % cfg.save_step_interval == 0 or done == total:
             checkpoints.save(done, model, optimizer)
     result.seconds = time.perf_counter() - began

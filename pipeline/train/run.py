@@ -2,35 +2,36 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from pipeline import artifacts
 from pipeline.config import Params
 from pipeline.fileio import atomic_path, write_json, write_text
 from pipeline.metrics import plot_confusion
 from pipeline.tracking import Run, check_tracking, tracking_uri
+from pipeline.tracking.runs import flatten, split_digest
+from pipeline.tracking.tensorboard import hparam_values, tensorboard_dir
 
 log = logging.getLogger(__name__)
 
 
 def data_version(params: Params) -> str:
     """The DVC hash of the split output (from dvc.lock) or, outside DVC, a hash of the manifest."""
-    lock = Path("dvc.lock")
-    if lock.exists():
-        import yaml
+    return split_digest(params.paths.split)
 
-        stages = yaml.safe_load(lock.read_text()).get("stages", {})
-        for out in stages.get("split", {}).get("outs", []):
-            if Path(out["path"]) == params.paths.split:
-                return str(out.get("md5", "unknown"))
-    manifest = artifacts.MANIFEST.path(params.paths)
-    return hashlib.sha256(manifest.read_bytes()).hexdigest()[:32] if manifest.exists() else "unknown"
+
+def data_tags(params: Params) -> dict[str, str]:
+    """What the run was trained on, for its tags and description: the sources and a profile word."""
+    kinds = {source.kind for source in params.data.sources}
+    profile = "generated voices" if kinds == {"synthetic"} else "recorded clips" if "synthetic" not in kinds else "generated + recorded"
+    return {"data_sources": ", ".join(f"{s.name} ({s.kind})" for s in params.data.sources), "profile": profile,
+            "data_version": data_version(params)}  # fmt: skip
 
 
 def model_summary(model) -> str:
@@ -47,15 +48,18 @@ def run_train(params: Params, progress: bool = False) -> dict:
     out = params.paths.model
     labels = params.labels
     manifest = pd.read_parquet(artifacts.MANIFEST.require(params.paths))
-    run = Run.start(
-        params.train.experiment,
-        run_name=f"{params.train.model.name}",
-        params=params.model_dump(mode="json"),
-        tags={"data_version": data_version(params), "model": params.train.model.name},
-    )
-    run.dataset(manifest[manifest["set"] == "training"], "training", "training", str(params.paths.split))
+    dumped = params.model_dump(mode="json")
+    tags = data_tags(params)
+    run = Run.start(params.train.experiment, params.train.model.name, dumped, tags)
+    for name in ("training", "validation"):
+        run.dataset(manifest[manifest["set"] == name], name, name, tags["data_version"], str(params.paths.split))
+    run.text(yaml.safe_dump(dumped, sort_keys=False), "config/params.yaml")  # the validated params this run used
+    if Path("dvc.lock").is_file():
+        run.artifact(Path("dvc.lock"), "config")
+    board = tensorboard_dir(params.paths.logs / "train", run.name, run.run_id)
+    hparams = hparam_values({k: v for k, v in flatten(dumped).items() if k.startswith(("seed", "train.", "features."))})
     try:
-        result = train(params, params.paths.checkpoints, params.paths.logs / "train" / run.run_id, run=run, progress=progress)
+        result = train(params, params.paths.checkpoints, board, run=run, progress=progress, hparams=hparams)
     except BaseException:
         run.finish("KILLED")
         raise
@@ -82,10 +86,11 @@ def run_train(params: Params, progress: bool = False) -> dict:
     write_text(artifacts.TRAIN_LABELS.path(paths), "\n".join(labels) + "\n")
     summary = model_summary(model)
     write_text(artifacts.MODEL_SUMMARY.path(paths), summary)
-    confusion_png = artifacts.VALIDATION_CONFUSION.path(paths)
-    plot_confusion(matrix, labels, confusion_png, f"validation, step {final.get('step', result.steps)}")
-    run.metrics({k: v for k, v in metrics.items() if k not in {"steps"}}, step=result.steps)
-    run.artifact(confusion_png, "confusion")
+    plot_confusion(matrix, labels, artifacts.VALIDATION_CONFUSION.path(paths), f"validation, step {final.get('step', result.steps)}")
+    run.metrics({"train/wall_seconds": metrics["wall_seconds"]}, step=result.steps)
+    run.tags({"train/parameters": metrics["parameters"], "train/steps": metrics["steps"],
+              "train/resumed_from_step": metrics["resumed_from_step"], "tensorboard_dir": str(board)})  # fmt: skip
+    run.refresh_note()
     run.text(summary, "model_summary.txt")
     run.artifact(artifacts.HISTORY.path(paths))
     write_text(artifacts.RUN_ID.path(paths), run.run_id + "\n")

@@ -74,8 +74,20 @@ def test_metrics_reach_the_training_run(evaluated, mlflow_env):
 
     params, metrics = evaluated
     run = mlflow.MlflowClient().get_run((params.paths.model / "run_id.txt").read_text().strip())
-    assert run.data.metrics["test_accuracy"] == pytest.approx(metrics["testing"]["accuracy"])
-    assert "mine_accuracy" in run.data.metrics and "streaming_correct_percentage" in run.data.metrics
+    assert run.data.metrics["test/accuracy"] == pytest.approx(metrics["testing"]["accuracy"])
+    assert "mine/accuracy" in run.data.metrics and "streaming/correct_percentage" in run.data.metrics
+    assert "test/clips" not in run.data.metrics and run.data.tags["test/clips"] == str(metrics["testing"]["clips"])
+    assert run.data.tags["streaming/mode"] == metrics["streaming"]["mode"]
+    inputs = {d.dataset.name: d for d in run.inputs.dataset_inputs}
+    assert {"training", "validation", "testing", "mine"} <= set(inputs)
+    assert inputs["mine"].tags[0].value == "evaluation" and len(inputs["mine"].dataset.digest) == 32
+    client = mlflow.MlflowClient()
+    assert "real_dev" not in run.data.tags["mlflow.note.content"] and "test accuracy" in run.data.tags["mlflow.note.content"]
+    clips = pd.read_csv(params.paths.reports / "evaluate" / "clips_mine.csv")
+    assert len(clips) == 3 and set(clips.columns) == {"clip", "label", "predicted", "correct"}
+    assert clips["correct"].mean() == pytest.approx(metrics["mine"]["accuracy"], abs=1e-6)
+    logged = {a.path for a in client.list_artifacts(run.info.run_id, "evaluate")}
+    assert {"evaluate/clips_testing.csv", "evaluate/clips_mine.csv"} <= logged
 
 
 def test_behaviour_silence_gain_and_shift(tiny_trained):

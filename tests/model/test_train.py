@@ -66,12 +66,28 @@ def test_mlflow_run_has_params_metrics_and_confusion_artifacts(tiny_trained, mlf
     run = client.get_run((params.paths.model / "run_id.txt").read_text().strip())
     assert run.data.params["train.model.name"] == "tiny_conv"
     assert run.data.params["seed"] == "3"
-    assert run.data.tags["data_version"] and run.data.tags["git_commit"]
-    steps = [m.step for m in client.get_metric_history(run.info.run_id, "validation_accuracy")]
-    assert 100 in steps and 200 in steps
+    tags = run.data.tags
+    assert tags["data_version"] and tags["git_commit"] == tags["mlflow.source.git.commit"]
+    assert run.info.run_name.startswith("tiny_conv-") and len(run.info.run_name) == len("tiny_conv-") + 6
+    assert tags["mlflow.user"] and tags["mlflow.source.type"] == "LOCAL" and tags["profile"] == "recorded clips"
+    assert "tiny_conv" in tags["mlflow.note.content"] and "validation accuracy" in tags["mlflow.note.content"]
+    assert client.get_experiment(run.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
+    for name in ("validation/accuracy", "validation/loss", "train/accuracy", "train/loss", "train/learning_rate"):
+        assert [m.step for m in client.get_metric_history(run.info.run_id, name)] == [100, 200], name
+    assert not {"train_accuracy", "validation_accuracy", "train/parameters", "train/steps"} & set(run.data.metrics)
+    assert int(tags["train/parameters"]) > 0 and tags["train/steps"] == "200", "counts are tags, not metrics"
+    history = json.loads((params.paths.model / "history.json").read_text())
+    # the logged training loss is the plain cross-entropy (no L2), like the validation loss
+    assert run.data.metrics["train/loss"] == pytest.approx(history[-1]["train_loss"])
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "confusion")}
-    assert {"confusion/step_000100.json", "confusion/step_000200.json", "confusion/validation_confusion.png"} <= artifacts
-    assert run.inputs.dataset_inputs, "training manifest logged as a dataset input"
+    assert {f"confusion/step_000{s}00.{ext}" for s in (1, 2) for ext in ("json", "png")} <= artifacts
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "config")} >= {"config/params.yaml"}
+    inputs = {d.dataset.name: d.dataset.digest for d in run.inputs.dataset_inputs}
+    assert set(inputs) == {"training", "validation"} and inputs["training"] == tags["data_version"][:36]
+    board = params.paths.logs / "train" / run.info.run_name
+    assert tags["tensorboard_dir"] == str(board) and list(board.glob("events.out.tfevents.*")), "TensorBoard run named like MLflow's"
+    events = b"".join(p.read_bytes() for p in board.glob("events.out.tfevents.*"))
+    assert b"_hparams_/session_start_info" in events and b"train.model.name" in events, "hyper-parameters in the HParams tab"
 
 
 def _stage(root, env, params_file):

