@@ -86,8 +86,7 @@ def model_card(*, name: str, version: int, run_name: str, run_id: str, model: st
     out += ["", "## Known confusions", ""]
     for s, matrix in matrices.items():
         top = confusions(labels, matrix)
-        if top:
-            out.append(f"On {s}: " + "; ".join(f"`{t}` heard as `{p}` {c} of {n}" for t, p, c, n in top) + ".")
+        out.append(f"- {s}: " + ("; ".join(f"`{t}` heard as `{p}` {c} of {n}" for t, p, c, n in top) if top else "none"))
     out += ["", "## int8 caveats", ""]
     scheme = (export.get("tflite", {}).get("int8") or {}).get("scheme", "int8")
     out.append(f"`model_int8.tflite` is quantized ({scheme}); raw audio enters in float. Accuracy float → int8 and top-1 "
@@ -98,7 +97,7 @@ def model_card(*, name: str, version: int, run_name: str, run_id: str, model: st
             acc, agree = scored["accuracy"], scored.get("top1_agreement_with_keras", {})
             out.append(f"- {s}: {_percent(acc.get('float', 0))} → {_percent(acc.get('int8', 0))}, "
                        f"agreement {_percent(agree.get('int8', 0))}")  # fmt: skip
-    out.append("Quiet speech loses most under 8-bit quantization; use the float model where accuracy matters more than size.")
+    out += ["", "Quiet speech loses most under 8-bit quantization; use the float model where accuracy matters more than size."]
     out += ["", "## Licences", "", *(f"- {line}" for line in licence_lines(sources, preprocess, extra))]
     return "\n".join(out) + "\n"
 

@@ -131,7 +131,6 @@ def run_identity(model: str, params: Mapping, source: str, settings: RuntimeSett
     }
     if settings.dvc_exp_name:
         tags["dvc_exp_name"] = settings.dvc_exp_name
-        tags["mlflow.source.name"] = f"dvc exp run ({source})"
     if settings.dvc_exp_baseline_rev:
         tags["dvc_exp_baseline_rev"] = settings.dvc_exp_baseline_rev
     return name, tags

@@ -107,14 +107,15 @@ def wait_healthy(url: str, process: subprocess.Popen | None = None, timeout: flo
     raise ServerError(f"mlflow server at {url} did not answer within {timeout:.0f} s")
 
 
-def start_server(backend_uri: str, artifacts: Path, port: int, log: Path, workers: int = 2) -> subprocess.Popen:
-    """Start `mlflow server` in the background (output to `log`) and wait until it is healthy."""
+def start_server(backend_uri: str, artifacts: Path, port: int, log: Path, workers: int = 2, timeout: float = 300) -> subprocess.Popen:
+    """Start `mlflow server` in the background (output to `log`) and wait until it is healthy (at most `timeout` s:
+    creating the schema in a new database took over 90 s on a busy 2-core machine)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         process = subprocess.Popen(server_command(backend_uri, artifacts, port=port, workers=workers), stdout=out,
                                    stderr=subprocess.STDOUT, env={**os.environ, **QUIET}, start_new_session=True)  # fmt: skip
     try:
-        wait_healthy(f"http://127.0.0.1:{port}", process)
+        wait_healthy(f"http://127.0.0.1:{port}", process, timeout)
     except ServerError as error:
         stop_process(process)
         last = (log.read_text(errors="replace").strip().splitlines() or ["empty log"])[-1]
