@@ -201,9 +201,11 @@ class FeaturesParams(Strict):
     @property
     def feature_shape(self) -> tuple[int, int]:
         """(time steps, values per step) of one clip's features: the models' input shape."""
+        from pipeline.features.geometry import EMBEDDING_DIM, embedding_count
+
         if self.preprocess == "speech_embedding":
-            mel_frames = (self.sample_rate * self.embedding.pad_to_ms // 1000 - 512) // 160 + 1
-            return (mel_frames - 76) // 8 + 1, 96
+            padded = max(self.clip_samples, self.sample_rate * self.embedding.pad_to_ms // 1000)
+            return embedding_count(padded), EMBEDDING_DIM
         return self.frames, self.feature_bin_count
 
     @property
@@ -220,7 +222,9 @@ class FeaturesParams(Strict):
 
     @property
     def frames(self) -> int:
-        return 1 + (self.clip_samples - self.window_samples) // self.stride_samples
+        from pipeline.features.geometry import frame_count
+
+        return frame_count(self.clip_samples, self.window_samples, self.stride_samples)
 
     @model_validator(mode="after")
     def _fits(self) -> FeaturesParams:

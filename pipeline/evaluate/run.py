@@ -12,7 +12,6 @@ from pipeline.config import Params
 from pipeline.errors import DataError
 from pipeline.fileio import atomic_path, write_json
 from pipeline.metrics import accuracy, confusion_matrix, format_confusion, per_class, plot_confusion
-from pipeline.predict import KerasScorer
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +31,10 @@ def score_set(name: str, scores: np.ndarray, targets: np.ndarray, labels: list[s
             "macro_f1": round(float(np.mean([c["f1"] for c in classes.values()])), 6)}  # fmt: skip
 
 
-def streaming_accuracy(params: Params, scorer, out: Path) -> dict:
+def streaming_accuracy(params: Params, predictor, out: Path) -> dict:
     """Score a long seeded recording made from testing clips, as TensorFlow's test_streaming_accuracy does."""
     from pipeline.stream.accuracy import match_detections
     from pipeline.stream.recording import make_recording, write_truth_csv
-    from pipeline.stream.run import recognize_stream, stream_mode
 
     split, feat, settings = params.paths.split, params.features, params.evaluate.streaming
     clips = np.load(split / "testing_audio.npy", mmap_mode="r")
@@ -44,12 +42,11 @@ def streaming_accuracy(params: Params, scorer, out: Path) -> dict:
     noise = np.load(split / "background_testing.npy")
     audio, truth = make_recording(np.asarray(clips), targets, params.labels, noise, settings, feat.sample_rate, params.seed)
     write_truth_csv(truth, out / "streaming_truth.csv")
-    detections = recognize_stream(audio, scorer, params.labels, settings, feat.sample_rate, clip_samples=feat.clip_samples,
-                                  sequence_fn=scorer.stream_scores)  # fmt: skip
+    detections = predictor.detect(audio, settings)
     with atomic_path(out / "streaming_detections.csv", ".csv") as tmp:
         pd.DataFrame([d.__dict__ for d in detections], columns=["label", "time_ms", "score"]).to_csv(tmp, index=False)
     stats = match_detections(detections, truth, settings.time_tolerance_ms, duration_ms=len(audio) * 1000 / feat.sample_rate)
-    stats["mode"] = stream_mode(settings, scorer.stream_scores)
+    stats["mode"] = predictor.stream_mode(settings)
     return {k: round(float(v), 6) if isinstance(v, float) else v for k, v in stats.items()}
 
 
@@ -63,10 +60,12 @@ def run_evaluate(params: Params) -> dict:
     if not run_id_file.exists():
         raise DataError(f"{run_id_file}: not found; run the train stage first")
     run = Run.resume(run_id_file.read_text().strip())
-    scorer = KerasScorer(params.paths.model / "model.keras", feat, params.evaluate.batch_size)
+    from pipeline.inference import load_keras
+
+    scorer = load_keras(params.paths.model / "model.keras", feat, params.evaluate.batch_size)
     test_features = np.load(params.paths.features / "testing_features.npy")
     test_targets = np.load(params.paths.split / "testing_labels.npy").astype(np.int64)
-    test_scores = scorer.features_scores(test_features)
+    test_scores = scorer.scores_from_features(test_features)
     metrics: dict[str, dict] = {"testing": score_set("testing", test_scores, test_targets, labels, out)}
     manifest = pd.read_parquet(params.paths.split / "manifest.parquet", columns=["set", "source", "index"])
     testing = manifest[manifest["set"] == "testing"].sort_values("index")
@@ -81,7 +80,7 @@ def run_evaluate(params: Params) -> dict:
             log.warning("extra set %s skipped: %s not found", extra.name, extra.path)
             continue
         folder = load_folder_set(extra.path, labels, feat.sample_rate, feat.clip_samples)
-        metrics[extra.name] = score_set(extra.name, scorer(folder.audio), folder.labels, labels, out)
+        metrics[extra.name] = score_set(extra.name, scorer.scores(folder.audio), folder.labels, labels, out)
         metrics[extra.name]["skipped_files"] = len(folder.skipped)
     metrics["streaming"] = streaming_accuracy(params, scorer, out)
     write_json(params.paths.reports / "evaluation.json", metrics)

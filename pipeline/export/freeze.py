@@ -18,20 +18,6 @@ log = logging.getLogger(__name__)
 MIN_FLOAT_AGREEMENT = 0.999
 
 
-def load_serving_model(params: Params):
-    """The trained classifier behind the shared frontend, as one raw-audio Keras model."""
-    import keras
-
-    from pipeline.export.serving import build_serving_model
-    from pipeline.features.layers import feature_layer
-
-    path = params.paths.model / "model.keras"
-    if not path.exists():
-        raise DataError(f"{path}: not found; run the train stage first")
-    classifier = keras.saving.load_model(path, compile=False)
-    return build_serving_model(feature_layer(params.features), classifier, params.features.clip_samples), classifier
-
-
 def _clips(params: Params, name: str) -> tuple[np.ndarray, np.ndarray]:
     audio = np.load(params.paths.split / f"{name}_audio.npy", mmap_mode="r")
     labels = np.load(params.paths.split / f"{name}_labels.npy").astype(np.int64)
@@ -44,16 +30,12 @@ def _representative(params: Params) -> np.ndarray:
     return np.asarray(audio[rows], np.float32) / 32768.0
 
 
-def _score_all(predict, audio: np.ndarray, batch: int = 256) -> np.ndarray:
-    scale = 1 / 32768.0 if audio.dtype == np.int16 else 1.0
-    return np.concatenate([predict(np.asarray(audio[i : i + batch], np.float32) * scale) for i in range(0, len(audio), batch)])
-
-
 def _compare(predictors: dict, audio: np.ndarray, labels: np.ndarray) -> dict:
-    """Accuracy of every exported form on one labelled set, and its top-1 agreement with the Keras model."""
+    """Accuracy of every exported form (pipeline.inference.Predictor) on one labelled set, and its top-1
+    agreement with the Keras model."""
     from pipeline.export.tflite import agreement
 
-    scores = {name: _score_all(predict, audio) for name, predict in predictors.items()}
+    scores = {name: predictor.scores(audio) for name, predictor in predictors.items()}
     return {
         "clips": int(len(labels)),
         "accuracy": {name: float((s.argmax(1) == labels).mean()) for name, s in scores.items()},
@@ -63,20 +45,21 @@ def _compare(predictors: dict, audio: np.ndarray, labels: np.ndarray) -> dict:
 
 def export_models(params: Params) -> dict:
     """Write models/export/* and return the report that becomes export.json."""
-    from pipeline.export.serving import export_saved_model, load_saved_model_fn, saved_model_latency_ms
-    from pipeline.export.tflite import TfliteModel, convert, latency_ms
+    from pipeline.export.serving import export_saved_model, saved_model_latency_ms
+    from pipeline.export.tflite import convert, latency_ms
+    from pipeline.inference import load_keras, load_saved_model, load_tflite
 
-    out = params.paths.export
-    serving, classifier = load_serving_model(params)
+    out, feat = params.paths.export, params.features
+    keras_predictor = load_keras(params.paths.model / "model.keras", feat, params.evaluate.batch_size)
+    serving = keras_predictor.model
     saved = out / "saved_model"
-    export_saved_model(serving, saved, params.labels)
+    export_saved_model(serving, saved, keras_predictor.labels, feat.sample_rate, feat.preprocess)
     shutil.copyfile(saved / "labels.txt", out / "labels.txt")
     tflite = {"float": convert(saved, out / "model_float.tflite", "float"),
               "int8": convert(saved, out / "model_int8.tflite", "int8", _representative(params))}  # fmt: skip
     test_audio, test_labels = _clips(params, "testing")
-    runners = {mode: TfliteModel(out / f"model_{mode}.tflite", num_threads=1) for mode in tflite}
-    predictors = {"keras": lambda x: serving.predict(x, verbose=0)["scores"], "saved_model": load_saved_model_fn(saved),
-                  **{mode: runner.predict for mode, runner in runners.items()}}  # fmt: skip
+    predictors = {"keras": keras_predictor, "saved_model": load_saved_model(saved),
+                  **{mode: load_tflite(out / f"model_{mode}.tflite") for mode in tflite}}  # fmt: skip
     testing = _compare(predictors, test_audio, test_labels)
     agree = testing["top1_agreement_with_keras"]
     if agree["float"] < MIN_FLOAT_AGREEMENT or agree["saved_model"] < MIN_FLOAT_AGREEMENT:
@@ -93,13 +76,13 @@ def export_models(params: Params) -> dict:
     latency = {
         "keras": latency_ms(lambda x: serving(x, training=False), clip, repeats=repeats),
         "saved_model": saved_model_latency_ms(saved, clip, threads=1, repeats=repeats),
-        **{f"tflite_{mode}": latency_ms(runner.predict, clip, repeats=repeats) for mode, runner in runners.items()},
+        **{f"tflite_{mode}": latency_ms(predictors[mode].predict_fn, clip, repeats=repeats) for mode in tflite},
     }
     files = {p.name: p.stat().st_size for p in sorted(out.glob("*.tflite"))}
     files["saved_model"] = sum(p.stat().st_size for p in saved.rglob("*") if p.is_file())
     report = {
         "labels": params.labels,
-        "parameters": int(classifier.count_params()),
+        "parameters": keras_predictor.info["parameters"],
         "clip_samples": params.features.clip_samples,
         "sample_rate": params.features.sample_rate,
         "saved_model": {"signature": "serving_default", "input": {"name": "audio", "dtype": "float32",
@@ -132,7 +115,8 @@ def register_model(params: Params, report: dict) -> dict:
     run_id = (params.paths.model / "run_id.txt").read_text().strip()
     evaluation = json.loads((params.paths.reports / "evaluation.json").read_text())
     out = params.paths.export
-    model_uri = log_pyfunc(run_id, out / "saved_model", out / "labels.txt", _example_wav(params), params.features.sample_rate)
+    model_uri = log_pyfunc(run_id, out / "saved_model", out / "labels.txt", _example_wav(params), params.features.sample_rate,
+                           params.evaluate.streaming.model_dump())  # fmt: skip
     tags = {"test_accuracy": evaluation["testing"]["accuracy"], "model": params.train.model.name,
             "int8_test_accuracy": report["testing"]["accuracy"]["int8"]}  # fmt: skip
     for name, values in evaluation.items():
