@@ -319,10 +319,18 @@ class EvaluateParams(Strict):
 class FreezeParams(Strict):
     """Exports (SavedModel, TFLite float/int8) and registration in the MLflow model registry."""
 
-    registered_model_name: str = "kws"
+    registered_model_name: str = Field("kws", min_length=1)
     max_int8_drop: float = Field(1.0, ge=0, le=100)
     representative_clips: int = Field(300, ge=10)
     latency_repeats: int = Field(50, ge=1)
+
+    @field_validator("registered_model_name")
+    @classmethod
+    def _filterable(cls, name: str) -> str:
+        """The name goes into MLflow filter strings (`name = '...'`), where a quote or backslash breaks them."""
+        if any(c in name for c in "'\"\\"):
+            raise ValueError(f"{name!r} holds a quote or backslash; use letters, digits, spaces, '-', '_' or '.'")
+        return name
 
 
 class Params(Strict):

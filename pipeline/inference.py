@@ -106,6 +106,7 @@ class Predictor:
     sequence_fn: Callable[..., tuple[np.ndarray, np.ndarray]] | None = None  # (audio [S], progress) -> scores, times
     features_fn: Callable[[np.ndarray], np.ndarray] | None = None  # features [B, T, F] -> scores [B, C]
     describe_fn: Callable[[], dict] | None = None  # facts that cost time to gather (op counts), for `kws inspect`
+    stream_geometry: dict | None = None  # sequence models: {hop, span, window_vectors} (samples, samples, vectors)
     model: object | None = None  # Keras only: the serving model (audio -> {scores}) that the freeze stage exports
 
     @property
@@ -212,6 +213,7 @@ def load_saved_model(folder: Path, export: dict | None = None, sample_rate: int 
     """A SavedModel with `serving_default` audio -> scores (and, for a speech-embedding model, the streaming pair)."""
     import tensorflow as tf
 
+    folder = Path(folder)
     try:
         loaded = tf.saved_model.load(str(folder))
     except (OSError, ValueError, RuntimeError) as error:
@@ -229,7 +231,7 @@ def load_saved_model(folder: Path, export: dict | None = None, sample_rate: int 
     def predict(audio: np.ndarray) -> np.ndarray:
         return fn(**{INPUT_NAME: tf.constant(audio, tf.float32)})[OUTPUT_NAME].numpy()
 
-    sequence_fn = _saved_sequence_fn(loaded, card, rate)
+    sequence_fn, geometry = _saved_sequence_fn(loaded, card, rate)
     info = {
         "signature": SIGNATURE,
         "streaming": "sequence" if sequence_fn else "windows",
@@ -243,13 +245,13 @@ def load_saved_model(folder: Path, export: dict | None = None, sample_rate: int 
         info["parameters"] = int(sum(np.prod(v.shape) for v in loaded.variables))
         info["parameters_source"] = "SavedModel variables (frontend constants included)"
     return Predictor("saved_model", folder, _labels(folder, classes, card, folder), rate, clip_samples, predict, info,
-                     sequence_fn=sequence_fn)  # fmt: skip
+                     sequence_fn=sequence_fn, stream_geometry=geometry)  # fmt: skip
 
 
 def _saved_sequence_fn(loaded, card: dict | None, sample_rate: int):
     """Streaming on the shared embedding sequence through `embed_sequence` and `head`, geometry from the card."""
     if EMBED_SIGNATURE not in loaded.signatures or HEAD_SIGNATURE not in loaded.signatures:
-        return None
+        return None, None
     import tensorflow as tf
 
     from pipeline.features.geometry import STREAM_HOP, STREAM_SPAN
@@ -266,7 +268,7 @@ def _saved_sequence_fn(loaded, card: dict | None, sample_rate: int):
             lambda e: head(**{EMBEDDINGS_NAME: tf.constant(e)})[OUTPUT_NAME].numpy(),
             window_vectors=window, hop=hop, span=span, sample_rate=sample_rate, progress=progress)  # fmt: skip
 
-    return stream
+    return stream, {"hop": hop, "span": span, "window_vectors": window}
 
 
 def _quantize_boundaries(interp) -> list[dict]:
@@ -288,6 +290,7 @@ def load_tflite(path: Path, export: dict | None = None) -> Predictor:
     """A .tflite through ai_edge_litert (no TensorFlow); labels and rate from its embedded card or labels.txt."""
     from pipeline.export.tflite import TfliteModel
 
+    path = Path(path)
     try:
         model = TfliteModel(path, num_threads=1)
     except (ValueError, RuntimeError) as error:
@@ -339,7 +342,7 @@ def load_keras(path: Path, features: FeaturesParams, batch_size: int = 256) -> P
     def from_features(features_batch: np.ndarray) -> np.ndarray:
         return tf.nn.softmax(classifier(features_batch, training=False)).numpy()
 
-    sequence_fn = None
+    sequence_fn, geometry = None, None
     parts = sequence_parts(serving)
     if parts is not None:
         from pipeline.stream.sequence import sequence_scores
@@ -348,6 +351,7 @@ def load_keras(path: Path, features: FeaturesParams, batch_size: int = 256) -> P
         sequence = tf.function(layer.sequence, input_signature=[tf.TensorSpec([1, None], tf.float32)])
         hop, span = layer.stream_geometry
         window = layer.steps_for(samples)
+        geometry = {"hop": int(hop), "span": int(span), "window_vectors": int(window)}
 
         def head_scores(embeddings: np.ndarray) -> np.ndarray:
             return tf.nn.softmax(head(embeddings, training=False)).numpy()
@@ -367,7 +371,8 @@ def load_keras(path: Path, features: FeaturesParams, batch_size: int = 256) -> P
         "frontend": f"features.{features.preprocess} (given by the caller: a .keras file holds only the classifier)",
     }
     return Predictor("keras", path, labels, features.sample_rate, samples, lambda a: scores(a).numpy(), info,
-                     batch_size=batch_size, sequence_fn=sequence_fn, features_fn=from_features, model=serving)  # fmt: skip
+                     batch_size=batch_size, sequence_fn=sequence_fn, features_fn=from_features,
+                     stream_geometry=geometry, model=serving)  # fmt: skip
 
 
 def _mlflow_model_sample_rate(folder: Path) -> int | None:

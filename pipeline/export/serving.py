@@ -133,7 +133,8 @@ from pipeline.export.tflite import latency_ms, set_tf_threads
 threads = int(sys.argv[3])
 applied = set_tf_threads(threads)  # before the SavedModel loads: TF sizes its pools once, at start-up
 from pipeline.inference import load_saved_model
-predictor = load_saved_model(sys.argv[1], sample_rate=16000)  # the rate only labels the model: latency is per clip
+from pathlib import Path
+predictor = load_saved_model(Path(sys.argv[1]), sample_rate=16000)  # the rate only labels the model: latency is per clip
 result = latency_ms(predictor.scores, np.load(sys.argv[2]), repeats=int(sys.argv[4]))
 print(json.dumps({**result, "tf_threads": threads, "tf_threads_applied": applied}))
 """

@@ -17,6 +17,7 @@ import tensorflow as tf
 from pipeline.features.frontend import AudioFrontend, as_clips, run_batched
 from pipeline.features.geometry import (  # noqa: F401 - re-exported: the embedding's geometry
     EMBEDDING_DIM,
+    EMBEDDING_MEL_STRIDE,
     HOP_FRAMES,
     STREAM_HOP,
     STREAM_SPAN,
