@@ -105,15 +105,14 @@ def test_export_writes_every_file(frozen):
 
 def test_exported_models_agree_with_keras(frozen):
     """SavedModel, TFLite float and int8 load and agree with Keras; export.json's agreement values recomputed."""
-    from pipeline.export.serving import load_saved_model_fn
     from pipeline.export.tflite import TfliteModel, agreement
-    from pipeline.predict import KerasScorer
+    from pipeline.inference import load_keras, load_saved_model
 
     params, out = frozen.params, frozen.params.paths.export
     report = json.loads((out / "export.json").read_text())["testing"]
     audio, labels = _testing(params)
-    keras_scores = KerasScorer(params.paths.model / "model.keras", params.features)(audio)
-    saved = load_saved_model_fn(out / "saved_model")(audio)
+    keras_scores = load_keras(params.paths.model / "model.keras", params.features).scores(audio)
+    saved = load_saved_model(out / "saved_model").scores(audio)
     float_scores = TfliteModel(out / "model_float.tflite").predict(audio)
     int8_scores = TfliteModel(out / "model_int8.tflite").predict(audio)
     np.testing.assert_allclose(saved, keras_scores, atol=1e-4)
@@ -128,8 +127,8 @@ def test_exported_models_agree_with_keras(frozen):
 def test_registered_version_tags_and_pyfunc(frozen, mlflow_env):
     import mlflow
 
-    from pipeline.export.serving import load_saved_model_fn
-    from pipeline.tracking.pyfunc import REQUIREMENTS
+    from pipeline.inference import load_saved_model
+    from pipeline.tracking.pyfunc import OUTPUT_COLUMNS, REQUIREMENTS
 
     params = frozen.params
     client = mlflow.MlflowClient()
@@ -149,7 +148,7 @@ def test_registered_version_tags_and_pyfunc(frozen, mlflow_env):
 
     info = mlflow.models.get_model_info(f"models:/{MODEL_NAME}@challenger")
     assert info.signature.inputs.to_dict() == [{"type": "binary", "name": "audio", "required": True}]
-    assert [c["name"] for c in info.signature.outputs.to_dict()] == ["label", "score", "scores"]
+    assert [c["name"] for c in info.signature.outputs.to_dict()] == OUTPUT_COLUMNS
     assert info.saved_input_example_info["type"] == "dataframe"
     local = Path(mlflow.artifacts.download_artifacts(f"models:/{MODEL_NAME}@challenger"))
     requirements = (local / "requirements.txt").read_text().split()
@@ -161,8 +160,9 @@ def test_registered_version_tags_and_pyfunc(frozen, mlflow_env):
     audio, _ = _testing(params)
     wavs = [_wav_bytes(clip) for clip in audio[:4]]  # int16 clips: the wav round trip is exact
     result = model.predict(pd.DataFrame({"audio": [*wavs, base64.b64encode(wavs[0]).decode()]}))
-    assert list(result.columns) == ["label", "score", "scores"]
-    saved = load_saved_model_fn(params.paths.export / "saved_model")(audio[:4])
+    assert list(result.columns) == ["label", "score", "scores", "labels", "seconds", "detections", "notes"]
+    assert all(row == params.labels for row in result["labels"]) and list(result["seconds"]) == [1.0] * 5
+    saved = load_saved_model(params.paths.export / "saved_model").scores(audio[:4])
     assert list(result["label"][:4]) == [params.labels[i] for i in saved.argmax(1)]
     np.testing.assert_allclose(np.stack(result["scores"][:4]), saved, atol=1e-5)
     assert result["label"][4] == result["label"][0], "base64 text is decoded like bytes"
