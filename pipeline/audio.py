@@ -45,7 +45,7 @@ def check_audio_path(path: Path) -> None:
 
 def _first_line(error: Exception) -> str:
     text = (str(error).strip().splitlines() or [type(error).__name__])[-1]
-    return text.split(": ", 1)[-1][:160] if "Error opening" in text else text[:160]
+    return (text.split(": ", 1)[-1] if "Error opening" in text else text)[:160].rstrip(".")
 
 
 def read_audio(

@@ -341,7 +341,7 @@ def listen(
         typer.echo(f"listening ({source}, {rate} Hz, {chunk_ms} ms chunks) for: "
                    + " ".join(label for label in predictor.labels if not label.startswith("_")), err=True)  # fmt: skip
         report = run_listen(predictor, chunks, rate, settings,
-                            lambda d: typer.echo(f"{d.time_ms / 1000.0:8.2f} s  {d.label}  {d.score:.3f}"))  # fmt: skip
+                            lambda d: typer.echo(f"{d.time_ms / 1000.0:9.3f} s  {d.label}  {d.score:.3f}"))  # fmt: skip
         if show_latency:
             typer.echo(f"chunks {report.chunks}, audio {report.seconds:.2f} s, latency per chunk ms: median "
                        f"{report.median_ms:.2f}, p90 {report.p90_ms:.2f}, max {report.max_ms:.2f}", err=True)  # fmt: skip
