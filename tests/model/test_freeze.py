@@ -124,6 +124,35 @@ def test_exported_models_agree_with_keras(frozen):
     assert report["clips"] == len(labels)
 
 
+@pytest.mark.parametrize("kind", ["saved_model", "tflite_float", "tflite_int8", "pyfunc"])
+def test_every_predictor_kind_scores_like_keras(frozen, mlflow_env, kind):
+    """One parity test over every form a model is scored in, on the same testing clips, against the Keras classifier
+    behind the frontend: the same top label (int8: >= 90 % of clips), scores within 1e-4 (float) / 1e-3 (TFLite)."""
+    from pipeline.inference import load_keras, load_model
+
+    params, out = frozen.params, frozen.params.paths.export
+    audio, _ = _testing(params)
+    keras_scores = load_keras(params.paths.model / "model.keras", params.features).scores(audio)
+    if kind == "pyfunc":
+        import mlflow
+
+        model = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}@challenger")
+        result = model.predict(pd.DataFrame({"audio": [_wav_bytes(clip) for clip in audio]}))
+        scores = np.stack(result["scores"]).astype(np.float32)
+    else:
+        spec = {"saved_model": out, "tflite_float": out / "model_float.tflite", "tflite_int8": out / "model_int8.tflite"}[kind]
+        predictor = load_model(spec)
+        assert predictor.labels == params.labels and predictor.sample_rate == 16000 and predictor.clip_samples == 16000
+        scores = predictor.scores(audio)
+    assert scores.shape == keras_scores.shape
+    same = float((scores.argmax(1) == keras_scores.argmax(1)).mean())
+    if kind == "tflite_int8":
+        assert same >= 0.9, same
+    else:
+        assert same == 1.0
+        assert np.abs(scores - keras_scores).max() < (1e-3 if kind == "tflite_float" else 1e-4)
+
+
 def test_registered_version_tags_and_pyfunc(frozen, mlflow_env):
     import mlflow
 
