@@ -286,13 +286,14 @@ def _quantize_boundaries(interp) -> list[dict]:
     return found
 
 
-def load_tflite(path: Path, export: dict | None = None) -> Predictor:
-    """A .tflite through ai_edge_litert (no TensorFlow); labels and rate from its embedded card or labels.txt."""
+def load_tflite(path: Path, export: dict | None = None, threads: int = 1) -> Predictor:
+    """A .tflite through ai_edge_litert (no TensorFlow) on `threads` threads; labels and rate from its embedded card
+    or labels.txt."""
     from pipeline.export.tflite import TfliteModel
 
     path = Path(path)
     try:
-        model = TfliteModel(path, num_threads=1)
+        model = TfliteModel(path, num_threads=threads)
     except (ValueError, RuntimeError) as error:
         raise KwsError(f"{path}: cannot load the TFLite model ({_first_line(error)})") from None
     card = read_tflite_card(path)
