@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -68,16 +69,20 @@ def build_demo(folder: Path) -> Path:
     return folder / "model_float.tflite"
 
 
-def run_once(code: Path, clip: Path, model: Path) -> tuple[float, dict, bool]:
-    """Wall seconds of one cold CLI call, its JSON answer, and whether it imported TensorFlow."""
+def run_once(code: Path, clip: Path, model: Path) -> tuple[float, float, dict, bool]:
+    """Wall and CPU (user + system) seconds of one cold CLI call, its JSON answer, whether it imported TensorFlow.
+    CPU time hardly depends on what else the machine runs; wall time does."""
     env = {**os.environ, "PYTHONPATH": str(code), "DVC_NO_ANALYTICS": "1", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-c", PROBE, "label-wav", str(clip), "--json", "--model", str(model)],
                           capture_output=True, text=True, env=env, cwd=code)  # fmt: skip
     wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if done.returncode != 0:
         raise SystemExit(f"error: kws label-wav failed ({done.returncode}): {done.stderr.strip().splitlines()[-3:]}")
-    return wall, json.loads(done.stdout)[0], "TENSORFLOW_IMPORTED=True" in done.stderr
+    return wall, cpu, json.loads(done.stdout)[0], "TENSORFLOW_IMPORTED=True" in done.stderr
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,13 +104,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {model} or {clip} not found (run the freeze stage, pass --model/--clip, or --build-demo DIR)", file=sys.stderr)
         return 1
     compare = args.compare or (model.parent if model.suffix == ".tflite" else None)
-    walls, answers, heavy = [], [], []
+    walls, cpus, answers, heavy = [], [], [], []
     for _ in range(args.runs):
-        wall, answer, tf_imported = run_once(args.code.resolve(), clip, model)
+        wall, cpu, answer, tf_imported = run_once(args.code.resolve(), clip, model)
         walls.append(round(wall, 3))
+        cpus.append(round(cpu, 3))
         answers.append(answer["top"][0]["label"])
         heavy.append(tf_imported)
-        print(f"{model.name}: {wall:.2f} s ({answer['top'][0]['label']}), tensorflow imported: {tf_imported}", flush=True)
+        print(f"{model.name}: {wall:.2f} s wall, {cpu:.2f} s CPU ({answer['top'][0]['label']}), tensorflow imported: "
+              f"{tf_imported}", flush=True)  # fmt: skip
     result = {
         **machine_facts(),
         "code": str(args.code.resolve()),
@@ -113,16 +120,18 @@ def main(argv: list[str] | None = None) -> int:
         "clip": str(clip),
         "runs_s": walls,
         "median_s": statistics.median(walls),
+        "cpu_s": cpus,
+        "median_cpu_s": statistics.median(cpus),
         "labels": sorted(set(answers)),
         "tensorflow_imported": any(heavy),
         "load_average_1m_after": round(os.getloadavg()[0], 2),
     }
     if compare is not None and compare.resolve() != model:
-        _, other, _ = run_once(args.code.resolve(), clip, compare.resolve())
+        _, _, other, _ = run_once(args.code.resolve(), clip, compare.resolve())
         result["compared_with"] = {"model": str(compare), "label": other["top"][0]["label"],
                                    "same_label": other["top"][0]["label"] == answers[0]}  # fmt: skip
     write_json(args.out, result)
-    print(f"median {result['median_s']:.2f} s over {args.runs} cold runs; wrote {args.out}")
+    print(f"median {result['median_s']:.2f} s wall, {result['median_cpu_s']:.2f} s CPU over {args.runs} cold runs; wrote {args.out}")
     return 0
 
 

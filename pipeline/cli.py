@@ -8,13 +8,15 @@ import logging
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from pipeline.config import Params, SyntheticSource, load_params
 from pipeline.errors import KwsError
 from pipeline.runner import quiet_environment, show_progress
+
+if TYPE_CHECKING:
+    from pipeline.config import Params
 
 app = typer.Typer(no_args_is_help=True)
 data_app = typer.Typer(help="Generate, fetch and describe datasets.", no_args_is_help=True)
@@ -38,6 +40,9 @@ def user_errors() -> Iterator[None]:
 
 
 def _params(path: Path) -> Params:
+    """params.yaml, validated; imported here so a command that needs none (a .tflite given) never pays for it."""
+    from pipeline.config import load_params
+
     return load_params(path)
 
 
@@ -53,6 +58,7 @@ def data_generate(
     """Generate the offline text-to-speech corpus (espeak and neural voices) in the Speech Commands layout."""
     with user_errors():
         params = _params(params_path)
+        from pipeline.config import SyntheticSource
         from pipeline.data.sources import generate_synthetic
 
         base = next((s for s in params.data.sources if isinstance(s, SyntheticSource)), None)
