@@ -58,7 +58,7 @@ def _one_line_error(result) -> str:
 def test_help_lists_commands():
     result = kws("--help")
     assert result.exit_code == 0
-    for command in ("label-wav", "stream", "inspect", "models", "promote", "rollback", "spectrogram", "data"):
+    for command in ("label-wav", "stream", "listen", "inspect", "models", "promote", "rollback", "spectrogram", "data"):
         assert command in result.stdout
 
 
