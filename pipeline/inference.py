@@ -120,12 +120,12 @@ class Predictor:
 
     def scores(self, audio: np.ndarray) -> np.ndarray:
         """Scores [B, C] float32 for audio [B, S] or one clip [S] (int16 is scaled to [-1, 1])."""
-        audio = as_float(audio)
+        audio = np.asarray(audio)  # a memory-mapped int16 set stays on disk: converted batch by batch
         if audio.ndim == 1:
             audio = audio[None]
         if audio.ndim != 2 or audio.shape[1] != self.clip_samples:
             raise KwsError(f"expected audio [batch, {self.clip_samples}], got shape {audio.shape}")
-        parts = [np.asarray(self.predict_fn(np.ascontiguousarray(audio[i : i + self.batch_size])), np.float32)
+        parts = [np.asarray(self.predict_fn(np.ascontiguousarray(as_float(audio[i : i + self.batch_size]))), np.float32)
                  for i in range(0, len(audio), self.batch_size)]  # fmt: skip
         return np.concatenate(parts) if parts else np.zeros((0, len(self.labels)), np.float32)
 
