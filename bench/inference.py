@@ -11,13 +11,14 @@ split stage's testing clips (the latency clip and the streaming recording) and, 
 stage's model.keras (`--model`, default paths.model/model.keras; `--no-keras` skips those rows).
 
 Latency: median and p90 ms of scoring one 1 s clip, on `--threads` threads (default 1) after a warm-up, for
-  keras             the trained classifier behind the feature layer (pipeline.export.freeze.load_serving_model),
+  keras             the trained classifier behind the feature layer (pipeline.inference.load_keras),
                     called eagerly as the freeze stage measures it, and as a tf.function (`keras_tf_function`)
   saved_model       serving_default in a fresh process with `--threads` TF threads (saved_model_latency_ms)
   tflite_float/int8 the LiteRT interpreter with num_threads=`--threads` (pipeline.export.tflite.TfliteModel)
 Streaming: a `--stream-seconds` (default 60) recording generated from the testing clips
-(pipeline.stream.recording.make_recording) scored every clip_stride_ms by pipeline.stream.run.recognize_stream
-with TFLite float, TFLite int8 and the Keras scorer (pipeline.predict.KerasScorer); speed is audio seconds per
+(pipeline.stream.recording.make_recording) scored by Predictor.stream_scores + RecognizeCommands (windows every
+clip_stride_ms, or the shared embedding sequence: *_sequence rows) with TFLite float, TFLite int8, the Keras
+classifier and the SavedModel (pipeline.inference); speed is audio seconds per
 wall second (x real time), after one warm-up batch. TensorFlow runs on `--threads` threads for all of it.
 """
 
@@ -59,38 +60,28 @@ def _round(result: dict) -> dict:
     return {k: round(v, 3) if isinstance(v, float) else v for k, v in result.items()}
 
 
-def stream_speed(score_fn, audio: np.ndarray, truth, labels: list[str], params: Params, sequence_fn=None) -> dict:
-    """Wall time of recognize_stream over the whole recording (after one warm-up batch), and its accuracy.
-    With `sequence_fn`, the shared 80 ms embedding sequence is scored instead of every window."""
+def stream_speed(predictor, mode: str, audio: np.ndarray, truth, params: Params) -> dict:
+    """Wall time of scoring + RecognizeCommands over the whole recording in `mode` (windows / sequence), after a
+    warm-up, and its accuracy."""
     from pipeline.stream.accuracy import match_detections
-    from pipeline.stream.run import recognize_stream
+    from pipeline.stream.run import recognize
 
-    feat, settings = params.features, params.evaluate.streaming
-    score_fn(np.stack([audio[: feat.clip_samples]] * 8))  # warm-up: tracing, allocation
-    stride = max(1, round(settings.clip_stride_ms * feat.sample_rate / 1000.0))
-    results = {"count": 1 + (len(audio) - feat.clip_samples) // stride}
-    counted = None
-    if sequence_fn is not None:
-        sequence_fn(audio[: 3 * feat.sample_rate])
-
-        def counted(recording: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            scores, times = sequence_fn(recording)
-            results["count"] = len(times)  # one result per 80 ms embedding step
-            return scores, times
-
+    feat = params.features
+    settings = params.evaluate.streaming.model_copy(update={"mode": mode})
+    predictor.scores(np.stack([audio[: predictor.clip_samples]] * 8))  # warm-up: tracing, allocation
+    predictor.stream_scores(audio[: 3 * feat.sample_rate], settings)
     start = time.perf_counter()
-    detections = recognize_stream(audio, score_fn, labels, settings, feat.sample_rate, clip_samples=feat.clip_samples,
-                                  sequence_fn=counted)  # fmt: skip
+    scores, times = predictor.stream_scores(audio, settings)
+    detections = recognize(scores, times, predictor.labels, settings)
     wall = time.perf_counter() - start
     seconds = len(audio) / feat.sample_rate
-    windows = results["count"]
     stats = match_detections(detections, truth, settings.time_tolerance_ms, duration_ms=seconds * 1000)
     return {
         "audio_seconds": round(seconds, 3),
         "wall_seconds": round(wall, 3),
         "x_real_time": round(seconds / wall, 2),
-        "windows": int(windows),
-        "windows_per_second": round(windows / wall, 1),
+        "windows": len(times),
+        "windows_per_second": round(len(times) / wall, 1),
         "detections": len(detections),
         "correct_percentage": round(float(stats["correct_percentage"]), 2),
         "false_positives": int(stats["false_positives"]),
@@ -140,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     import tensorflow as tf
 
     from pipeline.export.serving import read_labels, saved_model_latency_ms
-    from pipeline.export.tflite import TfliteModel, latency_ms
+    from pipeline.export.tflite import latency_ms
+    from pipeline.inference import load_keras, load_saved_model, load_tflite
     from pipeline.stream.recording import make_recording
 
     labels = read_labels(saved)
@@ -161,16 +153,15 @@ def main(argv: list[str] | None = None) -> int:
         "bytes": {},
         "streaming": {},
     }
-    runners = {name: TfliteModel(export / file, num_threads=args.threads) for name, file in TFLITE_FILES.items()}
+    runners = {name: load_tflite(export / file, threads=args.threads) for name, file in TFLITE_FILES.items()}
     latency = results["latency_ms"]
-    serving = None
+    serving, keras_predictor = None, None
     if not args.no_keras:
-        from pipeline.export.freeze import load_serving_model
-
-        serving, classifier = load_serving_model(params)
-        results["parameters"] = int(classifier.count_params())
-        keras_scores = serving(clip[None], training=False)["scores"].numpy()
-        gap = float(np.abs(keras_scores - runners["tflite_float"].predict(clip)).max())
+        keras_predictor = load_keras(keras_file, feat, params.evaluate.batch_size)
+        serving = keras_predictor.model
+        results["parameters"] = keras_predictor.info["parameters"]
+        keras_scores = keras_predictor.scores(clip)
+        gap = float(np.abs(keras_scores - runners["tflite_float"].scores(clip)).max())
         results["keras_vs_tflite_float_max_abs_diff"] = round(gap, 6)
         if gap > 1e-3:  # e.g. params.yaml's features or paths.model are not the ones this export was made from
             print(f"warning: the Keras model scores the test clip {gap:.3f} away from {export}/model_float.tflite: "
@@ -180,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         latency["keras_tf_function"] = latency_ms(compiled, clip, repeats=args.repeats)
     latency["saved_model"] = saved_model_latency_ms(saved, clip, threads=args.threads, repeats=args.repeats)
     for name, runner in runners.items():
-        latency[name] = latency_ms(runner.predict, clip, repeats=args.repeats)
+        latency[name] = latency_ms(runner.predict_fn, clip, repeats=args.repeats)
     latency.update({k: _round(v) for k, v in latency.items()})
 
     sizes = results["bytes"]
@@ -196,28 +187,22 @@ def main(argv: list[str] | None = None) -> int:
         size = sizes.get(name.removesuffix("_tf_function"))
         print(f"{name:18s} {row['median_ms']:10.2f} {row['p90_ms']:8.2f} {size if size is not None else '-':>10}")
 
-    # every *_sequence row streams on the embedding sequence, whatever params.yaml's streaming mode says
-    settings = params.evaluate.streaming.model_copy(update={"recording_seconds": args.stream_seconds, "mode": "sequence"})
+    settings = params.evaluate.streaming.model_copy(update={"recording_seconds": args.stream_seconds})
     noise = np.load(clip_files[2])
     audio, truth = make_recording(np.asarray(test_audio), test_labels, labels, noise, settings, feat.sample_rate, params.seed)
     stream_params = params.model_copy(update={"evaluate": params.evaluate.model_copy(update={"streaming": settings})})
-    scorers = {name: (runner.predict, None) for name, runner in runners.items()}
-    if not args.no_keras:
-        from pipeline.predict import KerasScorer
-
-        keras_scorer = KerasScorer(keras_file, feat, params.evaluate.batch_size)
-        scorers["keras_scorer"] = (keras_scorer, None)
-        if keras_scorer.stream_scores is not None:
-            scorers["keras_sequence"] = (keras_scorer, keras_scorer.stream_scores)
-    from pipeline.inference import load_model
-
-    saved_predictor = load_model(saved, params)
-    if saved_predictor.stream_fn is not None:
-        scorers["saved_model_sequence"] = (saved_predictor.scores, saved_predictor.stream_fn)
+    scorers = {name: (runner, "windows") for name, runner in runners.items()}
+    if keras_predictor is not None:
+        scorers["keras_scorer"] = (keras_predictor, "windows")
+        if "sequence" in keras_predictor.capabilities:
+            scorers["keras_sequence"] = (keras_predictor, "sequence")
+    saved_predictor = load_saved_model(saved)
+    if "sequence" in saved_predictor.capabilities:
+        scorers["saved_model_sequence"] = (saved_predictor, "sequence")
     print(f"\nstreaming {args.stream_seconds:g} s: windows every {settings.clip_stride_ms:g} ms; *_sequence every 80 ms")
     print(f"{'scorer':20s} {'x real time':>11s} {'results/s':>10s} {'wall s':>8s} {'detections':>10s} {'correct %':>10s}")
-    for name, (score_fn, sequence_fn) in scorers.items():
-        row = stream_speed(score_fn, audio, truth, labels, stream_params, sequence_fn)
+    for name, (predictor, mode) in scorers.items():
+        row = stream_speed(predictor, mode, audio, truth, stream_params)
         results["streaming"][name] = row
         print(f"{name:20s} {row['x_real_time']:11.2f} {row['windows_per_second']:10.1f} {row['wall_seconds']:8.2f} "
               f"{row['detections']:10d} {row['correct_percentage']:10.1f}", flush=True)  # fmt: skip

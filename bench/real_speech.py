@@ -77,26 +77,12 @@ def read_model_labels(model: Path, home: Path) -> list[str]:
 
 
 def make_scorer(model: Path, threads: int, batch: int):
-    """(score function audio [B, S] -> scores [B, C], samples per clip the model takes)."""
-    if model.suffix == ".tflite":
-        from pipeline.export.tflite import TfliteModel
+    """(score function audio [B, S] -> scores [B, C], samples per clip the model takes), via pipeline.inference."""
+    from pipeline.inference import load_saved_model, load_tflite
 
-        runner = TfliteModel(model, num_threads=threads)
-        return runner.predict, runner.clip_samples
-    import tensorflow as tf
-
-    from pipeline.export.serving import INPUT_NAME, SIGNATURE, load_saved_model_fn
-
-    signature = tf.saved_model.load(str(model)).signatures[SIGNATURE]
-    shape = signature.structured_input_signature[1][INPUT_NAME].shape
-    if shape.rank != 2 or shape[1] is None:
-        raise DataError(f"{model}: serving_default input is {shape}, expected [batch, samples]")
-    predict = load_saved_model_fn(model)
-
-    def score(audio: np.ndarray) -> np.ndarray:
-        return np.concatenate([predict(audio[i : i + batch]) for i in range(0, len(audio), batch)])
-
-    return score, int(shape[1])
+    predictor = load_tflite(model, threads=threads) if model.suffix == ".tflite" else load_saved_model(model)
+    predictor.batch_size = batch
+    return predictor.scores, predictor.clip_samples
 
 
 def format_matrix(matrix: np.ndarray, labels: list[str]) -> str:

@@ -8,15 +8,17 @@ import logging
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from pipeline.config import Params, SyntheticSource, load_params
 from pipeline.errors import KwsError
 from pipeline.runner import quiet_environment, show_progress
 
-app = typer.Typer(help="Train, evaluate, freeze and ship keyword-spotting models.", no_args_is_help=True)
+if TYPE_CHECKING:
+    from pipeline.config import Params
+
+app = typer.Typer(no_args_is_help=True)
 data_app = typer.Typer(help="Generate, fetch and describe datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
@@ -38,6 +40,9 @@ def user_errors() -> Iterator[None]:
 
 
 def _params(path: Path) -> Params:
+    """params.yaml, validated; imported here so a command that needs none (a .tflite given) never pays for it."""
+    from pipeline.config import load_params
+
     return load_params(path)
 
 
@@ -53,6 +58,7 @@ def data_generate(
     """Generate the offline text-to-speech corpus (espeak and neural voices) in the Speech Commands layout."""
     with user_errors():
         params = _params(params_path)
+        from pipeline.config import SyntheticSource
         from pipeline.data.sources import generate_synthetic
 
         base = next((s for s in params.data.sources if isinstance(s, SyntheticSource)), None)
@@ -104,30 +110,70 @@ def data_info(
 
 @app.command("spectrogram")
 def spectrogram(
-    wav: Annotated[Path, typer.Argument(help="Input wav file.")],
+    wav: Annotated[Path, typer.Argument(help="Input audio file (any length, rate and channel count).")],
     png: Annotated[Path, typer.Argument(help="Output PNG.")],
     params_path: ParamsOption = Path("params.yaml"),
 ) -> None:
-    """Draw a wav's waveform and the frontend's features (the settings of params.yaml) to a PNG."""
+    """Draw a whole recording's waveform and the frontend's features (features of params.yaml) to a PNG."""
     with user_errors():
+        from pipeline.audio import check_audio_path
+
+        check_audio_path(wav)
         params = _params(params_path)
-        if not wav.is_file():
-            raise KwsError(f"{wav}: file not found")
         from pipeline.features.plot import draw_spectrogram
 
-        draw_spectrogram(wav, png, params.features)
-        typer.echo(f"wrote {png}")
+        drawing = draw_spectrogram(wav, png, params.features)
+        for note in drawing.notes:
+            _warn(f"{wav}: {note}")
+        typer.echo(f"wrote {png}: {drawing.seconds:.2f} s; " + "; ".join(drawing.panels))
 
 
 ModelOption = Annotated[
     str | None,
-    typer.Option("--model", "-m", help="SavedModel folder, export folder, .tflite/.keras file or models:/NAME@ALIAS "
-                 "(default: paths.export/saved_model)."),  # fmt: skip
+    typer.Option("--model", "-m", help="Export folder, SavedModel folder, .tflite/.keras file or models:/NAME@ALIAS "
+                 "(default: paths.export of params.yaml)."),  # fmt: skip
 ]
 
 
 def _warn(message: str) -> None:
     typer.echo(f"warning: {message}", err=True)
+
+
+def _load_predictor(model: str | None, params_path: Path):
+    """The Predictor `--model` names, checked before anything heavy loads; params.yaml is read only for the default
+    export folder and a .keras classifier's frontend."""
+    from pipeline.inference import check_model_spec, load_model
+
+    if model:
+        check_model_spec(model)
+        if not str(model).endswith(".keras"):
+            return load_model(model)
+    params = _params(params_path)
+    if not model:
+        export = params.paths.export
+        if not (export / "saved_model" / "saved_model.pb").is_file():
+            raise KwsError(f"{export}/saved_model: no exported model; run the freeze stage (dvc repro freeze) or pass --model")
+        return load_model(export)
+    return load_model(model, params.features)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"kws {version('kws-pipeline')}")
+        except PackageNotFoundError:
+            typer.echo("kws (not installed as a package)")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    show_version: Annotated[bool, typer.Option("--version", callback=_version_callback, is_eager=True,
+                                               help="Print the version and exit.")] = False,  # fmt: skip
+) -> None:
+    """Train, evaluate, freeze and ship keyword-spotting models."""
 
 
 @app.command("label-wav")
@@ -138,41 +184,53 @@ def label_wav(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output: a JSON list, one entry per file.")] = False,
     params_path: ParamsOption = Path("params.yaml"),
 ) -> None:
-    """Top labels and scores of each file; other sample rates, stereo and other lengths are converted with a warning."""
+    """Top labels and scores of each file's first clip; other sample rates, stereo and other lengths are converted
+    with a warning (only the frames one clip needs are read; `kws stream` scores a whole recording)."""
     failed = 0
     with user_errors():
-        params = _params(params_path)
         import numpy as np
 
-        from pipeline.inference import load_model
-        from pipeline.predict import read_clip
+        from pipeline.audio import check_audio_path
 
-        predictor = load_model(model, params)
-        k = min(top_k, len(predictor.labels))
-        results: list[dict] = []
-        for path in files:
+        results: dict[Path, dict] = {}
+        for path in files:  # files are checked before any model loads
             try:
-                clip = read_clip(path, predictor.sample_rate, predictor.clip_samples)
+                check_audio_path(path)
+            except KwsError as error:
+                typer.echo(f"error: {error}", err=True)
+                results[path] = {"file": str(path), "error": str(error)}
+                failed += 1
+        if failed == len(files):
+            raise typer.Exit(1)
+        predictor = _load_predictor(model, params_path)
+        k = min(top_k, len(predictor.labels))
+        for path in files:
+            if path in results:
+                continue
+            try:
+                clip = predictor.read(path)
             except KwsError as error:  # one unreadable file does not stop the others
                 typer.echo(f"error: {error}", err=True)
-                results.append({"file": str(path), "error": str(error)})
+                results[path] = {"file": str(path), "error": str(error)}
                 failed += 1
                 continue
             for note in clip.notes:
-                _warn(f"{path}: {note}")
+                _warn(f"{path}: {note}" + (f"; only the first clip is scored: `kws stream {path}` scores the whole "
+                                           "recording" if note.startswith("trimmed") else ""))  # fmt: skip
             scores = predictor.scores(clip.audio[None])[0]
             order = np.argsort(-scores, kind="stable")[:k]
             top = [{"label": predictor.labels[i], "score": round(float(scores[i]), 6)} for i in order]
-            results.append({"file": str(path), "top": top, "notes": clip.notes})
+            results[path] = {"file": str(path), "top": top, "notes": clip.notes, "seconds": round(clip.seconds, 3)}
+        rows = [results[path] for path in files]
         if as_json:
-            typer.echo(json.dumps(results, indent=2))
+            typer.echo(json.dumps(rows, indent=2))
         else:
             from rich.console import Console
             from rich.table import Table
 
             view = Table("file", *(f"#{i + 1}" for i in range(k)))
             view.columns[0].overflow = "fold"
-            for row in results:
+            for row in rows:
                 cells = [f"{t['label']} {t['score']:.3f}" for t in row["top"]] if "top" in row else ["unreadable"]
                 view.add_row(row["file"], *cells)
             Console().print(view)
@@ -180,49 +238,119 @@ def label_wav(
         raise typer.Exit(1)
 
 
+def _stream_settings(params_path: Path, overrides: dict):
+    """evaluate.streaming of params.yaml (defaults when there is none) with the command line's overrides."""
+    from pipeline.config import StreamParams
+
+    base = _params(params_path).evaluate.streaming if params_path.is_file() else StreamParams()
+    return base.model_copy(update={key: value for key, value in overrides.items() if value is not None})
+
+
+class _Progress:
+    """`streaming: 40% of 1800.0 s` lines on stderr, one per 10 %, for recordings longer than a minute."""
+
+    def __init__(self, seconds: float, enabled: bool):
+        self.seconds, self.enabled, self.next = seconds, enabled, 10
+
+    def __call__(self, done: int, total: int) -> None:
+        percent = 100 * done // max(total, 1)
+        if self.enabled and percent >= self.next:
+            typer.echo(f"streaming: {percent}% of {self.seconds:.1f} s", err=True)
+            self.next = (percent // 10 + 1) * 10
+
+
+ThresholdOption = Annotated[float | None, typer.Option("--threshold", min=0.0, max=1.0,
+                            help="Detection threshold (default: evaluate.streaming.detection_threshold).")]  # fmt: skip
+AverageOption = Annotated[float | None, typer.Option("--average-window-ms", min=1.0, help="Averaging window in ms.")]
+SuppressionOption = Annotated[float | None, typer.Option("--suppression-ms", min=0.0, help="Quiet time after a detection in ms.")]
+CountOption = Annotated[int | None, typer.Option("--minimum-count", min=1, help="Results needed in the window.")]
+
+
+def _stream_overrides(threshold, average_window_ms, suppression_ms, minimum_count) -> dict:
+    return {"detection_threshold": threshold, "average_window_ms": average_window_ms,
+            "suppression_ms": suppression_ms, "minimum_count": minimum_count}  # fmt: skip
+
+
 @app.command("stream")
 def stream(
     wav: Annotated[Path, typer.Argument(help="A recording of any length (resampled and mixed to mono as needed).")],
     model: ModelOption = None,
+    threshold: ThresholdOption = None,
+    average_window_ms: AverageOption = None,
+    suppression_ms: SuppressionOption = None,
+    minimum_count: CountOption = None,
     as_json: JsonOption = False,
     params_path: ParamsOption = Path("params.yaml"),
 ) -> None:
-    """Commands heard in a long recording: sliding windows smoothed by RecognizeCommands (evaluate.streaming)."""
+    """Commands heard in a long recording, smoothed by RecognizeCommands (evaluate.streaming, overridable here)."""
     with user_errors():
-        params = _params(params_path)
         import numpy as np
 
-        from pipeline.inference import load_model
-        from pipeline.predict import read_clip
-        from pipeline.stream.run import recognize_stream, stream_mode
+        from pipeline.audio import check_audio_path
 
-        predictor = load_model(model, params)
-        clip = read_clip(wav, predictor.sample_rate, None)
+        check_audio_path(wav)
+        settings = _stream_settings(params_path, _stream_overrides(threshold, average_window_ms, suppression_ms, minimum_count))
+        predictor = _load_predictor(model, params_path)
+        clip = predictor.read(wav, whole=True)
         for note in clip.notes:
             _warn(f"{wav}: {note}")
         audio = clip.audio
         if len(audio) < predictor.clip_samples:
             _warn(f"{wav}: {len(audio)} samples, shorter than one window; padded to {predictor.clip_samples}")
             audio = np.pad(audio, (0, predictor.clip_samples - len(audio)))
-        settings = params.evaluate.streaming
-        detections = recognize_stream(audio, predictor.scores, predictor.labels, settings, predictor.sample_rate,
-                                      clip_samples=predictor.clip_samples, sequence_fn=predictor.stream_fn)  # fmt: skip
+        progress = _Progress(clip.seconds, clip.seconds > 60)
+        detections = predictor.detect(audio, settings, progress)
         found = [{"time_s": round(d.time_ms / 1000.0, 3), "label": d.label, "score": round(float(d.score), 4)} for d in detections]
         keys = ("clip_stride_ms", "average_window_ms", "detection_threshold", "suppression_ms", "minimum_count")
         if as_json:
-            typer.echo(json.dumps({"file": str(wav), "seconds": round(len(clip.audio) / predictor.sample_rate, 3),
+            typer.echo(json.dumps({"file": str(wav), "seconds": round(clip.seconds, 3), "labels": predictor.labels,
                                    "settings": {key: getattr(settings, key) for key in keys},
-                                   "mode": stream_mode(settings, predictor.stream_fn),
-                                   "detections": found}, indent=2))  # fmt: skip
+                                   "mode": predictor.stream_mode(settings), "detections": found}, indent=2))  # fmt: skip
             return
         from rich.console import Console
         from rich.table import Table
 
-        view = Table("time (s)", "label", "score", title=f"{wav} ({len(clip.audio) / predictor.sample_rate:.1f} s)")
+        view = Table("time (s)", "label", "score", title=f"{wav} ({clip.seconds:.1f} s)")
         for row in found:
             view.add_row(f"{row['time_s']:.2f}", row["label"], f"{row['score']:.3f}")
         Console().print(view)
         typer.echo(f"{len(found)} detection(s)")
+
+
+@app.command("listen")
+def listen(
+    model: ModelOption = None,
+    source: Annotated[str, typer.Option("--input", "-i", help="'-': raw 16-bit little-endian mono PCM on stdin at "
+                                        "--rate; 'mic': the default input device (sounddevice).")] = "mic",  # fmt: skip
+    rate: Annotated[int, typer.Option("--rate", min=8000, max=48000, help="Sample rate of the input.")] = 16000,
+    chunk_ms: Annotated[int, typer.Option("--chunk-ms", min=10, max=2000, help="Audio scored per step.")] = 100,
+    threshold: ThresholdOption = None,
+    average_window_ms: AverageOption = None,
+    suppression_ms: SuppressionOption = None,
+    minimum_count: CountOption = None,
+    show_latency: Annotated[bool, typer.Option("--latency", help="Print per-chunk scoring latency at the end.")] = False,
+    params_path: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Live keyword spotting: one line per detection (time, label, score), the smoothing of `kws stream`.
+
+    `arecord -f S16_LE -r 16000 -c 1 -t raw | kws listen --input -` works with no extra package."""
+    with user_errors():
+        from pipeline.stream.live import listen as run_listen
+        from pipeline.stream.live import microphone_chunks, pcm_chunks
+
+        if source not in ("-", "mic"):
+            raise KwsError(f"--input {source!r}: expected '-' (raw PCM on stdin) or 'mic'")
+        settings = _stream_settings(params_path, _stream_overrides(threshold, average_window_ms, suppression_ms, minimum_count))
+        predictor = _load_predictor(model, params_path)
+        chunk = max(1, rate * chunk_ms // 1000)
+        chunks = pcm_chunks(sys.stdin.buffer, chunk) if source == "-" else microphone_chunks(rate, chunk)
+        typer.echo(f"listening ({source}, {rate} Hz, {chunk_ms} ms chunks) for: "
+                   + " ".join(label for label in predictor.labels if not label.startswith("_")), err=True)  # fmt: skip
+        report = run_listen(predictor, chunks, rate, settings,
+                            lambda d: typer.echo(f"{d.time_ms / 1000.0:9.3f} s  {d.label}  {d.score:.3f}"))  # fmt: skip
+        if show_latency:
+            typer.echo(f"chunks {report.chunks}, audio {report.seconds:.2f} s, latency per chunk ms: median "
+                       f"{report.median_ms:.2f}, p90 {report.p90_ms:.2f}, max {report.max_ms:.2f}", err=True)  # fmt: skip
 
 
 @app.command("inspect")
@@ -233,10 +361,7 @@ def inspect_model(
 ) -> None:
     """Input/output tensors, labels, sizes, parameters and quantization of a model."""
     with user_errors():
-        params = _params(params_path)
-        from pipeline.inference import load_model
-
-        facts = load_model(model, params).describe()
+        facts = _load_predictor(model, params_path).describe()
         if as_json:
             typer.echo(json.dumps(facts, indent=2, default=str))
             return
@@ -246,7 +371,7 @@ def inspect_model(
         console = Console()
         view = Table("", "", show_header=False, title=str(facts["path"]))
         view.columns[1].overflow = "fold"
-        for key in ("kind", "sample_rate", "clip_samples", "parameters", "bytes"):
+        for key in ("kind", "sample_rate", "clip_samples", "parameters", "bytes", "streaming"):
             if facts.get(key) is not None:
                 view.add_row(key, f"{facts[key]:,}" if key in ("parameters", "bytes") else str(facts[key]))
         view.add_row("labels", " ".join(facts["labels"]))

@@ -214,9 +214,11 @@ class FeaturesParams(Strict):
     @property
     def feature_shape(self) -> tuple[int, int]:
         """(time steps, values per step) of one clip's features: the models' input shape."""
+        from pipeline.features.geometry import EMBEDDING_DIM, embedding_count
+
         if self.preprocess == "speech_embedding":
-            mel_frames = (self.sample_rate * self.embedding.pad_to_ms // 1000 - 512) // 160 + 1
-            return (mel_frames - 76) // 8 + 1, 96
+            padded = max(self.clip_samples, self.sample_rate * self.embedding.pad_to_ms // 1000)
+            return embedding_count(padded), EMBEDDING_DIM
         return self.frames, self.feature_bin_count
 
     @property
@@ -233,7 +235,9 @@ class FeaturesParams(Strict):
 
     @property
     def frames(self) -> int:
-        return 1 + (self.clip_samples - self.window_samples) // self.stride_samples
+        from pipeline.features.geometry import frame_count
+
+        return frame_count(self.clip_samples, self.window_samples, self.stride_samples)
 
     @model_validator(mode="after")
     def _fits(self) -> FeaturesParams:
@@ -328,10 +332,18 @@ class EvaluateParams(Strict):
 class FreezeParams(Strict):
     """Exports (SavedModel, TFLite float/int8) and registration in the MLflow model registry."""
 
-    registered_model_name: str = "kws"
+    registered_model_name: str = Field("kws", min_length=1)
     max_int8_drop: float = Field(1.0, ge=0, le=100)
     representative_clips: int = Field(300, ge=10)
     latency_repeats: int = Field(50, ge=1)
+
+    @field_validator("registered_model_name")
+    @classmethod
+    def _filterable(cls, name: str) -> str:
+        """The name goes into MLflow filter strings (`name = '...'`), where a quote or backslash breaks them."""
+        if any(c in name for c in "'\"\\"):
+            raise ValueError(f"{name!r} holds a quote or backslash; use letters, digits, spaces, '-', '_' or '.'")
+        return name
 
 
 class Params(Strict):

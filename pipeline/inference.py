@@ -1,40 +1,99 @@
-"""Any form of a trained model behind one interface for the CLI: SavedModel, TFLite, Keras, export folder, registry URI.
+"""One way to score audio: a `Predictor` for every form of a trained model, described by the model itself.
 
-`load_model(spec, params)` takes
-* None: `paths.export/saved_model` (what the freeze stage writes);
-* a SavedModel folder, an export folder holding `saved_model/`, or a downloaded MLflow model folder (`MLmodel`);
-* a `.tflite` file (float or int8: float audio in, float scores out either way);
-* a `.keras` classifier (features -> logits) from the train stage, run behind the frontend of params.yaml;
-* `models:/NAME@ALIAS`, `models:/NAME/VERSION` or `models:/m-ID`: downloaded from the MLflow registry
-  (pipeline.tracking.registry.download_model) and run through the pyfunc model's SavedModel.
-Labels come from the model's labels.txt; the sample rate from export.json or the pyfunc config, else params.yaml.
+`load_model(spec)` takes
+* an export folder (`saved_model/` inside), a SavedModel folder or a downloaded MLflow model folder (`MLmodel`);
+* a `.tflite` file (float or int8: float audio in, float scores out) — loaded with `ai_edge_litert` and numpy
+  only, TensorFlow is never imported on that path;
+* `models:/NAME@ALIAS`, `models:/NAME/VERSION` or `models:/m-ID` (pipeline.tracking.registry.download_model);
+* a `.keras` classifier (features -> logits, for development): labels from the `labels.txt` the train stage wrote
+  beside it, the frontend from the `features` given by the caller (the only form that needs them).
+
+Labels, sample rate, clip length and streaming geometry come from the artifact: the model card `kws.json`
+(`assets/kws.json` inside a SavedModel, an associated file zipped onto the end of a `.tflite`, as TFLite Support
+packs labels) and `labels.txt`; never from params.yaml. Every scorer in the project — the CLI, evaluate,
+freeze's export checks, the MLflow pyfunc model, the benches — goes through `Predictor.scores` / `detect`.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import tempfile
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pipeline.config import Params
+from pipeline.audio import Clip, as_float, read_audio
 from pipeline.errors import KwsError
+
+if TYPE_CHECKING:
+    from pipeline.config import FeaturesParams, StreamParams
+    from pipeline.stream.recognize import Detection
 
 log = logging.getLogger(__name__)
 
 SIGNATURE = "serving_default"
-INPUT_NAME = "audio"  # same names as pipeline.export.serving (not imported: that module imports TensorFlow)
+EMBED_SIGNATURE = "embed_sequence"  # audio [1, S] (any length, unpadded) -> embeddings [1, M, 96]
+HEAD_SIGNATURE = "head"  # embeddings [B, N, 96] -> scores [B, C]
+INPUT_NAME = "audio"
 OUTPUT_NAME = "scores"
+EMBEDDINGS_NAME = "embeddings"
 LABELS_FILE = "labels.txt"
+CARD_FILE = "kws.json"  # the model card: labels, sample_rate, clip_samples, preprocess, streaming geometry
+CARD_FORMAT = 1
+Progress = Callable[[int, int], None]  # (done, total) units of work
+
+
+def model_card(labels: list[str], sample_rate: int, clip_samples: int, preprocess: str,
+               streaming: dict | None = None) -> dict:  # fmt: skip
+    """What a Predictor needs to know about an exported model; `streaming` is {hop, span, window_vectors} (samples,
+    samples, vectors) for a model that scores a shared embedding sequence, else None."""
+    return {"format": CARD_FORMAT, "labels": list(labels), "sample_rate": int(sample_rate),
+            "clip_samples": int(clip_samples), "preprocess": preprocess, "streaming": streaming}  # fmt: skip
+
+
+def card_archive(card: dict) -> bytes:
+    """`kws.json` and `labels.txt` as a zip, appended to a .tflite (TFLite Support's associated files): the
+    interpreter ignores bytes after the flatbuffer, `zipfile` finds the archive from the end of the file."""
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as z:
+        z.writestr(CARD_FILE, json.dumps(card, indent=2))
+        z.writestr(LABELS_FILE, "".join(f"{label}\n" for label in card["labels"]))
+    return archive.getvalue()
+
+
+def read_tflite_card(path: Path) -> dict | None:
+    """The model card zipped onto a .tflite, or None when the file carries none."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return json.loads(z.read(CARD_FILE))
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError):
+        return None
+
+
+def read_saved_model_card(folder: Path) -> dict | None:
+    """The model card in a SavedModel's assets, or None (an export made before cards existed)."""
+    return _read_json(Path(folder) / "assets" / CARD_FILE)
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 @dataclass
 class Predictor:
-    """Float audio [B, clip_samples] at `sample_rate` in, class scores [B, len(labels)] out."""
+    """Float audio [B, clip_samples] at `sample_rate` in, class scores [B, len(labels)] out, for any model form.
+
+    Capabilities are declared in `capabilities`: "clips" (always), "sequence" (scores a long recording on the
+    shared embedding sequence), "features" (scores precomputed features: the Keras classifier)."""
 
     kind: str  # saved_model | tflite | keras
     path: Path
@@ -44,32 +103,66 @@ class Predictor:
     predict_fn: Callable[[np.ndarray], np.ndarray]
     info: dict = field(default_factory=dict)
     batch_size: int = 256
-    stream_fn: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None  # shared-sequence streaming
+    sequence_fn: Callable[..., tuple[np.ndarray, np.ndarray]] | None = None  # (audio [S], progress) -> scores, times
+    features_fn: Callable[[np.ndarray], np.ndarray] | None = None  # features [B, T, F] -> scores [B, C]
+    describe_fn: Callable[[], dict] | None = None  # facts that cost time to gather (op counts), for `kws inspect`
+    stream_geometry: dict | None = None  # sequence models: {hop, span, window_vectors} (samples, samples, vectors)
+    model: object | None = None  # Keras only: the serving model (audio -> {scores}) that the freeze stage exports
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        return frozenset({"clips"} | ({"sequence"} if self.sequence_fn else set())
+                         | ({"features"} if self.features_fn else set()))  # fmt: skip
+
+    def read(self, source: str | Path | bytes, whole: bool = False) -> Clip:
+        """A file or wav bytes at this model's rate: one clip (padded/trimmed), or the whole recording."""
+        return read_audio(source, self.sample_rate, None if whole else self.clip_samples)
 
     def scores(self, audio: np.ndarray) -> np.ndarray:
         """Scores [B, C] float32 for audio [B, S] or one clip [S] (int16 is scaled to [-1, 1])."""
-        audio = np.asarray(audio)
-        if audio.dtype == np.int16:
-            audio = audio.astype(np.float32) / 32768.0
-        audio = np.asarray(audio, np.float32)
+        audio = np.asarray(audio)  # a memory-mapped int16 set stays on disk: converted batch by batch
         if audio.ndim == 1:
             audio = audio[None]
         if audio.ndim != 2 or audio.shape[1] != self.clip_samples:
             raise KwsError(f"expected audio [batch, {self.clip_samples}], got shape {audio.shape}")
-        parts = [np.asarray(self.predict_fn(audio[i : i + self.batch_size]), np.float32)
+        parts = [np.asarray(self.predict_fn(np.ascontiguousarray(as_float(audio[i : i + self.batch_size]))), np.float32)
                  for i in range(0, len(audio), self.batch_size)]  # fmt: skip
         return np.concatenate(parts) if parts else np.zeros((0, len(self.labels)), np.float32)
 
+    def scores_from_features(self, features: np.ndarray) -> np.ndarray:
+        """Scores [B, C] from precomputed features [B, T, F] (the features stage's arrays); Keras models only."""
+        if self.features_fn is None:
+            raise KwsError(f"{self.path}: a {self.kind} model takes audio, not precomputed features")
+        parts = [np.asarray(self.features_fn(features[i : i + self.batch_size]), np.float32)
+                 for i in range(0, len(features), self.batch_size)]  # fmt: skip
+        return np.concatenate(parts) if parts else np.zeros((0, len(self.labels)), np.float32)
+
+    def stream_mode(self, settings: StreamParams) -> str:
+        """`sequence` when the settings ask for it and the model can, else `windows` (pipeline.stream.run)."""
+        from pipeline.stream.run import stream_mode
+
+        return stream_mode(settings, self.sequence_fn)
+
+    def stream_scores(self, audio: np.ndarray, settings: StreamParams, progress: Progress | None = None):
+        """(scores [N, C], END times [N] in ms) over a long recording [S], in the mode `stream_mode` chooses."""
+        from pipeline.stream.run import recording_scores
+
+        return recording_scores(as_float(audio).reshape(-1), self.scores, settings, self.sample_rate,
+                                clip_samples=self.clip_samples, batch_size=self.batch_size,
+                                sequence_fn=self.sequence_fn, progress=progress)  # fmt: skip
+
+    def detect(self, audio: np.ndarray, settings: StreamParams, progress: Progress | None = None) -> list[Detection]:
+        """Commands heard in a recording of any length [S], smoothed by RecognizeCommands (`settings`)."""
+        from pipeline.stream.run import recognize
+
+        scores, times_ms = self.stream_scores(audio, settings, progress)
+        return recognize(scores, times_ms, self.labels, settings)
+
     def describe(self) -> dict:
         """What `kws inspect` shows: kind, tensors, labels, sizes, parameters, quantization, provenance."""
-        return {
-            "kind": self.kind,
-            "path": str(self.path),
-            "labels": list(self.labels),
-            "sample_rate": self.sample_rate,
-            "clip_samples": self.clip_samples,
-            **self.info,
-        }
+        extra = self.describe_fn() if self.describe_fn else {}
+        return {"kind": self.kind, "path": str(self.path), "labels": list(self.labels), "sample_rate": self.sample_rate,
+                "clip_samples": self.clip_samples, "capabilities": sorted(self.capabilities), **self.info, **extra}  # fmt: skip
 
 
 def _tensor(name: str, shape, dtype) -> dict:
@@ -80,21 +173,24 @@ def _size(path: Path) -> int:
     return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
-def _labels(folder: Path, classes: int, params: Params) -> list[str]:
-    path = folder / LABELS_FILE
-    labels = path.read_text(encoding="utf-8").split() if path.is_file() else list(params.labels)
-    if not path.is_file():
-        log.warning("%s not found; using the labels of params.yaml", path)
+def _labels(folder: Path, classes: int, card: dict | None, where: Path) -> list[str]:
+    """Labels from the model card, else labels.txt beside the model; never from params.yaml."""
+    if card and card.get("labels"):
+        labels, source = list(card["labels"]), f"{where} (model card)"
+    elif (folder / LABELS_FILE).is_file():
+        labels, source = (folder / LABELS_FILE).read_text(encoding="utf-8").split(), str(folder / LABELS_FILE)
+    else:
+        raise KwsError(f"{where}: carries no labels and no {LABELS_FILE} lies beside it; copy the export's {LABELS_FILE}")
     if len(labels) != classes:
-        raise KwsError(f"{path if path.is_file() else 'params.yaml'}: {len(labels)} labels for a model with {classes} scores")
+        raise KwsError(f"{source}: {len(labels)} labels for a model with {classes} scores")
     return labels
+
+
+def _sample_rate(card: dict | None, export: dict | None, where: Path) -> int:
+    for facts in (card, export):
+        if facts and facts.get("sample_rate"):
+            return int(facts["sample_rate"])
+    raise KwsError(f"{where}: no sample rate in its model card or export.json; re-run the freeze stage")
 
 
 def _export_facts(export: dict | None) -> dict:
@@ -102,78 +198,81 @@ def _export_facts(export: dict | None) -> dict:
     if not export:
         return {}
     facts = {"parameters": export.get("parameters"), "parameters_source": "export.json"}
-    testing = export.get("testing") or {}
-    if testing:
-        facts["export_testing"] = testing
+    if export.get("testing"):
+        facts["export_testing"] = export["testing"]
     if export.get("bytes"):
         facts["export_bytes"] = export["bytes"]
     return facts
 
 
-def _load_saved_model(folder: Path, params: Params, sample_rate: int | None, export: dict | None) -> Predictor:
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+
+
+def load_saved_model(folder: Path, export: dict | None = None, sample_rate: int | None = None) -> Predictor:
+    """A SavedModel with `serving_default` audio -> scores (and, for a speech-embedding model, the streaming pair)."""
     import tensorflow as tf
 
+    folder = Path(folder)
     try:
         loaded = tf.saved_model.load(str(folder))
     except (OSError, ValueError, RuntimeError) as error:
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
-        raise KwsError(f"{folder}: cannot load the SavedModel ({first})") from None
+        raise KwsError(f"{folder}: cannot load the SavedModel ({_first_line(error)})") from None
     if SIGNATURE not in loaded.signatures:
         raise KwsError(f"{folder}: SavedModel has no {SIGNATURE!r} signature (found {sorted(loaded.signatures)})")
     fn = loaded.signatures[SIGNATURE]
-    inputs = fn.structured_input_signature[1]
-    outputs = fn.structured_outputs
+    inputs, outputs = fn.structured_input_signature[1], fn.structured_outputs
     if INPUT_NAME not in inputs or OUTPUT_NAME not in outputs:
         raise KwsError(f"{folder}: signature is {sorted(inputs)} -> {sorted(outputs)}, expected {INPUT_NAME} -> {OUTPUT_NAME}")
-    spec, out = inputs[INPUT_NAME], outputs[OUTPUT_NAME]
-    clip_samples, classes = int(spec.shape[-1]), int(out.shape[-1])
+    clip_samples, classes = int(inputs[INPUT_NAME].shape[-1]), int(outputs[OUTPUT_NAME].shape[-1])
+    card = read_saved_model_card(folder)
+    rate = int(sample_rate) if sample_rate else _sample_rate(card, export, folder)
 
     def predict(audio: np.ndarray) -> np.ndarray:
         return fn(**{INPUT_NAME: tf.constant(audio, tf.float32)})[OUTPUT_NAME].numpy()
 
-    stream_fn = _sequence_fn(loaded, params)
+    sequence_fn, geometry = _saved_sequence_fn(loaded, card, rate)
     info = {
         "signature": SIGNATURE,
-        "streaming": "sequence" if stream_fn else "windows",
+        "streaming": "sequence" if sequence_fn else "windows",
         "inputs": [_tensor(name, s.shape.as_list(), s.dtype.name) for name, s in sorted(inputs.items())],
         "outputs": [_tensor(name, s.shape.as_list(), s.dtype.name) for name, s in sorted(outputs.items())],
         "bytes": _size(folder),
+        "model_card": bool(card),
         **_export_facts(export),
     }
     if info.get("parameters") is None:
         info["parameters"] = int(sum(np.prod(v.shape) for v in loaded.variables))
         info["parameters_source"] = "SavedModel variables (frontend constants included)"
-    return Predictor("saved_model", folder, _labels(folder, classes, params),
-                     int(sample_rate or params.features.sample_rate), clip_samples, predict, info,
-                     stream_fn=stream_fn)  # fmt: skip
+    return Predictor("saved_model", folder, _labels(folder, classes, card, folder), rate, clip_samples, predict, info,
+                     sequence_fn=sequence_fn, stream_geometry=geometry)  # fmt: skip
 
 
-def _sequence_fn(loaded, params: Params):
-    """Streaming on the shared embedding sequence through a SavedModel's `embed_sequence` and `head` signatures."""
-    from pipeline.export.serving import EMBED_SIGNATURE, EMBEDDINGS_NAME, HEAD_SIGNATURE
-
+def _saved_sequence_fn(loaded, card: dict | None, sample_rate: int):
+    """Streaming on the shared embedding sequence through `embed_sequence` and `head`, geometry from the card."""
     if EMBED_SIGNATURE not in loaded.signatures or HEAD_SIGNATURE not in loaded.signatures:
-        return None
+        return None, None
     import tensorflow as tf
 
-    from pipeline.features.embedding import STREAM_HOP, STREAM_SPAN
+    from pipeline.features.geometry import STREAM_HOP, STREAM_SPAN
     from pipeline.stream.sequence import sequence_scores
 
+    geometry = (card or {}).get("streaming") or {}
+    hop, span = int(geometry.get("hop", STREAM_HOP)), int(geometry.get("span", STREAM_SPAN))  # older exports: fixed
     embed, head = loaded.signatures[EMBED_SIGNATURE], loaded.signatures[HEAD_SIGNATURE]
     window = int(head.structured_input_signature[1][EMBEDDINGS_NAME].shape[1])
 
-    def stream(audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def stream(audio: np.ndarray, progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray]:
         return sequence_scores(
             audio, lambda a: embed(**{INPUT_NAME: tf.constant(a)})[EMBEDDINGS_NAME].numpy(),
             lambda e: head(**{EMBEDDINGS_NAME: tf.constant(e)})[OUTPUT_NAME].numpy(),
-            window_vectors=window, hop=STREAM_HOP, span=STREAM_SPAN, sample_rate=params.features.sample_rate)  # fmt: skip
+            window_vectors=window, hop=hop, span=span, sample_rate=sample_rate, progress=progress)  # fmt: skip
 
-    return stream
+    return stream, {"hop": hop, "span": span, "window_vectors": window}
 
 
-def _quantize_boundaries(model) -> list[dict]:
+def _quantize_boundaries(interp) -> list[dict]:
     """Scale and zero point of every QUANTIZE / DEQUANTIZE op's quantized tensor (where float meets int8)."""
-    interp = model.interpreter
     found = []
     for op in interp._get_ops_details():  # noqa: SLF001 - no public per-op API (pipeline.export.tflite uses it too)
         if op["op_name"] not in ("QUANTIZE", "DEQUANTIZE"):
@@ -187,53 +286,94 @@ def _quantize_boundaries(model) -> list[dict]:
     return found
 
 
-def _load_tflite(path: Path, params: Params, export: dict | None) -> Predictor:
+def load_tflite(path: Path, export: dict | None = None, threads: int = 1) -> Predictor:
+    """A .tflite through ai_edge_litert (no TensorFlow) on `threads` threads; labels and rate from its embedded card
+    or labels.txt."""
     from pipeline.export.tflite import TfliteModel
 
+    path = Path(path)
     try:
-        model = TfliteModel(path, num_threads=1)
+        model = TfliteModel(path, num_threads=threads)
     except (ValueError, RuntimeError) as error:
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
-        raise KwsError(f"{path}: cannot load the TFLite model ({first})") from None
-    details = model.details()
+        raise KwsError(f"{path}: cannot load the TFLite model ({_first_line(error)})") from None
+    card = read_tflite_card(path)
     classes = int(model.output["shape_signature"][-1])
+    labels = _labels(path.parent, classes, card, path)
+    if card is None:
+        log.warning("%s carries no model card (an export made before cards existed); labels from %s", path,
+                    path.parent / LABELS_FILE)  # fmt: skip
+
+    def describe() -> dict:
+        details = model.details()
+        converted = next((v for v in ((export or {}).get("tflite") or {}).values()
+                          if Path(v.get("path", "")).name == path.name), None)  # fmt: skip
+        return {
+            "inputs": details["inputs"], "outputs": details["outputs"], "bytes": details["bytes"],
+            "tflite": {key: details[key] for key in ("ops", "macs", "int8_mac_fraction", "weight_bytes")},
+            "quantization": {
+                "mode": converted.get("mode") if converted else ("int8" if details["int8_mac_fraction"] > 0 else "float"),
+                "scheme": converted.get("scheme") if converted else None,
+                "int8_mac_fraction": details["int8_mac_fraction"],
+                "boundaries": _quantize_boundaries(model.interpreter),
+            },
+        }
+
+    info = {"streaming": "windows", "model_card": card is not None, **_export_facts(export)}
+    return Predictor("tflite", path, labels, _sample_rate(card, export, path), model.clip_samples, model.predict, info,
+                     describe_fn=describe)  # fmt: skip
+
+
+def load_keras(path: Path, features: FeaturesParams, batch_size: int = 256) -> Predictor:
+    """The trained classifier (features -> logits) behind the frontend `features` describe, composed by
+    pipeline.export.serving.build_serving_model exactly as it is exported; labels from labels.txt beside it."""
+    import tensorflow as tf
+
+    from pipeline.export.serving import load_serving_model, sequence_parts
+
+    path = Path(path)
+    serving, classifier = load_serving_model(path, features)
+    classes = int(classifier.output_shape[-1])
+    labels = _labels(path.parent, classes, None, path)
+    samples = features.clip_samples
+
+    @tf.function(input_signature=[tf.TensorSpec([None, samples], tf.float32)], reduce_retracing=True)
+    def scores(audio):
+        return serving(audio, training=False)[OUTPUT_NAME]
+
+    def from_features(features_batch: np.ndarray) -> np.ndarray:
+        return tf.nn.softmax(classifier(features_batch, training=False)).numpy()
+
+    sequence_fn, geometry = None, None
+    parts = sequence_parts(serving)
+    if parts is not None:
+        from pipeline.stream.sequence import sequence_scores
+
+        layer, head = parts
+        sequence = tf.function(layer.sequence, input_signature=[tf.TensorSpec([1, None], tf.float32)])
+        hop, span = layer.stream_geometry
+        window = layer.steps_for(samples)
+        geometry = {"hop": int(hop), "span": int(span), "window_vectors": int(window)}
+
+        def head_scores(embeddings: np.ndarray) -> np.ndarray:
+            return tf.nn.softmax(head(embeddings, training=False)).numpy()
+
+        def sequence_fn(audio: np.ndarray, progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray]:
+            return sequence_scores(audio, lambda a: sequence(a).numpy(), head_scores, window_vectors=window, hop=hop,
+                                   span=span, sample_rate=features.sample_rate, batch_size=batch_size,
+                                   progress=progress)  # fmt: skip
+
     info = {
-        "inputs": details["inputs"],
-        "outputs": details["outputs"],
-        "bytes": details["bytes"],
-        **_export_facts(export),
-        "tflite": {key: details[key] for key in ("ops", "macs", "int8_mac_fraction", "weight_bytes")},
-    }
-    converted = next((v for v in ((export or {}).get("tflite") or {}).values() if Path(v.get("path", "")).name == path.name), None)
-    info["quantization"] = {
-        "mode": converted.get("mode") if converted else ("int8" if details["int8_mac_fraction"] > 0 else "float"),
-        "scheme": converted.get("scheme") if converted else None,
-        "int8_mac_fraction": details["int8_mac_fraction"],
-        "boundaries": _quantize_boundaries(model),
-    }
-    sample_rate = (export or {}).get("sample_rate") or params.features.sample_rate
-    return Predictor("tflite", path, _labels(path.parent, classes, params), int(sample_rate), model.clip_samples,
-                     model.predict, info)  # fmt: skip
-
-
-def _load_keras(path: Path, params: Params) -> Predictor:
-    from pipeline.predict import KerasScorer
-
-    scorer = KerasScorer(path, params.features)
-    classes = int(scorer.model.output_shape[-1])
-    if classes != len(params.labels):
-        raise KwsError(f"{path}: {classes} scores but params.yaml has {len(params.labels)} labels")
-    samples = params.features.clip_samples
-    info = {
+        "streaming": "sequence" if sequence_fn else "windows",
         "inputs": [_tensor(INPUT_NAME, [None, samples], "float32")],
         "outputs": [_tensor(OUTPUT_NAME, [None, classes], "float32")],
         "bytes": _size(path),
-        "parameters": int(scorer.model.count_params()),
+        "parameters": int(classifier.count_params()),
         "parameters_source": "Keras classifier",
-        "frontend": f"features.{params.features.preprocess} of params.yaml",
+        "frontend": f"features.{features.preprocess} (given by the caller: a .keras file holds only the classifier)",
     }
-    return Predictor("keras", path, list(params.labels), params.features.sample_rate, samples, scorer, info,
-                     stream_fn=scorer.stream_scores)  # fmt: skip
+    return Predictor("keras", path, labels, features.sample_rate, samples, lambda a: scores(a).numpy(), info,
+                     batch_size=batch_size, sequence_fn=sequence_fn, features_fn=from_features,
+                     stream_geometry=geometry, model=serving)  # fmt: skip
 
 
 def _mlflow_model_sample_rate(folder: Path) -> int | None:
@@ -247,33 +387,45 @@ def _mlflow_model_sample_rate(folder: Path) -> int | None:
     return config.get("sample_rate")
 
 
-def _load_path(path: Path, params: Params, registry: dict | None = None) -> Predictor:
+def _load_path(path: Path, features: FeaturesParams | None) -> Predictor:
     if path.is_file() and path.suffix == ".tflite":
-        return _load_tflite(path, params, _read_json(path.parent / "export.json"))
+        return load_tflite(path, _read_json(path.parent / "export.json"))
     if path.is_file() and path.suffix == ".keras":
-        return _load_keras(path, params)
+        if features is None:
+            raise KwsError(f"{path}: a .keras classifier needs the frontend settings (features of params.yaml)")
+        return load_keras(path, features)
     if path.is_dir() and (path / "saved_model.pb").is_file():
-        export = _read_json(path.parent / "export.json")
-        return _load_saved_model(path, params, (export or {}).get("sample_rate"), export)
+        return load_saved_model(path, _read_json(path.parent / "export.json"))
     if path.is_dir() and (path / "MLmodel").is_file() and (path / "artifacts" / "saved_model").is_dir():
-        predictor = _load_saved_model(path / "artifacts" / "saved_model", params, _mlflow_model_sample_rate(path), None)
+        predictor = load_saved_model(path / "artifacts" / "saved_model", None, _mlflow_model_sample_rate(path))
         predictor.info["mlflow_model"] = str(path)
         return predictor
     if path.is_dir() and (path / "saved_model" / "saved_model.pb").is_file():
-        return _load_path(path / "saved_model", params)
+        return _load_path(path / "saved_model", features)
     if not path.exists():
         raise KwsError(f"{path}: no such model file or folder")
     raise KwsError(f"{path}: not a model; expected a SavedModel folder, an export folder, a .tflite or .keras file, "
                    "or a models:/ URI")  # fmt: skip
 
 
-def load_model(spec: str | Path | None, params: Params) -> Predictor:
-    """The model named by `spec` (see the module docstring), default `paths.export/saved_model`."""
-    if spec is None or str(spec) == "":
-        default = params.paths.export / "saved_model"
-        if not (default / "saved_model.pb").is_file():
-            raise KwsError(f"{default}: no exported model; run the freeze stage (dvc repro freeze) or pass --model")
-        return _load_path(default, params)
+def check_model_spec(spec: str | Path) -> None:
+    """Raise KwsError for a model argument that cannot be a model, before anything heavy is imported."""
+    text = str(spec)
+    if text.startswith("models:/"):
+        return
+    if "://" in text or text.startswith(("runs:/", "models:")):
+        raise KwsError(f"{text}: unsupported model URI; use models:/NAME@ALIAS, models:/NAME/VERSION or a local path")
+    path = Path(text)
+    if not path.exists():
+        raise KwsError(f"{path}: no such model file or folder")
+    if path.is_file() and path.suffix not in (".tflite", ".keras"):
+        raise KwsError(f"{path}: not a model; expected a SavedModel folder, an export folder, a .tflite or .keras file, "
+                       "or a models:/ URI")  # fmt: skip
+
+
+def load_model(spec: str | Path, features: FeaturesParams | None = None) -> Predictor:
+    """The model named by `spec` (see the module docstring). `features` is used by a .keras classifier only."""
+    check_model_spec(spec)
     text = str(spec)
     if text.startswith("models:/"):
         from pipeline.tracking.registry import download_model
@@ -281,12 +433,10 @@ def load_model(spec: str | Path | None, params: Params) -> Predictor:
         # the SavedModel is read into memory by load, so the download can go once the model is loaded
         with tempfile.TemporaryDirectory(prefix="kws-model-") as tmp:
             found = download_model(text, Path(tmp))
-            predictor = _load_path(found.path, params)
+            predictor = _load_path(found.path, features)
             predictor.path = Path(text)
             predictor.info.pop("mlflow_model", None)
             predictor.info["registry"] = {"uri": text, "name": found.name, "version": found.version,
                                           "aliases": found.aliases, "run_id": found.run_id, "tags": found.tags}  # fmt: skip
         return predictor
-    if "://" in text or text.startswith(("runs:/", "models:")):
-        raise KwsError(f"{text}: unsupported model URI; use models:/NAME@ALIAS, models:/NAME/VERSION or a local path")
-    return _load_path(Path(text), params)
+    return _load_path(Path(text), features)

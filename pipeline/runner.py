@@ -9,8 +9,12 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from pipeline.config import Params, load_params
+from typing import TYPE_CHECKING
+
 from pipeline.errors import KwsError
+
+if TYPE_CHECKING:
+    from pipeline.config import Params
 
 QUIET_ENV = {
     "DVC_NO_ANALYTICS": "1",
@@ -37,6 +41,8 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def run_stage(name: str, work: Callable[[Params], object], argv: list[str] | None = None) -> int:
     """Load params.yaml (or argv[0]), run one stage function, turn user errors into one line and exit 1."""
+    from pipeline.config import load_params  # here, not at import: `kws` commands that need no params skip pydantic
+
     quiet_environment()
     logging.basicConfig(level=logging.WARNING, format=f"[{name}] %(message)s")
     logging.getLogger("pipeline").setLevel(logging.INFO)  # our progress, not every library's chatter

@@ -11,7 +11,6 @@ from pipeline.config import Params, Paths
 from pipeline.errors import DataError
 from pipeline.fileio import atomic_path, write_json
 from pipeline.metrics import accuracy, confusion_matrix, format_confusion, per_class, plot_confusion
-from pipeline.predict import KerasScorer
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +41,10 @@ def score_set(name: str, scores: np.ndarray, targets: np.ndarray, labels: list[s
             "macro_f1": round(float(np.mean([c["f1"] for c in classes.values()])), 6)}  # fmt: skip
 
 
-def streaming_accuracy(params: Params, scorer) -> dict:
+def streaming_accuracy(params: Params, predictor) -> dict:
     """Score a long seeded recording made from testing clips, as TensorFlow's test_streaming_accuracy does."""
     from pipeline.stream.accuracy import match_detections
     from pipeline.stream.recording import make_recording, write_truth_csv
-    from pipeline.stream.run import recognize_stream, stream_mode
 
     feat, settings = params.features, params.evaluate.streaming
     paths = params.paths
@@ -55,12 +53,11 @@ def streaming_accuracy(params: Params, scorer) -> dict:
     noise = np.load(artifacts.SET_BACKGROUND.path(paths, set="testing"))
     audio, truth = make_recording(np.asarray(clips), targets, params.labels, noise, settings, feat.sample_rate, params.seed)
     write_truth_csv(truth, artifacts.STREAMING_TRUTH.path(paths))
-    detections = recognize_stream(audio, scorer, params.labels, settings, feat.sample_rate, clip_samples=feat.clip_samples,
-                                  sequence_fn=scorer.stream_scores)  # fmt: skip
+    detections = predictor.detect(audio, settings)
     with atomic_path(artifacts.STREAMING_DETECTIONS.path(paths), ".csv") as tmp:
         pd.DataFrame([d.__dict__ for d in detections], columns=["label", "time_ms", "score"]).to_csv(tmp, index=False)
     stats = match_detections(detections, truth, settings.time_tolerance_ms, duration_ms=len(audio) * 1000 / feat.sample_rate)
-    stats["mode"] = stream_mode(settings, scorer.stream_scores)
+    stats["mode"] = predictor.stream_mode(settings)
     return {k: round(float(v), 6) if isinstance(v, float) else v for k, v in stats.items()}
 
 
@@ -73,10 +70,12 @@ def run_evaluate(params: Params) -> dict:
     paths, labels, feat = params.paths, params.labels, params.features
     out = artifacts.EVALUATE_DIR.path(paths)
     run = Run.resume(artifacts.RUN_ID.require(paths).read_text().strip())
-    scorer = KerasScorer(artifacts.MODEL.require(paths), feat, params.evaluate.batch_size)
+    from pipeline.inference import load_keras
+
+    scorer = load_keras(artifacts.MODEL.require(paths), feat, params.evaluate.batch_size)
     test_features = np.load(artifacts.SET_FEATURES.require(paths, set="testing"))
     test_targets = np.load(artifacts.SET_LABELS.require(paths, set="testing")).astype(np.int64)
-    test_scores = scorer.features_scores(test_features)
+    test_scores = scorer.scores_from_features(test_features)
     manifest = pd.read_parquet(artifacts.MANIFEST.require(paths), columns=["set", "source", "index", "path", "label"])
     testing = manifest[manifest["set"] == "testing"].sort_values("index")
     linked = {"testing": run.dataset(testing.reset_index(drop=True), "testing", "testing", split_digest(paths.split),
@@ -95,7 +94,7 @@ def run_evaluate(params: Params) -> dict:
         folder = load_folder_set(extra.path, labels, feat.sample_rate, feat.clip_samples)
         frame = pd.DataFrame({"path": folder.paths, "label": [labels[i] for i in folder.labels]})
         linked[extra.name] = run.dataset(frame, extra.name, "evaluation", content_digest(folder.audio, folder.labels), str(extra.path))
-        metrics[extra.name] = score_set(extra.name, scorer(folder.audio), folder.labels, labels, paths, folder.paths)
+        metrics[extra.name] = score_set(extra.name, scorer.scores(folder.audio), folder.labels, labels, paths, folder.paths)
         metrics[extra.name]["skipped_files"] = len(folder.skipped)
     metrics["streaming"] = streaming_accuracy(params, scorer)
     write_json(artifacts.EVALUATION.path(paths), metrics)

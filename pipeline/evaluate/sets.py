@@ -11,7 +11,7 @@ import numpy as np
 from pipeline.config import SILENCE_LABEL, UNKNOWN_LABEL
 from pipeline.data.layout import detect_layout, find_clips, parse_clip
 from pipeline.errors import DataError
-from pipeline.predict import read_clip
+from pipeline.audio import read_audio
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def load_folder_set(root: Path, labels: list[str], sample_rate: int, clip_sample
     for found in find_clips(root):
         rel = str(found.rel)
         try:
-            clip = read_clip(found.path, sample_rate, clip_samples)
+            clip = read_audio(found.path, sample_rate, clip_samples)
         except DataError as error:
             skipped.append((rel, str(error)))
             continue

@@ -6,7 +6,6 @@ import io
 import json
 import logging
 import shutil
-from pathlib import Path
 
 import numpy as np
 
@@ -17,18 +16,6 @@ from pipeline.fileio import write_json, write_text
 
 log = logging.getLogger(__name__)
 MIN_FLOAT_AGREEMENT = 0.999
-
-
-def load_serving_model(params: Params):
-    """The trained classifier behind the shared frontend, as one raw-audio Keras model."""
-    import keras
-
-    from pipeline.export.serving import build_serving_model
-    from pipeline.features.layers import feature_layer
-
-    path = artifacts.MODEL.require(params.paths)
-    classifier = keras.saving.load_model(path, compile=False)
-    return build_serving_model(feature_layer(params.features), classifier, params.features.clip_samples), classifier
 
 
 def _clips(params: Params, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -43,16 +30,12 @@ def _representative(params: Params) -> np.ndarray:
     return np.asarray(audio[rows], np.float32) / 32768.0
 
 
-def _score_all(predict, audio: np.ndarray, batch: int = 256) -> np.ndarray:
-    scale = 1 / 32768.0 if audio.dtype == np.int16 else 1.0
-    return np.concatenate([predict(np.asarray(audio[i : i + batch], np.float32) * scale) for i in range(0, len(audio), batch)])
-
-
 def _compare(predictors: dict, audio: np.ndarray, labels: np.ndarray) -> dict:
-    """Accuracy of every exported form on one labelled set, and its top-1 agreement with the Keras model."""
+    """Accuracy of every exported form (pipeline.inference.Predictor) on one labelled set, and its top-1
+    agreement with the Keras model."""
     from pipeline.export.tflite import agreement
 
-    scores = {name: _score_all(predict, audio) for name, predict in predictors.items()}
+    scores = {name: predictor.scores(audio) for name, predictor in predictors.items()}
     return {
         "clips": int(len(labels)),
         "accuracy": {name: float((s.argmax(1) == labels).mean()) for name, s in scores.items()},
@@ -62,20 +45,21 @@ def _compare(predictors: dict, audio: np.ndarray, labels: np.ndarray) -> dict:
 
 def export_models(params: Params) -> dict:
     """Write models/export/* and return the report that becomes export.json."""
-    from pipeline.export.serving import export_saved_model, load_saved_model_fn, saved_model_latency_ms
-    from pipeline.export.tflite import TfliteModel, convert, latency_ms
+    from pipeline.export.serving import export_saved_model, saved_model_latency_ms
+    from pipeline.export.tflite import convert, latency_ms
+    from pipeline.inference import load_keras, load_saved_model, load_tflite
 
-    out, paths = params.paths.export, params.paths
-    serving, classifier = load_serving_model(params)
+    out, feat, paths = params.paths.export, params.features, params.paths
+    keras_predictor = load_keras(artifacts.MODEL.require(paths), feat, params.evaluate.batch_size)
+    serving = keras_predictor.model
     saved = artifacts.SAVED_MODEL.path(paths)
-    export_saved_model(serving, saved, params.labels)
+    export_saved_model(serving, saved, keras_predictor.labels, feat.sample_rate, feat.preprocess)
     shutil.copyfile(saved / "labels.txt", artifacts.EXPORT_LABELS.path(paths))
     tflite = {"float": convert(saved, artifacts.TFLITE.path(paths, mode="float"), "float"),
               "int8": convert(saved, artifacts.TFLITE.path(paths, mode="int8"), "int8", _representative(params))}  # fmt: skip
     test_audio, test_labels = _clips(params, "testing")
-    runners = {mode: TfliteModel(artifacts.TFLITE.path(paths, mode=mode), num_threads=1) for mode in tflite}
-    predictors = {"keras": lambda x: serving.predict(x, verbose=0)["scores"], "saved_model": load_saved_model_fn(saved),
-                  **{mode: runner.predict for mode, runner in runners.items()}}  # fmt: skip
+    predictors = {"keras": keras_predictor, "saved_model": load_saved_model(saved),
+                  **{mode: load_tflite(artifacts.TFLITE.path(paths, mode=mode)) for mode in tflite}}  # fmt: skip
     testing = _compare(predictors, test_audio, test_labels)
     agree = testing["top1_agreement_with_keras"]
     if agree["float"] < MIN_FLOAT_AGREEMENT or agree["saved_model"] < MIN_FLOAT_AGREEMENT:
@@ -92,13 +76,13 @@ def export_models(params: Params) -> dict:
     latency = {
         "keras": latency_ms(lambda x: serving(x, training=False), clip, repeats=repeats),
         "saved_model": saved_model_latency_ms(saved, clip, threads=1, repeats=repeats),
-        **{f"tflite_{mode}": latency_ms(runner.predict, clip, repeats=repeats) for mode, runner in runners.items()},
+        **{f"tflite_{mode}": latency_ms(predictors[mode].predict_fn, clip, repeats=repeats) for mode in tflite},
     }
     files = {p.name: p.stat().st_size for p in sorted(out.glob("*.tflite"))}
     files["saved_model"] = sum(p.stat().st_size for p in saved.rglob("*") if p.is_file())
     report = {
         "labels": params.labels,
-        "parameters": int(classifier.count_params()),
+        "parameters": keras_predictor.info["parameters"],
         "clip_samples": params.features.clip_samples,
         "sample_rate": params.features.sample_rate,
         "saved_model": {"signature": "serving_default", "input": {"name": "audio", "dtype": "float32",
@@ -133,7 +117,7 @@ def register_model(params: Params, report: dict) -> dict:
     run_id = artifacts.RUN_ID.require(paths).read_text().strip()
     evaluation = json.loads(artifacts.EVALUATION.require(paths).read_text())
     model_uri = log_pyfunc(run_id, artifacts.SAVED_MODEL.path(paths), artifacts.EXPORT_LABELS.path(paths), _example_wav(params),
-                           params.features.sample_rate)  # fmt: skip
+                           params.features.sample_rate, params.evaluate.streaming.model_dump())  # fmt: skip
     run = Run.resume(run_id)
     run_tags = run.client.get_run(run_id).data.tags
     tags = {"model": params.train.model.name, "git_commit": run_tags.get("git_commit", "unknown")}

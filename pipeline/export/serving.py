@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import keras
@@ -14,17 +13,21 @@ import numpy as np
 import tensorflow as tf
 
 from pipeline.errors import KwsError
+from pipeline.features.layers import sequence_capable
 from pipeline.fileio import atomic_dir
+from pipeline.inference import (  # the names a Predictor reads back (pipeline.inference is TensorFlow-free)
+    CARD_FILE,
+    EMBED_SIGNATURE,
+    EMBEDDINGS_NAME,
+    HEAD_SIGNATURE,
+    INPUT_NAME,
+    LABELS_FILE,
+    OUTPUT_NAME,
+    SIGNATURE,
+    model_card,
+)
 
-INPUT_NAME = "audio"
-OUTPUT_NAME = "scores"
 FRONTEND_NAME = "frontend"  # name scope of the feature layer: its ops are `.../frontend_1/...` in TFLite
-LABELS_FILE = "labels.txt"
-SIGNATURE = "serving_default"
-# extra signatures of a speech-embedding model, for streaming on the shared 80 ms sequence (pipeline.stream.sequence)
-EMBED_SIGNATURE = "embed_sequence"  # audio [1, S] (any length, unpadded) -> embeddings [1, M, 96]
-HEAD_SIGNATURE = "head"  # embeddings [B, N, 96] -> scores [B, C]
-EMBEDDINGS_NAME = "embeddings"
 
 
 def build_serving_model(feature_layer, classifier, clip_samples: int) -> keras.Model:
@@ -37,6 +40,19 @@ def build_serving_model(feature_layer, classifier, clip_samples: int) -> keras.M
     return keras.Model(audio, {OUTPUT_NAME: scores}, name="serving")
 
 
+def load_serving_model(classifier_path: Path, features) -> tuple[keras.Model, keras.Model]:
+    """(serving model, classifier): the trained classifier (features -> logits) of `classifier_path` behind the
+    feature layer that `features` (FeaturesParams) describes. Raises DataError when the file is missing."""
+    from pipeline.errors import DataError
+    from pipeline.features.layers import feature_layer
+
+    path = Path(classifier_path)
+    if not path.is_file():
+        raise DataError(f"{path}: not found; run the train stage first")
+    classifier = keras.saving.load_model(path, compile=False)
+    return build_serving_model(feature_layer(features), classifier, features.clip_samples), classifier
+
+
 def clip_samples_of(serving_model: keras.Model) -> int:
     """Samples per clip the serving model takes."""
     shape = serving_model.inputs[0].shape
@@ -45,18 +61,20 @@ def clip_samples_of(serving_model: keras.Model) -> int:
     return int(shape[1])
 
 
-def _sequence_parts(serving_model: keras.Model):
+def sequence_parts(serving_model: keras.Model):
     """(embedding feature layer, classifier) of a speech-embedding serving model, else None."""
     frontend = serving_model.get_layer(FRONTEND_NAME)
-    features = [layer for layer in frontend.layers if hasattr(layer, "sequence")]
+    features = [layer for layer in frontend.layers if sequence_capable(layer)]
     if not features:
         return None
     heads = [layer for layer in serving_model.layers if layer is not frontend and layer.weights and layer.name != OUTPUT_NAME]
     return (features[0], heads[0]) if len(heads) == 1 else None
 
 
-def export_saved_model(serving_model: keras.Model, out_dir: Path, labels: list[str]) -> None:
-    """Write a SavedModel (`serving_default`: audio [B, S] float32 -> {scores: [B, C]}) and labels.txt, atomically.
+def export_saved_model(serving_model: keras.Model, out_dir: Path, labels: list[str], sample_rate: int,
+                       preprocess: str = "custom") -> dict:  # fmt: skip
+    """Write a SavedModel (`serving_default`: audio [B, S] float32 -> {scores: [B, C]}), labels.txt and the model
+    card `assets/kws.json` (labels, sample rate, clip length, streaming geometry), atomically; return the card.
 
     A speech-embedding model also gets `embed_sequence` and `head` signatures, so a long recording can be
     streamed on its shared 80 ms embedding sequence (`kws stream`) instead of re-embedding every window."""
@@ -68,10 +86,13 @@ def export_saved_model(serving_model: keras.Model, out_dir: Path, labels: list[s
     archive = keras.export.ExportArchive()
     archive.track(serving_model)
     archive.add_endpoint("serve", lambda audio: serving_model(audio, training=False), input_signature=[spec])
-    parts = _sequence_parts(serving_model)
+    parts = sequence_parts(serving_model)
+    streaming = None
     if parts is not None:
         features, head = parts
         window = features.steps_for(samples)
+        hop, span = features.stream_geometry
+        streaming = {"hop": int(hop), "span": int(span), "window_vectors": int(window)}
         archive.add_endpoint(EMBED_SIGNATURE, lambda audio: {EMBEDDINGS_NAME: features.sequence(audio)},
                              input_signature=[tf.TensorSpec([1, None], tf.float32, name=INPUT_NAME)])  # fmt: skip
         archive.add_endpoint(HEAD_SIGNATURE, lambda embeddings: {OUTPUT_NAME: tf.nn.softmax(head(embeddings, training=False))},
@@ -80,7 +101,11 @@ def export_saved_model(serving_model: keras.Model, out_dir: Path, labels: list[s
     with atomic_dir(out_dir) as tmp:
         archive.write_out(str(tmp), verbose=False)
         (tmp / LABELS_FILE).write_text("".join(f"{label}\n" for label in labels), encoding="utf-8")
+        card = model_card(labels, sample_rate, samples, preprocess, streaming)
+        (tmp / "assets").mkdir(exist_ok=True)
+        (tmp / "assets" / CARD_FILE).write_text(json.dumps(card, indent=2), encoding="utf-8")
         check_signature(tmp, samples, classes)
+    return card
 
 
 def check_signature(saved_model_dir: Path, clip_samples: int, classes: int) -> None:
@@ -101,24 +126,16 @@ def read_labels(saved_model_dir: Path) -> list[str]:
     return (Path(saved_model_dir) / LABELS_FILE).read_text(encoding="utf-8").splitlines()
 
 
-def load_saved_model_fn(saved_model_dir: Path) -> Callable[[np.ndarray], np.ndarray]:
-    """A function audio [B, S] -> scores [B, C] (numpy) through the SavedModel's `serving_default`."""
-    fn = tf.saved_model.load(str(saved_model_dir)).signatures[SIGNATURE]
-
-    def predict(audio: np.ndarray) -> np.ndarray:
-        return fn(**{INPUT_NAME: tf.constant(np.asarray(audio, np.float32))})[OUTPUT_NAME].numpy()
-
-    return predict
-
-
 _LATENCY_SCRIPT = """
 import json, sys
 import numpy as np
 from pipeline.export.tflite import latency_ms, set_tf_threads
 threads = int(sys.argv[3])
 applied = set_tf_threads(threads)  # before the SavedModel loads: TF sizes its pools once, at start-up
-from pipeline.export.serving import load_saved_model_fn
-result = latency_ms(load_saved_model_fn(sys.argv[1]), np.load(sys.argv[2]), repeats=int(sys.argv[4]))
+from pipeline.inference import load_saved_model
+from pathlib import Path
+predictor = load_saved_model(Path(sys.argv[1]), sample_rate=16000)  # the rate only labels the model: latency is per clip
+result = latency_ms(predictor.scores, np.load(sys.argv[2]), repeats=int(sys.argv[4]))
 print(json.dumps({**result, "tf_threads": threads, "tf_threads_applied": applied}))
 """
 

@@ -110,7 +110,8 @@ def convert(
     scheme: Int8Scheme = "float_frontend",
     calibration_clips: int = CALIBRATION_CLIPS,
 ) -> dict:
-    """Convert the SavedModel to a builtin-ops-only .tflite (written atomically) and describe the file."""
+    """Convert the SavedModel to a builtin-ops-only .tflite (written atomically, the SavedModel's model card
+    appended as an associated file) and describe the file."""
     try:
         content = _convert_bytes(Path(saved_model_dir), mode, representative, scheme, calibration_clips)
     except KwsError:
@@ -119,9 +120,12 @@ def convert(
         first = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
         raise KwsError(f"TFLite {mode} conversion failed: {first}") from error
     check_builtin_only(content)
+    from pipeline.inference import card_archive, read_saved_model_card
+
+    card = read_saved_model_card(Path(saved_model_dir))  # labels, rate, clip length travel inside the .tflite
     out_path = Path(out_path)
     with atomic_path(out_path, ".tflite") as tmp:
-        tmp.write_bytes(content)
+        tmp.write_bytes(content + (card_archive(card) if card else b""))
     info = TfliteModel(out_path).details()
     return {"mode": mode, "scheme": scheme if mode == "int8" else None, **info}
 
@@ -132,7 +136,7 @@ def _enum_names(enum: type) -> dict[int, str]:
 
 def flatbuffer_summary(content: bytes) -> dict:
     """Constant bytes by dtype and the non-builtin (Flex / custom) ops of a .tflite flatbuffer, without running it."""
-    from tensorflow.lite.python import schema_py_generated as schema
+    from ai_edge_litert import schema_py_generated as schema  # no TensorFlow: `kws inspect` on a .tflite stays light
 
     model = schema.ModelT.InitFromPackedBuf(content, 0)
     dtype_names = _enum_names(schema.TensorType)

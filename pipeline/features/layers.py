@@ -1,10 +1,17 @@
-"""The feature layer a model sits on: the tf.signal frontend, or the frontend plus the frozen speech embedding."""
+"""The feature layer a model sits on: the tf.signal frontend, or the frontend plus the frozen speech embedding.
+
+Each layer declares `capabilities` ("sequence": it can embed a whole recording once for streaming)."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from pipeline.config import FeaturesParams
+
+
+def sequence_capable(layer) -> bool:
+    """Whether a feature layer declares streaming on its own sequence (`sequence`, `stream_geometry`, `steps_for`)."""
+    return "sequence" in getattr(layer, "capabilities", frozenset())
 
 
 def feature_layer(p: FeaturesParams):

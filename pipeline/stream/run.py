@@ -19,7 +19,8 @@ if TYPE_CHECKING:
     from pipeline.config import StreamParams
 
 ScoreFn = Callable[[np.ndarray], np.ndarray]  # float32 windows [B, S] -> scores [B, C] (e.g. softmax)
-SequenceFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # audio [S] -> (scores [N, C], END times ms [N])
+SequenceFn = Callable[..., tuple[np.ndarray, np.ndarray]]  # (audio [S], progress) -> (scores [N, C], END times ms [N])
+Progress = Callable[[int, int], None]  # (done, total) windows or vectors, for a progress line on long recordings
 
 
 def window_count(samples: int, clip_samples: int, stride_samples: int) -> int:
@@ -35,6 +36,7 @@ def stream_scores(
     batch_size: int = 256,
     *,
     sample_rate: int = 16000,
+    progress: Progress | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Scores [N, C] float32 of every whole window and its END time [N] in ms, scored in batches."""
     audio = np.asarray(audio, dtype=np.float32)
@@ -53,6 +55,8 @@ def stream_scores(
         if scores.ndim != 2 or scores.shape[0] != batch.shape[0] or (parts and scores.shape[1] != parts[0].shape[1]):
             raise ValueError(f"score_fn returned shape {scores.shape} for a batch of {batch.shape[0]} windows")
         parts.append(scores)
+        if progress is not None:
+            progress(min(start + batch_size, n), n)
     times_ms = (np.arange(n, dtype=np.float64) * stride_samples + clip_samples) * 1000.0 / sample_rate
     return np.concatenate(parts), times_ms
 
@@ -60,6 +64,42 @@ def stream_scores(
 def stream_mode(settings: StreamParams, sequence_fn: SequenceFn | None) -> str:
     """`sequence` when the settings ask for it and the model can (a speech-embedding model), else `windows`."""
     return "sequence" if sequence_fn is not None and settings.mode == "sequence" else "windows"
+
+
+def recording_scores(
+    audio: np.ndarray,
+    score_fn: ScoreFn,
+    settings: StreamParams,
+    sample_rate: int,
+    *,
+    clip_samples: int | None = None,
+    batch_size: int = 256,
+    sequence_fn: SequenceFn | None = None,
+    progress: Progress | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(scores [N, C], END times [N] ms) of a recording. With `sequence_fn` (a speech-embedding model, see
+    pipeline.stream.sequence) and `settings.mode` sequence, the scores come from the shared 80 ms embedding
+    sequence; otherwise windows of `clip_samples` (default one second) are scored every `clip_stride_ms`."""
+    if stream_mode(settings, sequence_fn) == "sequence":
+        return sequence_fn(np.asarray(audio, np.float32), progress)
+    clip = int(clip_samples or sample_rate)
+    stride = max(1, round(settings.clip_stride_ms * sample_rate / 1000.0))
+    return stream_scores(audio, score_fn, clip, stride, batch_size, sample_rate=sample_rate, progress=progress)
+
+
+def recognize(scores: np.ndarray, times_ms: np.ndarray, labels: list[str], settings: StreamParams) -> list[Detection]:
+    """RecognizeCommands (`settings`) over scores [N, C] at END times [N] ms; [] for no scores."""
+    if scores.shape[0] == 0:
+        return []
+    return detect(
+        scores,
+        times_ms,
+        labels,
+        average_window_ms=settings.average_window_ms,
+        detection_threshold=settings.detection_threshold,
+        suppression_ms=settings.suppression_ms,
+        minimum_count=settings.minimum_count,
+    )
 
 
 def recognize_stream(
@@ -73,23 +113,7 @@ def recognize_stream(
     batch_size: int = 256,
     sequence_fn: SequenceFn | None = None,
 ) -> list[Detection]:
-    """Detections in `audio`, smoothed by RecognizeCommands. With `sequence_fn` (a speech-embedding model, see
-    pipeline.stream.sequence) and `settings.mode` sequence, the scores come from the shared 80 ms embedding
-    sequence; otherwise windows of `clip_samples` (default one second) are scored every `clip_stride_ms`."""
-    if stream_mode(settings, sequence_fn) == "sequence":
-        scores, times_ms = sequence_fn(np.asarray(audio, np.float32))
-    else:
-        clip = int(clip_samples or sample_rate)
-        stride = max(1, round(settings.clip_stride_ms * sample_rate / 1000.0))
-        scores, times_ms = stream_scores(audio, score_fn, clip, stride, batch_size, sample_rate=sample_rate)
-    if scores.shape[0] == 0:
-        return []
-    return detect(
-        scores,
-        times_ms,
-        labels,
-        average_window_ms=settings.average_window_ms,
-        detection_threshold=settings.detection_threshold,
-        suppression_ms=settings.suppression_ms,
-        minimum_count=settings.minimum_count,
-    )
+    """Detections in `audio`: `recording_scores` then `recognize`."""
+    scores, times_ms = recording_scores(audio, score_fn, settings, sample_rate, clip_samples=clip_samples,
+                                        batch_size=batch_size, sequence_fn=sequence_fn)  # fmt: skip
+    return recognize(scores, times_ms, labels, settings)

@@ -27,7 +27,8 @@ def embedding_count(samples: int, hop: int, span: int) -> int:
     return 0 if samples < span else 1 + (samples - span) // hop
 
 
-def embed_recording(audio: np.ndarray, embed_fn: EmbedFn, hop: int, span: int, chunk_vectors: int = 500) -> np.ndarray:
+def embed_recording(audio: np.ndarray, embed_fn: EmbedFn, hop: int, span: int, chunk_vectors: int = 500,
+                    progress: Callable[[int, int], None] | None = None) -> np.ndarray:  # fmt: skip
     """The embedding sequence [M, D] of a whole recording, computed chunk by chunk (`chunk_vectors` per call).
 
     Chunk c holds vectors [c K, (c+1) K): the audio [c K hop, ((c+1) K - 1) hop + span). Vectors depend on their
@@ -43,6 +44,8 @@ def embed_recording(audio: np.ndarray, embed_fn: EmbedFn, hop: int, span: int, c
         if vectors.shape[0] != count:
             raise ValueError(f"embed_fn gave {vectors.shape[0]} vectors for a chunk that holds {count}")
         parts.append(vectors)
+        if progress is not None:
+            progress(first + count, total)
     return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
 
 
@@ -57,9 +60,10 @@ def sequence_scores(
     sample_rate: int,
     batch_size: int = 512,
     chunk_vectors: int = 500,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Scores [N, C] of every run of `window_vectors` consecutive embeddings and its END time [N] in ms."""
-    vectors = embed_recording(audio, embed_fn, hop, span, chunk_vectors)
+    vectors = embed_recording(audio, embed_fn, hop, span, chunk_vectors, progress)
     n = 0 if len(vectors) < window_vectors else len(vectors) - window_vectors + 1
     if n == 0:
         return np.zeros((0, 0), np.float32), np.zeros(0, np.float64)

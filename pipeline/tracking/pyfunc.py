@@ -4,68 +4,93 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from pipeline.audio import Clip
+from pipeline.errors import DataError, KwsError
 from pipeline.tracking.runs import _mlflow
+
+OUTPUT_COLUMNS = ["label", "score", "scores", "labels", "seconds", "detections", "notes"]
 
 # What loading and calling the model imports: the code_paths copy of `pipeline` imports pydantic-settings
 # (pipeline.tracking.runs) on the way to this module; mlflow itself is added by MLflow.
 REQUIREMENTS = ["tensorflow-cpu", "numpy", "pandas", "soundfile", "soxr", "pydantic", "pydantic-settings", "pyyaml"]
 
 
-def decode_audio(value: object, sample_rate: int, clip_samples: int) -> np.ndarray:
-    """One request value (wav/flac bytes or their base64 text, or floats in [-1, 1]) as a padded float32 clip."""
+def _clip_of(value: object, predictor) -> Clip:
+    """One request value (wav/flac bytes, their base64 text, or floats in [-1, 1]) as the whole recording."""
     if isinstance(value, str):  # base64 that schema enforcement did not decode (e.g. a caller without the signature)
         try:
             value = base64.b64decode(value, validate=False)
         except (binascii.Error, ValueError):
-            raise ValueError("audio: a string value must be base64-encoded wav/flac bytes") from None
+            raise DataError("audio: a string value must be base64-encoded wav/flac bytes") from None
     if isinstance(value, bytes | bytearray | memoryview):
-        import soundfile as sf
+        return predictor.read(bytes(value), whole=True)
+    audio = np.asarray(value, dtype=np.float32).reshape(-1)
+    if not audio.size:
+        raise DataError("audio: the audio holds no samples (0 frames)")
+    return Clip(audio, predictor.sample_rate, audio.size / predictor.sample_rate, [])
 
-        try:
-            audio, rate = sf.read(io.BytesIO(bytes(value)), dtype="float32", always_2d=True)
-        except (sf.LibsndfileError, RuntimeError, TypeError) as error:
-            raise ValueError(f"audio: cannot decode {len(bytes(value))} bytes as wav/flac ({error})") from None
-        audio = audio.mean(axis=1)
-        if rate != sample_rate:
-            import soxr
 
-            audio = soxr.resample(audio, rate, sample_rate).astype(np.float32)
-    else:
-        audio = np.asarray(value, dtype=np.float32).reshape(-1)
-    return np.pad(audio, (0, max(clip_samples - len(audio), 0)))[:clip_samples]
+def _bad_request(message: str):
+    """An MLflow error the scoring server answers with HTTP 400 and our sentence in `message`."""
+    mlflow = _mlflow()
+    return mlflow.exceptions.MlflowException(message, error_code=mlflow.protos.databricks_pb2.INVALID_PARAMETER_VALUE)
 
 
 class KeywordSpotter(_mlflow().pyfunc.PythonModel):
-    """Scores 1 s clips with the exported SavedModel (frontend inside)."""
+    """Scores audio with the exported SavedModel (frontend inside) through pipeline.inference.Predictor.
+
+    A clip up to the model's window gives its label and scores; a longer recording is streamed (the path of
+    `kws stream`): `detections` over the recording, and label/scores of its most keyword-like window, with a note."""
 
     def load_context(self, context) -> None:
-        import tensorflow as tf
+        from pipeline.config import StreamParams
+        from pipeline.inference import load_saved_model
 
-        self.model = tf.saved_model.load(context.artifacts["saved_model"])
-        self.labels = Path(context.artifacts["labels"]).read_text().split()
-        signature = self.model.signatures["serving_default"]
-        self.clip_samples = int(signature.structured_input_signature[1]["audio"].shape[1])
-        self.sample_rate = int(context.model_config.get("sample_rate", 16000)) if context.model_config else 16000
+        config = context.model_config or {}
+        self.predictor = load_saved_model(Path(context.artifacts["saved_model"]), sample_rate=config.get("sample_rate"))
+        self.streaming = StreamParams.model_validate(config.get("streaming") or {})
+
+    def _row(self, clip: Clip) -> dict:
+        predictor = self.predictor
+        labels, notes = predictor.labels, list(clip.notes)
+        if len(clip.audio) <= predictor.clip_samples:
+            scores = predictor.scores(np.pad(clip.audio, (0, predictor.clip_samples - len(clip.audio))))[0]
+            detections = []
+        else:
+            window_scores, times_ms = predictor.stream_scores(clip.audio, self.streaming)
+            from pipeline.stream.run import recognize
+
+            found = recognize(window_scores, times_ms, labels, self.streaming)
+            keyword = [i for i, name in enumerate(labels) if not name.startswith("_")]
+            best = int(window_scores[:, keyword].max(axis=1).argmax()) if len(window_scores) and keyword else 0
+            scores = window_scores[best] if len(window_scores) else np.zeros(len(labels), np.float32)
+            detections = [{"label": d.label, "time_s": round(d.time_ms / 1000.0, 3), "score": round(float(d.score), 4)}
+                          for d in found]  # fmt: skip
+            notes.append(f"{clip.seconds:.2f} s is longer than the model's {predictor.clip_samples / predictor.sample_rate:g} s "
+                         f"window: streamed ({predictor.stream_mode(self.streaming)}); label and scores are those of the "
+                         f"window ending at {times_ms[best] / 1000.0 if len(times_ms) else 0:.2f} s, detections cover "
+                         "the whole recording")  # fmt: skip
+        top = int(np.argmax(scores))
+        return {"label": labels[top], "score": float(scores[top]), "scores": [float(v) for v in scores],
+                "labels": list(labels), "seconds": round(float(clip.seconds), 3), "detections": detections,
+                "notes": notes}  # fmt: skip
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        import tensorflow as tf
-
         if "audio" not in model_input:
-            raise ValueError(f"expected a column 'audio' (wav bytes), got columns {list(model_input.columns)}")
-        if not len(model_input):
-            return pd.DataFrame({"label": pd.Series([], dtype=str), "score": pd.Series([], dtype=float), "scores": []})
-        batch = np.stack([decode_audio(v, self.sample_rate, self.clip_samples) for v in model_input["audio"]])
-        scores = self.model.signatures["serving_default"](audio=tf.constant(batch))["scores"].numpy()
-        top = scores.argmax(axis=1)
-        return pd.DataFrame({"label": [self.labels[i] for i in top], "score": scores.max(axis=1).astype(float),
-                             "scores": [row.astype(float).tolist() for row in scores]})  # fmt: skip
+            raise _bad_request(f"expected a column 'audio' (wav bytes), got columns {list(model_input.columns)}")
+        rows = []
+        for i, value in enumerate(model_input["audio"]):
+            try:
+                rows.append(self._row(_clip_of(value, self.predictor)))
+            except KwsError as error:  # empty or undecodable audio: the caller's mistake, said in `message`
+                raise _bad_request(f"row {i}: {error}") from None
+        return pd.DataFrame(rows, columns=OUTPUT_COLUMNS)
 
 
 def pinned_requirements() -> list[str]:
@@ -73,7 +98,8 @@ def pinned_requirements() -> list[str]:
     return [f"{name}=={version(name)}" for name in REQUIREMENTS]
 
 
-def log_pyfunc(run_id: str, saved_model: Path, labels: Path, example_wav: bytes, sample_rate: int) -> str:
+def log_pyfunc(run_id: str, saved_model: Path, labels: Path, example_wav: bytes, sample_rate: int,
+               streaming: dict | None = None) -> str:  # fmt: skip
     """Log the pyfunc model with signature and input example to the run; return its model URI."""
     from pipeline.tracking.runs import tracking_uri
 
@@ -84,7 +110,8 @@ def log_pyfunc(run_id: str, saved_model: Path, labels: Path, example_wav: bytes,
     client = mlflow.MlflowClient(tracking_uri=uri)
     status = client.get_run(run_id).info.status  # the training run's; start_run below would overwrite it
     example = pd.DataFrame({"audio": [example_wav]})
-    signature = mlflow.models.infer_signature(example, _example_output(saved_model, labels, example, sample_rate))
+    config = {"sample_rate": sample_rate, "streaming": streaming or {}}
+    signature = mlflow.models.infer_signature(example, _example_output(saved_model, labels, example, config))
     try:
         with mlflow.start_run(run_id=run_id):
             info = mlflow.pyfunc.log_model(
@@ -95,7 +122,7 @@ def log_pyfunc(run_id: str, saved_model: Path, labels: Path, example_wav: bytes,
                 signature=signature,
                 pip_requirements=pinned_requirements(),
                 code_paths=[str(Path(__file__).resolve().parents[1])],
-                model_config={"sample_rate": sample_rate},
+                model_config=config,
             )
     finally:  # a failed freeze must not mark the training run FAILED, nor a finished one RUNNING
         if status != "RUNNING":
@@ -103,10 +130,10 @@ def log_pyfunc(run_id: str, saved_model: Path, labels: Path, example_wav: bytes,
     return info.model_uri
 
 
-def _example_output(saved_model: Path, labels: Path, example: pd.DataFrame, sample_rate: int) -> pd.DataFrame:
+def _example_output(saved_model: Path, labels: Path, example: pd.DataFrame, config: dict) -> pd.DataFrame:
     class _Context:
         artifacts = {"saved_model": str(saved_model), "labels": str(labels)}
-        model_config = {"sample_rate": sample_rate}
+        model_config = config
 
     spotter = KeywordSpotter()
     spotter.load_context(_Context())

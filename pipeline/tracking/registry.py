@@ -15,7 +15,7 @@ import pandas as pd
 
 from pipeline.errors import KwsError
 from pipeline.tracking.compare import pair, refusals
-from pipeline.tracking.runs import _mlflow, check_tracking, store_exists, tracking_uri
+from pipeline.tracking.runs import RuntimeSettings, _mlflow, check_tracking, store_exists, tracking_uri
 
 HISTORY_TAG = "alias_history"  # registered-model tag: JSON {alias: [versions that held it, oldest first]}
 
@@ -35,6 +35,17 @@ def _who() -> str:
         return getpass.getuser()
     except (KeyError, OSError):
         return "unknown"
+
+
+_BAD_NAME = re.compile(r"['\"\\\\]")
+
+
+def check_model_name(name: str) -> str:
+    """Raise RegistryError for a registered-model name MLflow's filter strings cannot hold (quotes, backslash)."""
+    if not name or not name.strip() or _BAD_NAME.search(name):
+        raise RegistryError(f"registered model name {name!r}: use letters, digits, spaces, '-', '_' or '.' "
+                            "(quotes and backslashes break MLflow's filter strings)")  # fmt: skip
+    return name
 
 
 def _client(create: bool = False):
@@ -78,6 +89,7 @@ def logged_model_id(model_uri: str) -> str | None:
 
 def register(name: str, model_uri: str, run_id: str, tags: dict[str, str], alias: str = "challenger") -> int:
     """Register `model_uri` under `name`, tag it and point `alias` at it; return the version number."""
+    check_model_name(name)
     client = _client(create=True)
     try:
         client.get_registered_model(name)
@@ -114,6 +126,7 @@ HEADLINE_METRICS = ("test/accuracy", "real_dev/accuracy", ALARMS, "test/int8_acc
 
 def list_versions(name: str) -> list[VersionInfo]:
     """All versions of `name`, newest first, with their run's headline metrics."""
+    check_model_name(name)
     client = _client()
     model = _registered(client, name)
     by_version: dict[str, list[str]] = {}
@@ -258,6 +271,7 @@ def promote(name: str, version: int | None, alias: str | None, to: str, force: b
     lower on accuracy or higher on streaming false alarms per hour, and with `require_significant` unless McNemar's
     exact p < 0.05. `force` promotes anyway (recorded). Raises RegistryError with the numbers when refused.
     """
+    check_model_name(name)
     client = _client()
     _registered(client, name)
     if version is None:
@@ -283,6 +297,7 @@ def promote(name: str, version: int | None, alias: str | None, to: str, force: b
 
 def rollback(name: str, alias: str = "champion") -> str:
     """Give `alias` back to the version that held it before the last promotion."""
+    check_model_name(name)
     client = _client()
     _registered(client, name)
     history = _history(client, name)
@@ -320,7 +335,7 @@ def download_model(uri: str, dst: Path) -> DownloadedModel:
     mlflow = _mlflow()
     info = DownloadedModel(uri=uri, path=Path(dst))
     if found["alias"] is not None or found["version"] is not None:
-        name = found["name"]
+        name = check_model_name(found["name"])
         try:
             if found["alias"] is not None:
                 version = client.get_model_version_by_alias(name, found["alias"])
@@ -334,12 +349,52 @@ def download_model(uri: str, dst: Path) -> DownloadedModel:
         info.tags = dict(version.tags or {})
     uri_setting = tracking_uri()
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a CLI's stderr is for warnings
+    source = _local_source(uri, _storage_location(client, found, info))
     try:
         local = mlflow.artifacts.download_artifacts(
-            artifact_uri=uri, dst_path=str(dst), tracking_uri=uri_setting, registry_uri=uri_setting
+            artifact_uri=str(source) if source else uri, dst_path=str(dst), tracking_uri=uri_setting, registry_uri=uri_setting
         )
     except mlflow.exceptions.MlflowException as error:
         first = (str(error).strip().splitlines() or ["unknown error"])[0]
         raise RegistryError(f"{uri}: cannot download the model ({first})") from None
     info.path = Path(local)
     return info
+
+
+def _storage_location(client, found: re.Match, info: DownloadedModel) -> str | None:
+    """Where the model's files are stored (an artifact URI), or None when MLflow cannot say."""
+    mlflow = _mlflow()
+    try:
+        if info.version is not None:
+            return client.get_model_version_download_uri(info.name, str(info.version))
+        return client.get_logged_model(found["name"]).artifact_location
+    except mlflow.exceptions.MlflowException:
+        return None
+
+
+def relocate(stored: Path, artifact_root: Path) -> Path | None:
+    """`stored` (an absolute path recorded before the project moved) under today's artifact root: the part after
+    the root's folder name (`mlartifacts/1/models/m-1/artifacts` -> `<root>/1/models/m-1/artifacts`)."""
+    parts = stored.parts
+    for i in range(len(parts) - 1, -1, -1):
+        if parts[i] == artifact_root.name:
+            return artifact_root.joinpath(*parts[i + 1 :])
+    return None
+
+
+def _local_source(uri: str, location: str | None) -> Path | None:
+    """A local folder to download from when the recorded one is gone because the project folder moved; None to
+    let MLflow download `uri` as recorded. Raises RegistryError naming the missing location otherwise."""
+    if not location or not (location.startswith("file:") or location.startswith("/")):
+        return None
+    from urllib.parse import unquote, urlparse
+
+    stored = Path(unquote(urlparse(location).path)) if location.startswith("file:") else Path(location)
+    if stored.exists():
+        return None
+    root = Path(RuntimeSettings().mlflow_artifact_root).resolve()
+    moved = relocate(stored, root)
+    if moved is not None and moved.exists():
+        return moved
+    raise RegistryError(f"{uri}: the model's files are not at {stored}, where the registry recorded them (was the "
+                        f"project folder moved?), nor under today's artifact root {root} (MLFLOW_ARTIFACT_ROOT)")  # fmt: skip

@@ -11,7 +11,7 @@ import soundfile as sf
 
 from pipeline.config import parse_params
 from pipeline.evaluate.run import run_evaluate
-from pipeline.predict import KerasScorer
+from pipeline.inference import load_keras
 from tests.conftest import tiny_params_dict, tone_clip
 
 pytestmark = pytest.mark.slow
@@ -93,7 +93,7 @@ def test_metrics_reach_the_training_run(evaluated, mlflow_env):
 def test_behaviour_silence_gain_and_shift(tiny_trained):
     """Noise-only → _silence_; ±6 dB and ±50 ms keep most predictions (tolerance: ≥ 80 % unchanged)."""
     _, params, _ = tiny_trained
-    scorer = KerasScorer(params.paths.model / "model.keras", params.features)
+    scorer = load_keras(params.paths.model / "model.keras", params.features).scores
     noise = np.load(params.paths.split / "background_testing.npy").astype(np.float32) / 32768
     quiet = np.stack([noise[i * 4000 : i * 4000 + 16000] * 0.05 for i in range(5)])
     assert (scorer(quiet).argmax(1) == params.labels.index("_silence_")).mean() >= 0.8
@@ -105,6 +105,6 @@ def test_behaviour_silence_gain_and_shift(tiny_trained):
 
 def test_unheard_word_goes_to_unknown_more_often_than_chance(tiny_trained):
     _, params, _ = tiny_trained
-    scorer = KerasScorer(params.paths.model / "model.keras", params.features)
+    scorer = load_keras(params.paths.model / "model.keras", params.features).scores
     clips = np.stack([tone_clip("dog", 60 + i, 0, slot=3) for i in range(10)])  # 'dog' is an unknown word, new speakers
     assert (scorer(clips).argmax(1) == params.labels.index("_unknown_")).mean() > 1 / len(params.labels)

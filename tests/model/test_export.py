@@ -13,7 +13,6 @@ from pipeline.errors import KwsError  # noqa: E402
 from pipeline.export.serving import (  # noqa: E402
     build_serving_model,
     export_saved_model,
-    load_saved_model_fn,
     read_labels,
     saved_model_latency_ms,
 )
@@ -26,6 +25,7 @@ from pipeline.export.tflite import (  # noqa: E402
     latency_ms,
 )
 from pipeline.features.frontend import compute_features, frontend_from_params  # noqa: E402
+from pipeline.inference import load_saved_model, load_tflite, read_saved_model_card, read_tflite_card  # noqa: E402
 from pipeline.models import build_model  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -64,7 +64,7 @@ def exported(tmp_path_factory):
     classifier.fit(compute_features(train_x, features), train_y, epochs=8, batch_size=16, verbose=0)
     model = build_serving_model(frontend_from_params(features), classifier, features.clip_samples)
     root = tmp_path_factory.mktemp("export")
-    export_saved_model(model, root / "saved_model", LABELS)
+    export_saved_model(model, root / "saved_model", LABELS, SAMPLES, "mfcc")
     clips, labels = _clips(20, seed=2)
     return {"root": root, "model": model, "clips": clips, "labels": labels, "train": train_x,
             "keras": model.predict(clips, verbose=0)["scores"]}  # fmt: skip
@@ -77,10 +77,45 @@ def test_saved_model_signature_is_exact(exported):
     assert inputs[0] == "audio" and inputs[1].shape.as_list() == [None, SAMPLES] and inputs[1].dtype == tf.float32
     assert outputs[0] == "scores" and outputs[1].shape.as_list() == [None, 4] and outputs[1].dtype == tf.float32
     assert read_labels(exported["root"] / "saved_model") == LABELS
+    assert read_saved_model_card(exported["root"] / "saved_model") == {
+        "format": 1, "labels": LABELS, "sample_rate": 16000, "clip_samples": SAMPLES, "preprocess": "mfcc", "streaming": None}
+
+
+def test_labels_travel_inside_the_exports(exported, tmp_path):
+    """Fault: a .tflite copied without labels.txt fell back to params.yaml's labels. The model card (labels, rate,
+    clip length) is zipped onto the .tflite and kept in the SavedModel's assets, so a lone copy knows its labels."""
+    import shutil
+
+    convert(exported["root"] / "saved_model", exported["root"] / "card.tflite", "float")
+    lone = tmp_path / "elsewhere"
+    lone.mkdir()
+    shutil.copyfile(exported["root"] / "card.tflite", lone / "model.tflite")
+    assert read_tflite_card(lone / "model.tflite")["labels"] == LABELS
+    predictor = load_tflite(lone / "model.tflite")
+    assert (predictor.labels, predictor.sample_rate, predictor.clip_samples) == (LABELS, 16000, SAMPLES)
+    assert predictor.info["model_card"] is True
+    assert predictor.scores(exported["clips"]).argmax(1).tolist() == exported["keras"].argmax(1).tolist()
+    shutil.copytree(exported["root"] / "saved_model", lone / "sm")
+    (lone / "sm" / "labels.txt").unlink()
+    assert load_saved_model(lone / "sm").labels == LABELS
+
+    plain = tmp_path / "plain.tflite"  # a .tflite with no card and no labels.txt: refused, never params.yaml's labels
+    plain.write_bytes((lone / "model.tflite").read_bytes()[: _flatbuffer_size(lone / "model.tflite")])
+    assert read_tflite_card(plain) is None
+    with pytest.raises(KwsError, match="carries no labels and no labels.txt"):
+        load_tflite(plain)
+
+
+def _flatbuffer_size(path) -> int:
+    """Bytes of the flatbuffer alone: where the appended zip's first entry starts (zipfile counts from the file start)."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as z:
+        return min(info.header_offset for info in z.infolist())
 
 
 def test_saved_model_matches_keras(exported):
-    scores = load_saved_model_fn(exported["root"] / "saved_model")(exported["clips"])
+    scores = load_saved_model(exported["root"] / "saved_model").scores(exported["clips"])
     assert scores.shape == (20, 4) and scores.dtype == np.float32
     np.testing.assert_allclose(scores.sum(axis=1), 1.0, atol=1e-5)
     assert np.abs(scores - exported["keras"]).max() < 1e-5
@@ -89,11 +124,11 @@ def test_saved_model_matches_keras(exported):
 
 def test_export_rejects_wrong_label_count_and_replaces_atomically(exported, tmp_path):
     with pytest.raises(KwsError, match="3 labels"):
-        export_saved_model(exported["model"], tmp_path / "sm", LABELS[:3])
+        export_saved_model(exported["model"], tmp_path / "sm", LABELS[:3], SAMPLES)
     assert not (tmp_path / "sm").exists()
     (tmp_path / "sm").mkdir()
     (tmp_path / "sm" / "stale.txt").write_text("old")
-    export_saved_model(exported["model"], tmp_path / "sm", LABELS)
+    export_saved_model(exported["model"], tmp_path / "sm", LABELS, SAMPLES)
     assert not (tmp_path / "sm" / "stale.txt").exists() and (tmp_path / "sm" / "saved_model.pb").exists()
 
 
@@ -161,7 +196,7 @@ def test_int8_gate_catches_shuffled_scores(exported):
 
 
 def test_latency_ms_positive(exported):
-    predict = load_saved_model_fn(exported["root"] / "saved_model")
+    predict = load_saved_model(exported["root"] / "saved_model").scores
     result = latency_ms(predict, exported["clips"][0], repeats=5, warmup=1)
     assert 0 < result["median_ms"] <= result["p90_ms"] and result["repeats"] == 5
     here = latency_ms(predict, exported["clips"][0], repeats=3, threads=1)
@@ -178,7 +213,7 @@ def test_any_feature_layer_exports(tmp_path):
     embedding = keras.Model(wave, keras.layers.Dense(96, activation="tanh")(frames), name="embedding")
     head = keras.Sequential([keras.Input((16, 96)), keras.layers.Flatten(), keras.layers.Dense(4)], name="head")
     model = build_serving_model(embedding, head, SAMPLES)
-    export_saved_model(model, tmp_path / "sm", LABELS)
+    export_saved_model(model, tmp_path / "sm", LABELS, SAMPLES)
     clips, _ = _clips(8, seed=4)
     info = convert(tmp_path / "sm", tmp_path / "int8.tflite", "int8", representative=clips)
     assert info["ops"]["FULLY_CONNECTED"] == {"float32": 1, "int8": 1}  # the feature layer's stays float
@@ -189,36 +224,40 @@ def test_any_feature_layer_exports(tmp_path):
 def test_embedding_model_streams_on_the_shared_sequence(tmp_path):
     """A speech-embedding SavedModel carries `embed_sequence` and `head`: `kws stream` then scores every 80 ms from
     one embedding pass, the same scores as the Keras model's; a from-scratch model streams by windows."""
-    from pipeline.config import Params
+    from pipeline.config import StreamParams
     from pipeline.features.embedding import EmbeddingFeatures
-    from pipeline.inference import load_model
-    from pipeline.predict import KerasScorer
+    from pipeline.inference import load_keras
 
     keras.utils.set_random_seed(5)
     features = FeaturesParams(preprocess="speech_embedding")
-    params = Params.model_validate({"seed": 1, "features": features.model_dump(), "data": {"keywords": ["yes", "no"], "sources": [{"kind": "synthetic"}]}})
     head = build_model({"name": "embedding_head"}, features.feature_shape, len(LABELS))
     head.save(tmp_path / "model.keras")
+    (tmp_path / "labels.txt").write_text("\n".join(LABELS) + "\n")
     layer = EmbeddingFeatures()
     layer.build((None, SAMPLES))
-    export_saved_model(build_serving_model(layer, head, SAMPLES), tmp_path / "sm", LABELS)
-    predictor = load_model(tmp_path / "sm", params)
-    assert predictor.info["streaming"] == "sequence" and predictor.stream_fn is not None
+    card = export_saved_model(build_serving_model(layer, head, SAMPLES), tmp_path / "sm", LABELS, SAMPLES, "speech_embedding")
+    assert card["streaming"] == {"hop": 1280, "span": 12512, "window_vectors": 16}
+    predictor = load_saved_model(tmp_path / "sm")
+    assert predictor.info["streaming"] == "sequence" and predictor.capabilities == {"clips", "sequence"}
+    settings = StreamParams()
+    assert predictor.stream_mode(settings) == "sequence"
+    assert predictor.stream_mode(settings.model_copy(update={"mode": "windows"})) == "windows"
     clips, _ = _clips(6, seed=8)
     audio = clips.reshape(-1)
-    scores, times = predictor.stream_fn(audio)
+    scores, times = predictor.stream_scores(audio, settings)
     assert scores.shape == (1 + (len(audio) - 12512) // 1280 - 15, len(LABELS))
     np.testing.assert_allclose(scores.sum(axis=1), 1.0, atol=1e-5)
-    keras_scores, keras_times = KerasScorer(tmp_path / "model.keras", features).stream_scores(audio)
+    keras_predictor = load_keras(tmp_path / "model.keras", features)
+    assert keras_predictor.capabilities == {"clips", "sequence", "features"}
+    keras_scores, keras_times = keras_predictor.stream_scores(audio, settings)
     np.testing.assert_array_equal(times, keras_times)
     assert np.abs(scores - keras_scores).max() < 1e-5
-    assert load_model(tmp_path / "sm", params).scores(clips).shape == (6, len(LABELS))
+    assert predictor.scores(clips).shape == (6, len(LABELS))
 
 
 def test_from_scratch_model_streams_by_windows(exported):
-    from pipeline.config import Params
-    from pipeline.inference import load_model
+    from pipeline.config import StreamParams
 
-    params = Params.model_validate({"seed": 1, "data": {"keywords": ["yes", "no"], "sources": [{"kind": "synthetic"}]}})
-    predictor = load_model(exported["root"] / "saved_model", params)
-    assert predictor.stream_fn is None and predictor.info["streaming"] == "windows"
+    predictor = load_saved_model(exported["root"] / "saved_model")
+    assert predictor.sequence_fn is None and predictor.info["streaming"] == "windows"
+    assert predictor.capabilities == {"clips"} and predictor.stream_mode(StreamParams()) == "windows"

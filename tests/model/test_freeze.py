@@ -105,15 +105,14 @@ def test_export_writes_every_file(frozen):
 
 def test_exported_models_agree_with_keras(frozen):
     """SavedModel, TFLite float and int8 load and agree with Keras; export.json's agreement values recomputed."""
-    from pipeline.export.serving import load_saved_model_fn
     from pipeline.export.tflite import TfliteModel, agreement
-    from pipeline.predict import KerasScorer
+    from pipeline.inference import load_keras, load_saved_model
 
     params, out = frozen.params, frozen.params.paths.export
     report = json.loads((out / "export.json").read_text())["testing"]
     audio, labels = _testing(params)
-    keras_scores = KerasScorer(params.paths.model / "model.keras", params.features)(audio)
-    saved = load_saved_model_fn(out / "saved_model")(audio)
+    keras_scores = load_keras(params.paths.model / "model.keras", params.features).scores(audio)
+    saved = load_saved_model(out / "saved_model").scores(audio)
     float_scores = TfliteModel(out / "model_float.tflite").predict(audio)
     int8_scores = TfliteModel(out / "model_int8.tflite").predict(audio)
     np.testing.assert_allclose(saved, keras_scores, atol=1e-4)
@@ -125,11 +124,40 @@ def test_exported_models_agree_with_keras(frozen):
     assert report["clips"] == len(labels)
 
 
+@pytest.mark.parametrize("kind", ["saved_model", "tflite_float", "tflite_int8", "pyfunc"])
+def test_every_predictor_kind_scores_like_keras(frozen, mlflow_env, kind):
+    """One parity test over every form a model is scored in, on the same testing clips, against the Keras classifier
+    behind the frontend: the same top label (int8: >= 90 % of clips), scores within 1e-4 (float) / 1e-3 (TFLite)."""
+    from pipeline.inference import load_keras, load_model
+
+    params, out = frozen.params, frozen.params.paths.export
+    audio, _ = _testing(params)
+    keras_scores = load_keras(params.paths.model / "model.keras", params.features).scores(audio)
+    if kind == "pyfunc":
+        import mlflow
+
+        model = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}@challenger")
+        result = model.predict(pd.DataFrame({"audio": [_wav_bytes(clip) for clip in audio]}))
+        scores = np.stack(result["scores"]).astype(np.float32)
+    else:
+        spec = {"saved_model": out, "tflite_float": out / "model_float.tflite", "tflite_int8": out / "model_int8.tflite"}[kind]
+        predictor = load_model(spec)
+        assert predictor.labels == params.labels and predictor.sample_rate == 16000 and predictor.clip_samples == 16000
+        scores = predictor.scores(audio)
+    assert scores.shape == keras_scores.shape
+    same = float((scores.argmax(1) == keras_scores.argmax(1)).mean())
+    if kind == "tflite_int8":
+        assert same >= 0.9, same
+    else:
+        assert same == 1.0
+        assert np.abs(scores - keras_scores).max() < (1e-3 if kind == "tflite_float" else 1e-4)
+
+
 def test_registered_version_tags_and_pyfunc(frozen, mlflow_env):
     import mlflow
 
-    from pipeline.export.serving import load_saved_model_fn
-    from pipeline.tracking.pyfunc import REQUIREMENTS
+    from pipeline.inference import load_saved_model
+    from pipeline.tracking.pyfunc import OUTPUT_COLUMNS, REQUIREMENTS
 
     params = frozen.params
     client = mlflow.MlflowClient()
@@ -160,7 +188,7 @@ def test_registered_version_tags_and_pyfunc(frozen, mlflow_env):
 
     info = mlflow.models.get_model_info(f"models:/{MODEL_NAME}@challenger")
     assert info.signature.inputs.to_dict() == [{"type": "binary", "name": "audio", "required": True}]
-    assert [c["name"] for c in info.signature.outputs.to_dict()] == ["label", "score", "scores"]
+    assert [c["name"] for c in info.signature.outputs.to_dict()] == OUTPUT_COLUMNS
     assert info.saved_input_example_info["type"] == "dataframe"
     local = Path(mlflow.artifacts.download_artifacts(f"models:/{MODEL_NAME}@challenger"))
     requirements = (local / "requirements.txt").read_text().split()
@@ -172,8 +200,9 @@ def test_registered_version_tags_and_pyfunc(frozen, mlflow_env):
     audio, _ = _testing(params)
     wavs = [_wav_bytes(clip) for clip in audio[:4]]  # int16 clips: the wav round trip is exact
     result = model.predict(pd.DataFrame({"audio": [*wavs, base64.b64encode(wavs[0]).decode()]}))
-    assert list(result.columns) == ["label", "score", "scores"]
-    saved = load_saved_model_fn(params.paths.export / "saved_model")(audio[:4])
+    assert list(result.columns) == ["label", "score", "scores", "labels", "seconds", "detections", "notes"]
+    assert all(row == params.labels for row in result["labels"]) and list(result["seconds"]) == [1.0] * 5
+    saved = load_saved_model(params.paths.export / "saved_model").scores(audio[:4])
     assert list(result["label"][:4]) == [params.labels[i] for i in saved.argmax(1)]
     np.testing.assert_allclose(np.stack(result["scores"][:4]), saved, atol=1e-5)
     assert result["label"][4] == result["label"][0], "base64 text is decoded like bytes"

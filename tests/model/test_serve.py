@@ -130,7 +130,31 @@ def test_served_model_accepts_its_logged_example_and_rejects_garbage(server):
     status, body = _post(f"{url}/invocations", json.loads(local.read_text()))
     assert status == 200 and len(body["predictions"]) == 1, body
     status, body = _post(f"{url}/invocations", _request(b"not a wav"))
-    assert status == 400 and "cannot decode" in body.get("message", "") + body.get("stack_trace", ""), body
+    assert status == 400 and "row 0: audio: cannot read audio; the 9 bytes is not wav/flac" in body["message"], body
+
+
+def test_served_model_refuses_empty_audio_with_the_reason(server):
+    """Fault: a 0-frame wav got HTTP 200 and `_silence_ 0.934`."""
+    url, _, _ = server
+    status, body = _post(f"{url}/invocations", _request(_wav(np.zeros(0, np.float32))))
+    assert status == 400 and body["message"].endswith("Error: row 0: audio: the audio holds no samples (0 frames)"), body
+    assert body["error_code"] == "INVALID_PARAMETER_VALUE"
+
+
+def test_served_model_streams_a_long_capture_and_names_its_labels(server, frozen):
+    """Fault: a 3 s capture with the word at 2-3 s was cut to its first (silent) second and answered `_silence_` with
+    no note. Now it is streamed like `kws stream`: detections over the recording, the strongest window, a note."""
+    url, _, _ = server
+    capture = np.concatenate([0.001 * np.random.default_rng(0).standard_normal(32000).astype(np.float32),
+                              tone_clip("yes", 10, 7, slot=0)])  # fmt: skip
+    status, body = _post(f"{url}/invocations", _request(_wav(capture), _wav(tone_clip("no", 11, 3, slot=1))))
+    assert status == 200, body
+    long, short = body["predictions"]
+    assert long["labels"] == short["labels"] == frozen.params.labels
+    assert long["seconds"] == 3.0 and long["label"] == "yes"
+    assert [d["label"] for d in long["detections"]] == ["yes"] and 2.0 < long["detections"][0]["time_s"] <= 3.0
+    assert long["notes"][-1].startswith("3.00 s is longer than the model's 1 s window: streamed (windows)")
+    assert short["seconds"] == 1.0 and short["detections"] == [] and short["notes"] == [] and short["label"] == "no"
 
 
 @pytest.mark.skipif(shutil.which("curl") is None or shutil.which("base64") is None, reason="curl/base64 not installed")

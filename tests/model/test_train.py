@@ -170,7 +170,7 @@ def test_embedding_head_trains_on_embedded_views_of_a_tiny_corpus(tiny_data, mlf
     """The default kind of model end to end on the tiny corpus: the features stage embeds K views of every
     training clip once (frozen backbone), the head trains on them and scores the held-out speakers."""
     from pipeline.features.extract import run_features
-    from pipeline.predict import KerasScorer
+    from pipeline.inference import load_keras
     from pipeline.train.run import run_train
 
     root, _ = tiny_data
@@ -189,7 +189,7 @@ def test_embedding_head_trains_on_embedded_views_of_a_tiny_corpus(tiny_data, mlf
     assert not np.allclose(training[0], training[1]), "view 1 is augmented, not a copy of the clean view"
     metrics = run_train(params)
     assert metrics["validation_accuracy"] >= 0.6, metrics
-    scorer = KerasScorer(params.paths.model / "model.keras", params.features)
+    scorer = load_keras(params.paths.model / "model.keras", params.features)
     audio = np.load(params.paths.split / "testing_audio.npy")
     labels = np.load(params.paths.split / "testing_labels.npy")
-    assert (scorer(audio).argmax(1) == labels).mean() >= 0.6  # raw audio through the shared embedding frontend
+    assert (scorer.scores(audio).argmax(1) == labels).mean() >= 0.6  # raw audio through the shared embedding frontend

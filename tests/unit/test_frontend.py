@@ -179,20 +179,47 @@ def test_tflite_conversion_uses_builtin_ops_only(mode, tmp_path):
 
 
 def test_draw_spectrogram_handles_stereo_other_rate_and_bad_files(tmp_path):
+    """The whole file is drawn at its true length (0.7 s: 68 MFCC frames, not a 1 s clip's 98), conversions said."""
     import soundfile as sf
 
     from pipeline.errors import DataError
-    from pipeline.features.plot import draw_spectrogram, load_clip
+    from pipeline.features.plot import draw_spectrogram
 
     p = FeaturesParams()
-    t = np.arange(int(0.7 * 22050)) / 22050
+    t = np.arange(15435) / 22050  # 0.7 s: 11,200 samples at 16 kHz
     stereo = np.stack([0.5 * np.sin(2 * np.pi * 440 * t), 0.1 * np.sin(2 * np.pi * 880 * t)], axis=1)
     sf.write(tmp_path / "a.wav", stereo.astype(np.float32), 22050, subtype="PCM_16")
-    clip = load_clip(tmp_path / "a.wav", p)
-    assert clip.shape == (p.clip_samples,) and np.all(clip[int(0.72 * RATE) :] == 0)
-    draw_spectrogram(tmp_path / "a.wav", tmp_path / "out" / "a.png", p)
+    drawing = draw_spectrogram(tmp_path / "a.wav", tmp_path / "out" / "a.png", p)
+    assert drawing.seconds == pytest.approx(0.7, abs=1e-4)
+    assert drawing.notes == ["mixed 2 channels to mono", "resampled 22050 Hz to 16000 Hz"]
+    assert drawing.panels == ["MFCC (mfcc): 68 frames × 40"]  # 1 + (11200 - 480) // 160
     assert (tmp_path / "out" / "a.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [f.name for f in (tmp_path / "out").iterdir()] == ["a.png"]  # no temp file left behind
     (tmp_path / "bad.wav").write_bytes(b"not audio")
-    with pytest.raises(DataError, match="bad.wav"):
+    with pytest.raises(DataError, match="bad.wav: cannot read audio"):
         draw_spectrogram(tmp_path / "bad.wav", tmp_path / "bad.png", p)
+    with pytest.raises(DataError, match="is a folder"):
+        draw_spectrogram(tmp_path / "out", tmp_path / "bad.png", p)
+    sf.write(tmp_path / "empty.wav", np.zeros(0, np.float32), 16000, subtype="PCM_16")
+    with pytest.raises(DataError, match="empty.wav: the audio holds no samples"):
+        draw_spectrogram(tmp_path / "empty.wav", tmp_path / "bad.png", p)
+    assert not (tmp_path / "bad.png").exists()
+
+
+def test_draw_spectrogram_speech_embedding_whole_file(tmp_path):
+    """Fault: the shipped params (speech_embedding) crashed `kws spectrogram`. Now: mel input and embedding
+    sequence of the whole 3 s file — 1 + (48000 - 512) // 160 = 297 mel frames, 1 + (48000 - 12512) // 1280 = 28
+    vectors."""
+    import soundfile as sf
+
+    from pipeline.features.plot import draw_spectrogram
+
+    p = FeaturesParams(preprocess="speech_embedding")
+    t = np.arange(3 * 44100) / 44100
+    stereo = np.stack([0.3 * np.sin(2 * np.pi * 300 * t), 0.3 * np.sin(2 * np.pi * 500 * t)], axis=1)
+    sf.write(tmp_path / "long.wav", stereo.astype(np.float32), 44100, subtype="PCM_16")
+    drawing = draw_spectrogram(tmp_path / "long.wav", tmp_path / "long.png", p)
+    assert drawing.panels == ["speech-embedding mel input (embedding_mel): 297 frames × 32",
+                              "speech embedding (speech_embedding): 28 frames × 96"]  # fmt: skip
+    assert drawing.notes == ["mixed 2 channels to mono", "resampled 44100 Hz to 16000 Hz"] and drawing.seconds == 3.0
+    assert (tmp_path / "long.png").read_bytes()[:4] == b"\x89PNG"

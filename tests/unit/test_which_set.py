@@ -35,10 +35,16 @@ def test_test_set_layout_recovers_word_and_name():
 
 
 def test_percentages_move_the_boundaries():
-    p = hash_percentage("yes/105e72bb_nohash_0.wav")
-    assert 0 <= p <= 100
-    assert which_set("yes/105e72bb_nohash_0.wav", 0, 0) == "training"
-    assert which_set("yes/105e72bb_nohash_0.wav", 0, 100 - 1e-9) in {"testing", "training"}
+    """The clip's hash percentage is 0.3318...: validation iff below validation_percentage, then testing iff below
+    validation + testing, else training."""
+    path = "yes/105e72bb_nohash_0.wav"
+    p = hash_percentage(path)
+    assert p == pytest.approx(0.3318235302852357, abs=1e-12)
+    assert which_set(path, 0, 0) == "training"
+    assert which_set(path, p + 1e-6, 0) == "validation"
+    assert which_set(path, p - 1e-6, 0) == "training"
+    assert which_set(path, p - 1e-6, 2e-6) == "testing"
+    assert which_set(path, 0, 100 - 1e-9) == "testing"
 
 
 def test_source_rules_salt_and_wholly_testing():
