@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pipeline.config import Params, load_params
 from pipeline.errors import KwsError
+from pipeline.fileio import disk_full_message
 
 QUIET_ENV = {
     "DVC_NO_ANALYTICS": "1",
@@ -51,4 +52,10 @@ def run_stage(name: str, work: Callable[[Params], object], argv: list[str] | Non
     except KeyboardInterrupt:
         print(f"{name}: interrupted; run it again to resume", file=sys.stderr)
         return 130
+    except Exception as error:  # a full disk, whoever noticed it (numpy, h5py, TensorFlow): one line, not a traceback
+        message = disk_full_message(error)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 1
     return 0

@@ -12,7 +12,7 @@ import numpy as np
 
 from pipeline.config import Params
 from pipeline.errors import DataError, KwsError
-from pipeline.fileio import write_json
+from pipeline.fileio import ensure_space, write_json
 
 log = logging.getLogger(__name__)
 MIN_FLOAT_AGREEMENT = 0.999
@@ -127,18 +127,23 @@ def register_model(params: Params, report: dict) -> dict:
     """Log the pyfunc model to the training run, register it and point `challenger` at the new version."""
     from pipeline.tracking import Run
     from pipeline.tracking.pyfunc import log_pyfunc
-    from pipeline.tracking.registry import register
+    from pipeline.tracking.registry import register, version_of_run
 
     run_id = (params.paths.model / "run_id.txt").read_text().strip()
     evaluation = json.loads((params.paths.reports / "evaluation.json").read_text())
     out = params.paths.export
-    model_uri = log_pyfunc(run_id, out / "saved_model", out / "labels.txt", _example_wav(params), params.features.sample_rate)
+    name = params.freeze.registered_model_name
+    existing = version_of_run(name, run_id)  # a rerun after a kill that followed the registration: one version per run
+    if existing is not None:
+        log.info("%s version %d is already registered from run %s: reused", name, existing[0], run_id)
+        model_uri = existing[1]
+    else:
+        model_uri = log_pyfunc(run_id, out / "saved_model", out / "labels.txt", _example_wav(params), params.features.sample_rate)
     tags = {"test_accuracy": evaluation["testing"]["accuracy"], "model": params.train.model.name,
             "int8_test_accuracy": report["testing"]["accuracy"]["int8"]}  # fmt: skip
     for name, values in evaluation.items():
         if name not in {"testing", "streaming"} and "accuracy" in values:
             tags[f"{name}_accuracy"] = values["accuracy"]
-    name = params.freeze.registered_model_name
     version = register(name, model_uri, run_id, tags)
     run = Run.resume(run_id)
     run.metrics({"int8_test_accuracy": report["testing"]["accuracy"]["int8"],
@@ -165,13 +170,27 @@ def summary_metrics(report: dict) -> dict:
     }
 
 
+def export_space_needed(params: Params) -> int:
+    """Bytes the exports need, estimated from the trained model: SavedModel, two TFLite files and the MLflow copy of
+    the SavedModel, each at most a few times the Keras file (the frontend's weights, e.g. the speech embedding's
+    ~1 MB, come on top), with a 50 MB floor for TensorFlow's temporary conversion files."""
+    keras_file = params.paths.model / "model.keras"
+    size = keras_file.stat().st_size if keras_file.exists() else 0
+    frontend = 20_000_000 if params.features.preprocess == "speech_embedding" else 0
+    return max(50_000_000, 8 * size + 4 * frontend)
+
+
 def run_freeze(params: Params) -> dict:
     """Export, check, write export.json, then register the model version."""
     from pipeline.export.tflite import int8_gate
 
+    from pipeline.tracking import check_tracking, tracking_uri
+
     for needed, stage in ((params.paths.model / "run_id.txt", "train"), (params.paths.reports / "evaluation.json", "evaluate")):
         if not needed.is_file():  # checked before the minutes of export, not after
             raise DataError(f"{needed}: not found; run the {stage} stage first")
+    check_tracking(tracking_uri())  # the registry is needed at the end: an unreachable server fails now, in seconds
+    ensure_space(params.paths.export, export_space_needed(params), "the exports")
     (params.paths.export / "registered.json").unlink(missing_ok=True)  # never leave an earlier run's record behind
     report = export_models(params)
     write_json(params.paths.export / "export.json", report)

@@ -48,9 +48,36 @@ class VersionInfo:
 _LOGGED_MODEL_URI = re.compile(r"^models:/(m-[0-9a-f]+)$")  # what mlflow.pyfunc.log_model returns in MLflow 3
 
 
-def register(name: str, model_uri: str, run_id: str, tags: dict[str, str], alias: str = "challenger") -> int:
-    """Register `model_uri` under `name`, tag it and point `alias` at it; return the version number."""
+def _quoted(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def version_of_run(name: str, run_id: str) -> tuple[int, str] | None:
+    """The newest version of `name` already registered from `run_id` and its model URI, or None."""
     client = _client()
+    try:
+        found = client.search_model_versions(f"name = {_quoted(name)} and run_id = {_quoted(run_id)}")
+    except _mlflow().exceptions.MlflowException:
+        return None
+    if not found:
+        return None
+    newest = max(found, key=lambda v: int(v.version))
+    return int(newest.version), newest.source
+
+
+def register(name: str, model_uri: str, run_id: str, tags: dict[str, str], alias: str = "challenger") -> int:
+    """Register `model_uri` under `name`, tag it and point `alias` at it; return the version number.
+
+    A run registers one version: when `run_id` already has a version of `name` (a freeze killed after registering,
+    then rerun), that version is re-tagged and gets `alias` instead of a second version.
+    """
+    existing = version_of_run(name, run_id)
+    client = _client()
+    if existing is not None:
+        for key, value in tags.items():
+            client.set_model_version_tag(name, str(existing[0]), key, str(value))
+        client.set_registered_model_alias(name, alias, str(existing[0]))
+        return existing[0]
     try:
         client.get_registered_model(name)
     except _mlflow().exceptions.MlflowException:

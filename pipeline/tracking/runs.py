@@ -7,6 +7,7 @@ import logging
 import os
 import subprocess
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
@@ -35,15 +36,20 @@ def tracking_uri() -> str:
     return RuntimeSettings().mlflow_tracking_uri
 
 
-def check_tracking(uri: str, timeout: float = 3.0) -> None:
-    """Fail fast, before any training, when the tracking store cannot be reached."""
+def check_tracking(uri: str, timeout: float = 2.0, attempts: int = 3, pause: float = 1.0) -> None:
+    """Fail fast, before any work, when the tracking store cannot be reached: `attempts` tries of `timeout` s each,
+    `pause` s apart (at most ~8 s in all), then TrackingError with one line naming the URI."""
     if uri.startswith(("http://", "https://")):
-        try:
-            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as response:
-                response.read(64)
-        except (urllib.error.URLError, OSError) as error:
-            reason = getattr(error, "reason", error)
-            raise TrackingError(f"MLflow tracking server {uri} is unreachable ({reason}); set MLFLOW_TRACKING_URI") from None
+        for attempt in range(attempts):
+            try:
+                with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as response:
+                    response.read(64)
+                return
+            except (urllib.error.URLError, OSError) as error:
+                reason = getattr(error, "reason", error)
+                if attempt + 1 < attempts:
+                    time.sleep(pause)
+        raise TrackingError(f"MLflow tracking server {uri} is unreachable ({reason}); start it or set MLFLOW_TRACKING_URI")
     elif uri.startswith("sqlite:///"):
         folder = Path(uri.removeprefix("sqlite:///")).parent
         if not folder.is_dir():
@@ -71,8 +77,20 @@ def git_commit() -> str:
         return "unknown"
 
 
+# MLflow's own HTTP retries last ~8 minutes by default (7 retries, backoff 2, 120 s timeout): a lost server would
+# hang a stage that long. Bounded here to a few seconds; the environment can still override them.
+CLIENT_ENV = {
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+}
+
+
 def _mlflow():
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    for key, value in CLIENT_ENV.items():
+        os.environ.setdefault(key, value)
     import mlflow
 
     return mlflow
@@ -112,18 +130,50 @@ class Run:
         check_tracking(uri)
         return cls(run_id, uri)
 
+    @classmethod
+    def reopen(cls, run_id: str) -> Run | None:
+        """Continue an interrupted run (status back to RUNNING); None when the store no longer has it."""
+        uri = tracking_uri()
+        check_tracking(uri)
+        self = cls(run_id, uri)
+        try:
+            status = self.client.get_run(run_id).info.status
+        except _mlflow().exceptions.MlflowException:
+            return None
+        if status != "RUNNING":
+            self._call(self.client.update_run, run_id, status="RUNNING")
+        return self
+
+    @classmethod
+    def mark_killed(cls, run_id: str) -> None:
+        """Mark a run left RUNNING by a killed stage as KILLED (nothing when it is gone or already ended)."""
+        run = cls(run_id, tracking_uri())
+        try:
+            if run.client.get_run(run_id).info.status == "RUNNING":
+                run.client.set_terminated(run_id, "KILLED")
+        except _mlflow().exceptions.MlflowException:
+            pass
+
+    def _call(self, method, *args, **kwargs):
+        """One client call; a store that stopped answering becomes a one-line TrackingError, not a traceback."""
+        try:
+            return method(*args, **kwargs)
+        except Exception as error:  # MlflowException, requests' connection errors, sqlite errors: all one line
+            reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+            raise TrackingError(f"MLflow tracking store {self.uri} stopped answering ({reason})") from None
+
     def metrics(self, values: Mapping[str, float], step: int | None = None) -> None:
         mlflow = _mlflow()
         stamp = mlflow.utils.time.get_current_time_millis()
         batch = [mlflow.entities.Metric(k, float(v), stamp, step or 0) for k, v in values.items()]
-        self.client.log_batch(self.run_id, metrics=batch)
+        self._call(self.client.log_batch, self.run_id, metrics=batch)
 
     def tags(self, values: Mapping[str, str]) -> None:
         for key, value in values.items():
-            self.client.set_tag(self.run_id, key, str(value))
+            self._call(self.client.set_tag, self.run_id, key, str(value))
 
     def artifact(self, path: Path, folder: str | None = None) -> None:
-        self.client.log_artifact(self.run_id, str(path), folder)
+        self._call(self.client.log_artifact, self.run_id, str(path), folder)
 
     def json(self, payload: object, name: str) -> None:
         """Log a JSON document as an artifact at `name` (e.g. confusion/step_000400.json)."""
@@ -131,10 +181,10 @@ class Run:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / filename
             path.write_text(json.dumps(payload, indent=2, sort_keys=True))
-            self.client.log_artifact(self.run_id, str(path), folder or None)
+            self._call(self.client.log_artifact, self.run_id, str(path), folder or None)
 
     def text(self, text: str, name: str) -> None:
-        self.client.log_text(self.run_id, text, name)
+        self._call(self.client.log_text, self.run_id, text, name)
 
     def dataset(self, frame, name: str, context: str, digest_source: str) -> None:
         """Record a manifest as the run's dataset input (visible in the UI's Datasets column)."""
@@ -147,5 +197,10 @@ class Run:
         inputs = [mlflow.entities.DatasetInput(data._to_mlflow_entity(), [mlflow.entities.InputTag("mlflow.data.context", context)])]
         self.client.log_inputs(self.run_id, datasets=inputs)
 
-    def finish(self, status: str = "FINISHED") -> None:
-        self.client.set_terminated(self.run_id, status)
+    def finish(self, status: str = "FINISHED", quiet: bool = False) -> None:
+        """End the run with `status`; `quiet`: on the way out of an interruption, a failure to do so is not news."""
+        try:
+            self._call(self.client.set_terminated, self.run_id, status)
+        except TrackingError:
+            if not quiet:
+                raise

@@ -13,7 +13,7 @@ import pandas as pd
 from pipeline.config import Params
 from pipeline.fileio import atomic_path, write_json, write_text
 from pipeline.metrics import plot_confusion
-from pipeline.tracking import Run, check_tracking, tracking_uri
+from pipeline.tracking import Run, TrackingError, check_tracking, tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -39,25 +39,41 @@ def model_summary(model) -> str:
 
 
 def run_train(params: Params, progress: bool = False) -> dict:
-    """Open an MLflow run, train with resumable checkpoints, write `paths.model/*` and close the run."""
+    """Open (or, when resuming, continue) an MLflow run, train with resumable checkpoints, write `paths.model/*`.
+
+    Returns the figures of `metrics.json` plus `resumed_from_step` and `wall_seconds` (logged, not written: they
+    differ between an interrupted and an uninterrupted run that reach the same model).
+    """
     from pipeline.train.loop import evaluate_features, load_train_data, train
 
     check_tracking(tracking_uri())  # before any work: an unreachable server is a one-line error
     out = params.paths.model
     labels = params.labels
     manifest = pd.read_parquet(params.paths.split / "manifest.parquet")
-    run = Run.start(
-        params.train.experiment,
-        run_name=f"{params.train.model.name}",
-        params=params.model_dump(mode="json"),
-        tags={"data_version": data_version(params), "model": params.train.model.name},
-    )
-    run.dataset(manifest[manifest["set"] == "training"], "training", "training", str(params.paths.split))
+    opened: list[Run] = []
+
+    def open_run(run_id: str | None) -> Run:
+        run = Run.reopen(run_id) if run_id else None
+        if run is None:
+            run = Run.start(params.train.experiment, run_name=f"{params.train.model.name}", params=params.model_dump(mode="json"),
+                            tags={"data_version": data_version(params), "model": params.train.model.name})  # fmt: skip
+            run.dataset(manifest[manifest["set"] == "training"], "training", "training", str(params.paths.split))
+        else:
+            log.info("continuing MLflow run %s", run.run_id)
+        opened.append(run)
+        return run
+
     try:
-        result = train(params, params.paths.checkpoints, params.paths.logs / "train" / run.run_id, run=run, progress=progress)
+        result = train(params, params.paths.checkpoints, params.paths.logs / "train", open_run=open_run, progress=progress)
+    except TrackingError:
+        raise  # the server is gone: nothing to mark; the message says what is kept
     except BaseException:
-        run.finish("KILLED")
+        for run in opened:
+            run.finish("KILLED", quiet=True)
         raise
+    for stale in result.stale_runs:  # runs of checkpoints that other params/data/code made useless: never left RUNNING
+        Run.mark_killed(stale)
+    run = result.run
     model = result.model
     data = load_train_data(params)
     matrix, val_loss = evaluate_features(model, data.val_features, data.val_labels, len(labels))
@@ -69,9 +85,8 @@ def run_train(params: Params, progress: bool = False) -> dict:
         "validation_loss": val_loss,
         "parameters": int(model.count_params()),
         "steps": result.steps,
-        "resumed_from_step": result.resumed_from,
-        "wall_seconds": round(result.seconds, 2),
     }
+    run_facts = {"resumed_from_step": result.resumed_from, "wall_seconds": round(result.seconds, 2)}
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "model.keras", ".keras") as tmp:
         model.save(tmp)
@@ -81,7 +96,7 @@ def run_train(params: Params, progress: bool = False) -> dict:
     summary = model_summary(model)
     write_text(out / "summary.txt", summary)
     plot_confusion(matrix, labels, out / "validation_confusion.png", f"validation, step {final.get('step', result.steps)}")
-    run.metrics({k: v for k, v in metrics.items() if k not in {"steps"}}, step=result.steps)
+    run.metrics({**{k: v for k, v in metrics.items() if k not in {"steps"}}, **run_facts}, step=result.steps)
     run.artifact(out / "validation_confusion.png", "confusion")
     run.text(summary, "model_summary.txt")
     run.artifact(out / "history.json")
@@ -89,4 +104,4 @@ def run_train(params: Params, progress: bool = False) -> dict:
     run.finish()
     if result.checkpoints is not None:
         result.checkpoints.clear()
-    return metrics
+    return {**metrics, **run_facts}
