@@ -79,7 +79,8 @@ def atomic_path(dest: str | Path, suffix: str = "", durable: bool = False, clean
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
+        with _disk_full_names(dest):
+            yield tmp_path
         if tmp_path.exists():
             os.chmod(tmp_path, _FILE_MODE)
             if durable:
@@ -101,7 +102,8 @@ def atomic_dir(dest: str | Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     os.chmod(tmp, _DIR_MODE)
     try:
-        yield tmp
+        with _disk_full_names(dest):
+            yield tmp
         if dest.exists():
             old = dest.with_name(f".{dest.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -133,18 +135,32 @@ def _mb(count: int) -> str:
     return f"{count / 1e6:,.0f} MB" if count >= 1e6 else f"{count / 1e3:,.0f} kB"
 
 
-def disk_full_message(error: BaseException) -> str | None:
-    """One line for an out-of-space error (OSError ENOSPC, or TensorFlow's/h5py's wording of it); None otherwise."""
+def disk_full_message(error: BaseException, path: str | Path | None = None) -> str | None:
+    """One line for an out-of-space error (OSError ENOSPC, or TensorFlow's/h5py's wording of it); None otherwise.
+
+    `path`: the output being written, when the caller knows it better than the error does.
+    """
     text = str(error)
     if not ((isinstance(error, OSError) and error.errno == errno.ENOSPC) or "No space left on device" in text):
         return None
-    where = getattr(error, "filename", None) or ""
-    place = Path(where) if where else Path.cwd()
+    where = str(path or getattr(error, "filename", None) or "")
     try:
-        left = f"; {_mb(free_bytes(place))} left on its disk"
+        left = f" ({_mb(free_bytes(where or Path.cwd()))} left on its disk)"
     except OSError:
         left = ""
-    return f"no space left on device{' writing ' + str(where) if where else ''}{left}: free some space and run it again"
+    return f"no space left on device{' writing ' + where if where else ''}{left}: free some space and run it again"
+
+
+@contextlib.contextmanager
+def _disk_full_names(dest: Path) -> Iterator[None]:
+    """Turn an out-of-space error inside an atomic write into DiskFullError naming the output."""
+    try:
+        yield
+    except Exception as error:
+        message = disk_full_message(error, dest)
+        if message is None:
+            raise
+        raise DiskFullError(message) from None
 
 
 def write_json(path: str | Path, payload: object) -> None:

@@ -36,8 +36,12 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def run_stage(name: str, work: Callable[[Params], object], argv: list[str] | None = None) -> int:
-    """Load params.yaml (or argv[0]), run one stage function, turn user errors into one line and exit 1."""
+def run_stage(name: str, work: Callable[[Params], object], argv: list[str] | None = None, tracking: bool = False) -> int:
+    """Load params.yaml (or argv[0]), run one stage function, turn user errors into one line and exit 1.
+
+    `tracking`: the stage talks to MLflow, so the tracking store is checked first (a few seconds at most), before the
+    stage imports TensorFlow or does any work.
+    """
     quiet_environment()
     logging.basicConfig(level=logging.WARNING, format=f"[{name}] %(message)s")
     logging.getLogger("pipeline").setLevel(logging.INFO)  # our progress, not every library's chatter
@@ -45,6 +49,10 @@ def run_stage(name: str, work: Callable[[Params], object], argv: list[str] | Non
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` and DVC's cancel end a stage like Ctrl-C: runs are closed
     try:
         params = load_params(Path(args[0]) if args else Path("params.yaml"))
+        if tracking:
+            from pipeline.tracking import check_tracking, tracking_uri
+
+            check_tracking(tracking_uri())
         work(params)
     except KwsError as error:
         print(f"error: {error}", file=sys.stderr)
