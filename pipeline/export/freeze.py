@@ -127,7 +127,7 @@ def register_model(params: Params, report: dict) -> dict:
     """Log the pyfunc model to the training run, register it and point `challenger` at the new version."""
     from pipeline.tracking import Run
     from pipeline.tracking.pyfunc import log_pyfunc
-    from pipeline.tracking.registry import register, version_of_run
+    from pipeline.tracking.registry import register, reuse_version, version_of_run
 
     run_id = (params.paths.model / "run_id.txt").read_text().strip()
     evaluation = json.loads((params.paths.reports / "evaluation.json").read_text())
@@ -141,10 +141,10 @@ def register_model(params: Params, report: dict) -> dict:
         model_uri = log_pyfunc(run_id, out / "saved_model", out / "labels.txt", _example_wav(params), params.features.sample_rate)
     tags = {"test_accuracy": evaluation["testing"]["accuracy"], "model": params.train.model.name,
             "int8_test_accuracy": report["testing"]["accuracy"]["int8"]}  # fmt: skip
-    for name, values in evaluation.items():
-        if name not in {"testing", "streaming"} and "accuracy" in values:
-            tags[f"{name}_accuracy"] = values["accuracy"]
-    version = register(name, model_uri, run_id, tags)
+    for set_name, values in evaluation.items():
+        if set_name not in {"testing", "streaming"} and "accuracy" in values:
+            tags[f"{set_name}_accuracy"] = values["accuracy"]
+    version = reuse_version(name, existing[0], tags) if existing is not None else register(name, model_uri, run_id, tags)
     run = Run.resume(run_id)
     run.metrics({"int8_test_accuracy": report["testing"]["accuracy"]["int8"],
                  "tflite_int8_bytes": report["bytes"]["model_int8.tflite"]})  # fmt: skip

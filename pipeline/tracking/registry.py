@@ -65,19 +65,18 @@ def version_of_run(name: str, run_id: str) -> tuple[int, str] | None:
     return int(newest.version), newest.source
 
 
-def register(name: str, model_uri: str, run_id: str, tags: dict[str, str], alias: str = "challenger") -> int:
-    """Register `model_uri` under `name`, tag it and point `alias` at it; return the version number.
-
-    A run registers one version: when `run_id` already has a version of `name` (a freeze killed after registering,
-    then rerun), that version is re-tagged and gets `alias` instead of a second version.
-    """
-    existing = version_of_run(name, run_id)
+def reuse_version(name: str, version: int, tags: dict[str, str], alias: str = "challenger") -> int:
+    """Re-tag an already registered version and point `alias` at it (a freeze rerun for the same training run)."""
     client = _client()
-    if existing is not None:
-        for key, value in tags.items():
-            client.set_model_version_tag(name, str(existing[0]), key, str(value))
-        client.set_registered_model_alias(name, alias, str(existing[0]))
-        return existing[0]
+    for key, value in tags.items():
+        client.set_model_version_tag(name, str(version), key, str(value))
+    client.set_registered_model_alias(name, alias, str(version))
+    return int(version)
+
+
+def register(name: str, model_uri: str, run_id: str, tags: dict[str, str], alias: str = "challenger") -> int:
+    """Register `model_uri` under `name`, tag it and point `alias` at it; return the version number."""
+    client = _client()
     try:
         client.get_registered_model(name)
     except _mlflow().exceptions.MlflowException:

@@ -56,6 +56,15 @@ def check_tracking(uri: str, timeout: float = 2.0, attempts: int = 3, pause: flo
             raise TrackingError(f"MLflow tracking database folder {folder} does not exist (MLFLOW_TRACKING_URI={uri})")
 
 
+def _reason(error: Exception) -> str:
+    """The gist of a client error: MLflow's HTTP errors wrap a long urllib3 text around a short cause."""
+    text = str(error).strip()
+    for gist in ("Connection refused", "timed out", "Name or service not known", "Connection reset", "No route to host"):
+        if gist.lower() in text.lower():
+            return gist.lower()
+    return (text.splitlines()[0][:160] if text else "") or type(error).__name__
+
+
 def flatten(tree: Mapping, prefix: str = "") -> dict[str, str]:
     """Nested params as dotted keys, the way the MLflow UI compares them."""
     flat: dict[str, str] = {}
@@ -159,8 +168,7 @@ class Run:
         try:
             return method(*args, **kwargs)
         except Exception as error:  # MlflowException, requests' connection errors, sqlite errors: all one line
-            reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
-            raise TrackingError(f"MLflow tracking store {self.uri} stopped answering ({reason})") from None
+            raise TrackingError(f"MLflow tracking store {self.uri} stopped answering ({_reason(error)})") from None
 
     def metrics(self, values: Mapping[str, float], step: int | None = None) -> None:
         mlflow = _mlflow()

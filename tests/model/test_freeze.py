@@ -183,7 +183,7 @@ def test_rerun_after_a_kill_that_followed_registration_reuses_the_version(frozen
     assert again["version"] == first["version"] and again["model_uri"] == first["model_uri"]
     versions = client.search_model_versions(f"name = '{MODEL_NAME}' and run_id = '{run_id}'")
     assert [int(v.version) for v in versions] == [first["version"]], "one run, one registered version"
-    assert client.get_model_version_by_alias(MODEL_NAME, "challenger").version == str(first["version"])
+    assert int(client.get_model_version_by_alias(MODEL_NAME, "challenger").version) == first["version"]
     after = client.search_logged_models(experiment_ids=[client.get_run(run_id).info.experiment_id])
     assert len(after) == len(before), "no second pyfunc model logged to the run"
 
