@@ -183,7 +183,6 @@ def export_space_needed(params: Params) -> int:
 def run_freeze(params: Params) -> dict:
     """Export, check, write export.json, then register the model version."""
     from pipeline.export.tflite import int8_gate
-
     from pipeline.tracking import check_tracking, tracking_uri
 
     for needed, stage in ((params.paths.model / "run_id.txt", "train"), (params.paths.reports / "evaluation.json", "evaluate")):

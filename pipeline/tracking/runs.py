@@ -167,7 +167,7 @@ class Run:
         """One client call; a store that stopped answering becomes a one-line TrackingError, not a traceback."""
         try:
             return method(*args, **kwargs)
-        except Exception as error:  # MlflowException, requests' connection errors, sqlite errors: all one line
+        except Exception as error:  # noqa: BLE001 - MlflowException, requests and sqlite errors alike: one line
             raise TrackingError(f"MLflow tracking store {self.uri} stopped answering ({_reason(error)})") from None
 
     def metrics(self, values: Mapping[str, float], step: int | None = None) -> None:

@@ -55,7 +55,7 @@ def test_small_outputs_are_cached_so_dvc_checkout_restores_them():
 
 def _stage(name: str, params_file: Path, env: dict) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", f"stages.{name}", str(params_file)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+                          capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
 
 
 @pytest.mark.slow
@@ -119,7 +119,7 @@ def dvc_copy(tmp_path_factory):
 
 
 def _dvc(args: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run(["dvc", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(["dvc", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False)
 
 
 def _tree(folder: Path) -> dict[str, str]:
