@@ -72,10 +72,15 @@ def _curve(uri: str, run_id: str, metric: str = "validation_accuracy") -> list[t
     return sorted({(m.step, m.value) for m in history})
 
 
-def _status(uri: str, run_id: str) -> str:
+def _status(uri: str, run_id: str | None) -> str | None:
+    """A run's status (None: only open the store, which creates its tables on first use)."""
     import mlflow
 
-    return mlflow.MlflowClient(tracking_uri=uri).get_run(run_id).info.status
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    if run_id is None:
+        client.search_experiments()
+        return None
+    return client.get_run(run_id).info.status
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +90,7 @@ def faults(tiny_data, tmp_path_factory):
     root, _ = tiny_data
     base = tmp_path_factory.mktemp("faults")
     env = _env(base / "mlflow.db", base / "artifacts")
+    _status(env["MLFLOW_TRACKING_URI"], None)  # create the store's tables once, not in two processes at the same time
     reference = _start(_params(root, base / "reference", base / "reference" / "ckpt"), env)
     victim = _params(root, base / "A", base / "A" / "ckpt")
     proc = _start(victim, env, start_new_session=True)
