@@ -15,3 +15,7 @@ class DataError(KwsError):
 
 class DownloadError(KwsError):
     """A download failed (HTTP error, connection, disk full)."""
+
+
+class DiskFullError(KwsError):
+    """Not enough free space for an output (checked before the work, or ENOSPC while writing)."""

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import glob
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -12,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+
+from pipeline.errors import DiskFullError
 
 
 def _umask() -> int:
@@ -21,33 +26,84 @@ def _umask() -> int:
 
 
 _FILE_MODE = 0o666 & ~_umask()  # what a plain open() would give, not mkstemp's private 0600
+_DIR_MODE = 0o777 & ~_umask()  # what a plain mkdir would give (0755), not mkdtemp's private 0700
+_TEMP_TAIL = re.compile(r"^(?:[a-z0-9_]{8}(?:\..*)?|old)$")  # after `.<name>.`: mkstemp/mkdtemp's 8 characters, or `old`
+
+def remove_stale_temps(dest: str | Path, suffix: str | None = None) -> list[Path]:
+    """Delete what an interrupted atomic write of `dest` left beside it (`.<name>.XXXXXXXX<suffix>`, `.<name>.old`).
+
+    Safe because one stage at a time writes an output (DVC locks the repository). Returns the removed paths.
+    """
+    dest = Path(dest)
+    if not dest.parent.is_dir():
+        return []
+    removed = []
+    for entry in dest.parent.glob(f".{glob.escape(dest.name)}.*"):
+        tail = entry.name[len(dest.name) + 2 :]
+        if not _TEMP_TAIL.match(tail) or (suffix is not None and entry.is_file() and not entry.name.endswith(suffix)):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file (or a folder's entries) to the disk, so a power cut cannot leave a truncated file behind a rename."""
+    flags = os.O_RDONLY | (os.O_DIRECTORY if path.is_dir() else 0)
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    except OSError as error:  # some file systems refuse fsync on folders
+        if error.errno not in (errno.EINVAL, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
-def atomic_path(dest: str | Path, suffix: str = "") -> Iterator[Path]:
-    """Yield a temporary path beside `dest`; rename it onto `dest` only if the block succeeds."""
+def atomic_path(dest: str | Path, suffix: str = "", durable: bool = False, clean: bool = True) -> Iterator[Path]:
+    """Yield a temporary path beside `dest`; rename it onto `dest` only if the block succeeds.
+
+    `durable`: fsync the file and its folder around the rename (checkpoints: a power cut leaves the old or the new
+    file, never a truncated one). `clean`: first remove leftovers of an earlier interrupted write of `dest` (one
+    listing of the folder; writers of thousands of small files in one folder pass False).
+    """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    if clean:
+        remove_stale_temps(dest, suffix or ".tmp")
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix or ".tmp", dir=dest.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
+        with _disk_full_names(dest):
+            yield tmp_path
         if tmp_path.exists():
             os.chmod(tmp_path, _FILE_MODE)
+            if durable:
+                _fsync(tmp_path)
         os.replace(tmp_path, dest)
+        if durable:
+            _fsync(dest.parent)
     finally:
         tmp_path.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
 def atomic_dir(dest: str | Path) -> Iterator[Path]:
-    """Yield an empty temporary folder beside `dest`; it replaces `dest` only if the block succeeds."""
+    """Yield an empty temporary folder (mode 0755 under the usual umask) beside `dest`; it replaces `dest` only if
+    the block succeeds. Temporary folders left beside `dest` by an interrupted earlier run are removed first."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(dest)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    os.chmod(tmp, _DIR_MODE)
     try:
-        yield tmp
+        with _disk_full_names(dest):
+            yield tmp
         if dest.exists():
             old = dest.with_name(f".{dest.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -58,6 +114,53 @@ def atomic_dir(dest: str | Path) -> Iterator[Path]:
             os.replace(tmp, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def free_bytes(path: str | Path) -> int:
+    """Free bytes on the disk that holds `path` (or its nearest existing parent)."""
+    path = Path(path).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return shutil.disk_usage(path).free
+
+
+def ensure_space(path: str | Path, needed: int, what: str = "") -> None:
+    """Raise DiskFullError before any work when the disk of `path` has less than `needed` bytes free."""
+    free = free_bytes(path)
+    if free < needed:
+        raise DiskFullError(f"{path}: {what + ' ' if what else ''}needs about {_mb(needed)} free, only {_mb(free)} left on its disk")
+
+
+def _mb(count: int) -> str:
+    return f"{count / 1e6:,.0f} MB" if count >= 1e6 else f"{count / 1e3:,.0f} kB"
+
+
+def disk_full_message(error: BaseException, path: str | Path | None = None) -> str | None:
+    """One line for an out-of-space error (OSError ENOSPC, or TensorFlow's/h5py's wording of it); None otherwise.
+
+    `path`: the output being written, when the caller knows it better than the error does.
+    """
+    text = str(error)
+    if not ((isinstance(error, OSError) and error.errno == errno.ENOSPC) or "No space left on device" in text):
+        return None
+    where = str(path or getattr(error, "filename", None) or "")
+    try:
+        left = f" ({_mb(free_bytes(where or Path.cwd()))} left on its disk)"
+    except OSError:
+        left = ""
+    return f"no space left on device{' writing ' + where if where else ''}{left}: free some space and run it again"
+
+
+@contextlib.contextmanager
+def _disk_full_names(dest: Path) -> Iterator[None]:
+    """Turn an out-of-space error inside an atomic write into DiskFullError naming the output."""
+    try:
+        yield
+    except Exception as error:
+        message = disk_full_message(error, dest)
+        if message is None:
+            raise
+        raise DiskFullError(message) from None
 
 
 def write_json(path: str | Path, payload: object) -> None:
@@ -80,7 +183,7 @@ def to_int16(samples: np.ndarray) -> np.ndarray:
 def write_wav(path: str | Path, samples: np.ndarray, sample_rate: int) -> None:
     """Write mono 16-bit PCM atomically; float input is taken as [-1, 1]."""
     data = samples if samples.dtype == np.int16 else to_int16(samples)
-    with atomic_path(path, ".wav") as tmp:
+    with atomic_path(path, ".wav", clean=False) as tmp:
         sf.write(tmp, data, sample_rate, subtype="PCM_16", format="WAV")
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline.errors import KwsError
+from pipeline.fileio import disk_full_message
 
 if TYPE_CHECKING:
     from pipeline.config import Params
@@ -39,8 +40,15 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def run_stage(name: str, work: Callable[[Params], object], argv: list[str] | None = None) -> int:
-    """Load params.yaml (or argv[0]), run one stage function, turn user errors into one line and exit 1."""
+def run_stage(
+    name: str, work: Callable[[Params], object], argv: list[str] | None = None,
+    preflight: Callable[[Params], object] | None = None,
+) -> int:  # fmt: skip
+    """Load params.yaml (or argv[0]), run one stage function, turn user errors into one line and exit 1.
+
+    `preflight` runs first, before the stage imports TensorFlow or does any work: e.g. the tracking-store check of the
+    stages that talk to MLflow (`pipeline.tracking.check_store`), which fails in a few seconds at most.
+    """
     from pipeline.config import load_params  # here, not at import: `kws` commands that need no params skip pydantic
 
     quiet_environment()
@@ -50,6 +58,8 @@ def run_stage(name: str, work: Callable[[Params], object], argv: list[str] | Non
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` and DVC's cancel end a stage like Ctrl-C: runs are closed
     try:
         params = load_params(Path(args[0]) if args else Path("params.yaml"))
+        if preflight is not None:
+            preflight(params)
         work(params)
     except KwsError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -57,4 +67,10 @@ def run_stage(name: str, work: Callable[[Params], object], argv: list[str] | Non
     except KeyboardInterrupt:
         print(f"{name}: interrupted; run it again to resume", file=sys.stderr)
         return 130
+    except Exception as error:  # a full disk, whoever noticed it (numpy, h5py, TensorFlow): one line, not a traceback
+        message = disk_full_message(error)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 1
     return 0

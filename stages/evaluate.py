@@ -4,16 +4,18 @@ import logging
 import sys
 
 from pipeline.config import Params
-from pipeline.evaluate.run import run_evaluate
 from pipeline.runner import run_stage
+from pipeline.tracking import check_store
 
 log = logging.getLogger("pipeline.stages")
 
 
 def run(params: Params) -> None:
+    from pipeline.evaluate.run import run_evaluate
+
     metrics = run_evaluate(params)
     log.info("accuracy: %s", {name: values.get("accuracy") for name, values in metrics.items() if "accuracy" in values})
 
 
 if __name__ == "__main__":
-    sys.exit(run_stage("evaluate", run))
+    sys.exit(run_stage("evaluate", run, preflight=check_store))

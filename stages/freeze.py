@@ -4,13 +4,15 @@ import logging
 import sys
 
 from pipeline.config import Params
-from pipeline.export.freeze import run_freeze
 from pipeline.runner import run_stage
+from pipeline.tracking import check_store
 
 log = logging.getLogger("pipeline.stages")
 
 
 def run(params: Params) -> None:
+    from pipeline.export.freeze import run_freeze
+
     report = run_freeze(params)
     log.info("exports: %s", report["bytes"])
     log.info("registered %s version %s as %s", report["registered"]["name"], report["registered"]["version"],
@@ -18,4 +20,4 @@ def run(params: Params) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(run_stage("freeze", run))
+    sys.exit(run_stage("freeze", run, preflight=check_store))

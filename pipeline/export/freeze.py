@@ -12,7 +12,7 @@ import numpy as np
 from pipeline import artifacts
 from pipeline.config import Params
 from pipeline.errors import KwsError
-from pipeline.fileio import write_json, write_text
+from pipeline.fileio import ensure_space, write_json, write_text
 
 log = logging.getLogger(__name__)
 MIN_FLOAT_AGREEMENT = 0.999
@@ -111,20 +111,25 @@ def register_model(params: Params, report: dict) -> dict:
     from pipeline.tracking import Run
     from pipeline.tracking.card import card_summary, model_card
     from pipeline.tracking.pyfunc import log_pyfunc
-    from pipeline.tracking.registry import attach_card, logged_model_id, register
+    from pipeline.tracking.registry import attach_card, logged_model_id, register, reuse_version, version_of_run
 
     paths = params.paths
     run_id = artifacts.RUN_ID.require(paths).read_text().strip()
     evaluation = json.loads(artifacts.EVALUATION.require(paths).read_text())
-    model_uri = log_pyfunc(run_id, artifacts.SAVED_MODEL.path(paths), artifacts.EXPORT_LABELS.path(paths), _example_wav(params),
-                           params.features.sample_rate, params.evaluate.streaming.model_dump())  # fmt: skip
+    name = params.freeze.registered_model_name
+    existing = version_of_run(name, run_id)  # a rerun after a kill that followed the registration: one version per run
+    if existing is not None:
+        log.info("%s version %d is already registered from run %s: reused", name, existing[0], run_id)
+        model_uri = existing[1]
+    else:
+        model_uri = log_pyfunc(run_id, artifacts.SAVED_MODEL.path(paths), artifacts.EXPORT_LABELS.path(paths),
+                               _example_wav(params), params.features.sample_rate, params.evaluate.streaming.model_dump())  # fmt: skip
     run = Run.resume(run_id)
     run_tags = run.client.get_run(run_id).data.tags
     tags = {"model": params.train.model.name, "git_commit": run_tags.get("git_commit", "unknown")}
     if run_tags.get("dvc_exp_name"):
         tags["dvc_exp_name"] = run_tags["dvc_exp_name"]
-    name = params.freeze.registered_model_name
-    version = register(name, model_uri, run_id, tags)
+    version = reuse_version(name, existing[0], tags) if existing is not None else register(name, model_uri, run_id, tags)
     for set_name in scored_sets(report):  # int8 figures beside the float ones: test/int8_accuracy, real_dev/int8_accuracy
         run.metrics({f"{'test' if set_name == 'testing' else set_name}/int8_accuracy": report[set_name]["accuracy"]["int8"]})
     run.tags({"export/tflite_int8_bytes": report["bytes"]["model_int8.tflite"], "registered_version": f"{name}/{version}"})
@@ -168,13 +173,26 @@ def summary_metrics(report: dict) -> dict:
     }
 
 
+def export_space_needed(params: Params) -> int:
+    """Bytes the exports need, estimated from the trained model: SavedModel, two TFLite files and the MLflow copy of
+    the SavedModel, each at most a few times the Keras file (the frontend's weights, e.g. the speech embedding's
+    ~1 MB, come on top), with a 50 MB floor for TensorFlow's temporary conversion files."""
+    keras_file = params.paths.model / "model.keras"
+    size = keras_file.stat().st_size if keras_file.exists() else 0
+    frontend = 20_000_000 if params.features.preprocess == "speech_embedding" else 0
+    return max(50_000_000, 8 * size + 4 * frontend)
+
+
 def run_freeze(params: Params) -> dict:
     """Export, check, write export.json, then register the model version."""
     from pipeline.export.tflite import int8_gate
+    from pipeline.tracking import check_tracking, tracking_uri
 
     paths = params.paths
     for needed in (artifacts.RUN_ID, artifacts.EVALUATION):  # checked before the minutes of export, not after
         needed.require(paths)
+    check_tracking(tracking_uri())  # the registry is needed at the end: an unreachable server fails now, in seconds
+    ensure_space(params.paths.export, export_space_needed(params), "the exports")
     for stale in (artifacts.REGISTERED, artifacts.MODEL_CARD):  # never leave an earlier run's record behind
         stale.path(paths).unlink(missing_ok=True)
     report = export_models(params)

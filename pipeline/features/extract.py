@@ -9,7 +9,8 @@ from tqdm import tqdm
 
 from pipeline import artifacts
 from pipeline.config import Params
-from pipeline.fileio import atomic_path, write_json
+from pipeline.errors import DataError
+from pipeline.fileio import atomic_path, ensure_space, write_json
 
 log = logging.getLogger(__name__)
 EVAL_SETS = ("validation", "testing")
@@ -40,11 +41,22 @@ def training_views(params: Params, progress: bool = False, batch_size: int = 256
     return views
 
 
+def features_bytes(params: Params) -> int:
+    """Bytes the features stage writes (float32 features of every evaluation clip and of every training view)."""
+    feat = params.features
+    per_clip = 4 * int(np.prod(feat.feature_shape))
+    total = sum(len(_load(params, name)) for name in EVAL_SETS) * per_clip
+    if feat.preprocess == "speech_embedding":
+        total += feat.embedding.views * len(_load(params, "training")) * per_clip
+    return total
+
+
 def run_features(params: Params, progress: bool = False) -> dict:
     """Compute the feature layer once per evaluation clip (and per training view for speech_embedding)."""
     from pipeline.features.layers import extract
 
-    feat = params.features
+    out, feat = params.paths.features, params.features
+    ensure_space(out, features_bytes(params), "the features")
     description = {"params": feat.model_dump(mode="json"), "labels": params.labels, "sets": {}}
     for name in EVAL_SETS:
         features = extract(np.asarray(_load(params, name)), feat)

@@ -87,6 +87,32 @@ def logged_model_id(model_uri: str) -> str | None:
     return found.group(1) if found else None
 
 
+def _quoted(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def version_of_run(name: str, run_id: str) -> tuple[int, str] | None:
+    """The newest version of `name` already registered from `run_id` and its model URI, or None."""
+    client = _client()
+    try:
+        found = client.search_model_versions(f"name = {_quoted(name)} and run_id = {_quoted(run_id)}")
+    except _mlflow().exceptions.MlflowException:
+        return None
+    if not found:
+        return None
+    newest = max(found, key=lambda v: int(v.version))
+    return int(newest.version), newest.source
+
+
+def reuse_version(name: str, version: int, tags: dict[str, str], alias: str = "challenger") -> int:
+    """Re-tag an already registered version and point `alias` at it (a freeze rerun for the same training run)."""
+    client = _client()
+    for key, value in tags.items():
+        client.set_model_version_tag(name, str(version), key, str(value))
+    client.set_registered_model_alias(name, alias, str(version))
+    return int(version)
+
+
 def register(name: str, model_uri: str, run_id: str, tags: dict[str, str], alias: str = "challenger") -> int:
     """Register `model_uri` under `name`, tag it and point `alias` at it; return the version number."""
     check_model_name(name)

@@ -10,6 +10,7 @@ import logging
 import os
 import subprocess
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
@@ -49,24 +50,43 @@ def is_server(uri: str) -> bool:
     return uri.startswith(("http://", "https://"))
 
 
-def check_tracking(uri: str, timeout: float = 3.0) -> None:
-    """Fail fast, before any training, when the tracking store cannot be reached."""
+def check_tracking(uri: str, timeout: float = 2.0, attempts: int = 3, pause: float = 1.0) -> None:
+    """Fail fast, before any work, when the tracking store cannot be reached: `attempts` tries of `timeout` s each,
+    `pause` s apart (at most ~8 s in all), then TrackingError with one line naming the URI."""
     if is_server(uri):
-        try:
-            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as response:
-                response.read(64)
-        except (urllib.error.URLError, OSError) as error:
-            reason = getattr(error, "reason", error)
-            raise TrackingError(f"MLflow tracking server {uri} is unreachable ({reason}); set MLFLOW_TRACKING_URI") from None
+        for attempt in range(attempts):
+            try:
+                with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as response:
+                    response.read(64)
+                return
+            except (urllib.error.URLError, OSError) as error:
+                reason = getattr(error, "reason", error)
+                if attempt + 1 < attempts:
+                    time.sleep(pause)
+        raise TrackingError(f"MLflow tracking server {uri} is unreachable ({reason}); start it or set MLFLOW_TRACKING_URI")
     elif uri.startswith("sqlite:///"):
         folder = Path(uri.removeprefix("sqlite:///")).parent
         if not folder.is_dir():
             raise TrackingError(f"MLflow tracking database folder {folder} does not exist (MLFLOW_TRACKING_URI={uri})")
 
 
+def check_store(_params: object = None) -> None:
+    """A stage's preflight: the configured tracking store answers (see `check_tracking`)."""
+    check_tracking(tracking_uri())
+
+
 def store_exists(uri: str) -> bool:
     """False for a SQLite store whose file is not there yet (reading it would create it)."""
     return not uri.startswith("sqlite:///") or Path(uri.removeprefix("sqlite:///")).is_file()
+
+
+def _reason(error: Exception) -> str:
+    """The gist of a client error: MLflow's HTTP errors wrap a long urllib3 text around a short cause."""
+    text = str(error).strip()
+    for gist in ("Connection refused", "timed out", "Name or service not known", "Connection reset", "No route to host"):
+        if gist.lower() in text.lower():
+            return gist.lower()
+    return (text.splitlines()[0][:160] if text else "") or type(error).__name__
 
 
 def flatten(tree: Mapping, prefix: str = "") -> dict[str, str]:
@@ -172,8 +192,20 @@ def split_counts(values: Mapping[str, object]) -> tuple[dict[str, float], dict[s
     return metrics, tags
 
 
+# MLflow's own HTTP retries last ~8 minutes by default (7 retries, backoff 2, 120 s timeout): a lost server would
+# hang a stage that long. Bounded here to a few seconds; the environment can still override them.
+CLIENT_ENV = {
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+}
+
+
 def _mlflow():
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    for key, value in CLIENT_ENV.items():
+        os.environ.setdefault(key, value)
     import mlflow
 
     return mlflow
@@ -227,6 +259,38 @@ class Run:
         check_tracking(uri)
         return cls(run_id, uri)
 
+    @classmethod
+    def reopen(cls, run_id: str) -> Run | None:
+        """Continue an interrupted run (status back to RUNNING); None when the store no longer has it."""
+        uri = tracking_uri()
+        check_tracking(uri)
+        self = cls(run_id, uri)
+        try:
+            status = self.client.get_run(run_id).info.status
+        except _mlflow().exceptions.MlflowException:
+            return None
+        if status != "RUNNING":
+            self._call(self.client.update_run, run_id, status="RUNNING")
+        return self
+
+    @classmethod
+    def mark_killed(cls, run_id: str) -> None:
+        """Mark a run left RUNNING by a killed stage as KILLED (nothing when it is gone or already ended)."""
+        run = cls(run_id, tracking_uri())
+        try:
+            if run.client.get_run(run_id).info.status == "RUNNING":
+                run.client.set_terminated(run_id, "KILLED")
+        except _mlflow().exceptions.MlflowException:
+            pass
+
+    def _call(self, method, *args, **kwargs):
+        """One client call; a store that stopped answering becomes a one-line TrackingError, not a traceback."""
+        try:
+            return method(*args, **kwargs)
+        except Exception as error:  # noqa: BLE001 - MlflowException, requests and sqlite errors alike: one line
+            raise TrackingError(f"MLflow tracking store {self.uri} stopped answering ({_reason(error)})") from None
+
+
     def metrics(self, values: Mapping[str, float], step: int | None = None, dataset: tuple[str, str] | None = None) -> None:
         """Log metrics at `step`; `dataset` = (name, digest) of a dataset input links them to it in the UI."""
         mlflow = _mlflow()
@@ -234,7 +298,7 @@ class Run:
         name, digest = dataset or (None, None)
         batch = [mlflow.entities.Metric(k, float(v), stamp, step or 0, dataset_name=name, dataset_digest=digest)
                  for k, v in values.items()]  # fmt: skip
-        self.client.log_batch(self.run_id, metrics=batch)
+        self._call(self.client.log_batch, self.run_id, metrics=batch)
 
     def results(self, prefix: str, values: Mapping[str, object], step: int | None = None, dataset: tuple[str, str] | None = None) -> None:
         """One set's figures under `prefix/`: rates as metrics, counts and labels as tags."""
@@ -259,7 +323,7 @@ class Run:
 
     def tags(self, values: Mapping[str, str]) -> None:
         for key, value in values.items():
-            self.client.set_tag(self.run_id, key, str(value))
+            self._call(self.client.set_tag, self.run_id, key, str(value))
 
     def refresh_note(self, extra: Mapping[str, str] | None = None) -> str:
         """Rewrite the run description from the run's current tags and metrics (after evaluate, after freeze)."""
@@ -269,7 +333,7 @@ class Run:
         return note
 
     def artifact(self, path: Path, folder: str | None = None) -> None:
-        self.client.log_artifact(self.run_id, str(path), folder)
+        self._call(self.client.log_artifact, self.run_id, str(path), folder)
 
     def json(self, payload: object, name: str) -> None:
         """Log a JSON document as an artifact at `name` (e.g. confusion/step_000400.json)."""
@@ -277,7 +341,7 @@ class Run:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / filename
             path.write_text(json.dumps(payload, indent=2, sort_keys=True))
-            self.client.log_artifact(self.run_id, str(path), folder or None)
+            self._call(self.client.log_artifact, self.run_id, str(path), folder or None)
 
     def confusion(self, matrix, labels: list[str], step: int, title: str) -> None:
         """The confusion matrix of one evaluation step as a PNG (confusion/step_000400.png) and as JSON."""
@@ -290,7 +354,7 @@ class Run:
         self.json({"labels": labels, "matrix": matrix.tolist(), "step": step}, f"confusion/step_{step:06d}.json")
 
     def text(self, text: str, name: str) -> None:
-        self.client.log_text(self.run_id, text, name)
+        self._call(self.client.log_text, self.run_id, text, name)
 
     def dataset(self, frame, name: str, context: str, digest: str, source: str) -> tuple[str, str]:
         """Record a manifest (one row per clip) as a dataset input; returns (name, digest) for `metrics(dataset=)`.
@@ -327,8 +391,13 @@ class Run:
             self.client.log_batch(self.run_id, metrics=batch[start : start + 100])
         return len(batch)
 
-    def finish(self, status: str = "FINISHED") -> None:
-        self.client.set_terminated(self.run_id, status)
+    def finish(self, status: str = "FINISHED", quiet: bool = False) -> None:
+        """End the run with `status`; `quiet`: on the way out of an interruption, a failure to do so is not news."""
+        try:
+            self._call(self.client.set_terminated, self.run_id, status)
+        except TrackingError:
+            if not quiet:
+                raise
 
 
 def content_digest(*arrays) -> str:

@@ -8,10 +8,18 @@ from pathlib import Path
 
 
 def tensorboard_dir(root: Path, run_name: str, run_id: str) -> Path:
-    """`root/<run name>`, or `root/<run name>-<run id[:8]>` when a run of that name already wrote there."""
+    """`root/<run name>`, or `root/<run name>-<run id[:8]>` when another run of that name wrote there first.
+
+    The folder is claimed with a `.mlflow_run_id` marker, so a resumed run writes on into the folder it began.
+    """
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", run_name) or run_id
-    folder = root / safe
-    return folder if not folder.exists() else root / f"{safe}-{run_id[:8]}"
+    for folder in (root / safe, root / f"{safe}-{run_id[:8]}", root / f"{safe}-{run_id}"):
+        marker = folder / ".mlflow_run_id"
+        if not folder.exists() or (marker.is_file() and marker.read_text().strip() == run_id):
+            folder.mkdir(parents=True, exist_ok=True)
+            marker.write_text(run_id + "\n")
+            return folder
+    return root / f"{safe}-{run_id}"
 
 
 def hparam_values(flat: Mapping[str, str]) -> dict[str, bool | int | float | str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +13,7 @@ import numpy as np
 from pipeline.config import Params
 from pipeline.errors import DataError
 from pipeline.metrics import accuracy, confusion_matrix, format_confusion
-from pipeline.train.checkpoint import Checkpoints, fingerprint
+from pipeline.train.checkpoint import Checkpoints, Resumed, code_fingerprint, fingerprint
 from pipeline.train.schedule import batch_indices, learning_rate_at, total_steps
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,9 @@ class TrainResult:
     train_accuracy: float = 0.0
     train_loss: float = 0.0
     checkpoints: Checkpoints | None = None
+    run: object | None = None  # the MLflow run the curve went to (continued when resumed)
+    stale_runs: list[str] = field(default_factory=list)  # MLflow runs of checkpoints that could not be used
+    log_dir: Path | None = None  # TensorBoard folder, named like the MLflow run
 
 
 @dataclass
@@ -125,13 +129,35 @@ def make_step(params: Params, model, optimizer, noise: np.ndarray, precomputed: 
     return step_fn
 
 
-def train(params: Params, checkpoint_root: Path, log_dir: Path, run=None, progress: bool = False,
+def _log_step(run, checkpoints: Checkpoints, entry: dict, matrix: np.ndarray, labels: list[str]) -> None:
+    """Log one evaluation to MLflow (metrics by group, the confusion matrix as PNG + JSON); a lost server ends training
+    with one line saying what is kept and how to resume."""
+    from pipeline.tracking import TrackingError
+
+    done = entry["step"]
+    try:
+        run.step_metrics(entry, done)
+        run.confusion(matrix, labels, done, "validation")
+    except TrackingError as error:
+        kept = checkpoints.files()
+        where = f"the checkpoint of step {int(kept[0].stem.split('-')[1])} is kept in {checkpoints.dir}" if kept else "no checkpoint yet"
+        raise TrackingError(f"{error} at step {done}; {where}: run the stage again (dvc repro) once it answers, to resume") from None
+
+
+def train(params: Params, checkpoint_root: Path, log_root: Path, open_run=None, progress: bool = False,
           hparams: dict | None = None) -> TrainResult:
-    """Train `train.model` on the training set; resume from a matching checkpoint if one exists."""
+    """Train `train.model` on the training set; resume from a matching checkpoint if one exists.
+
+    `open_run(run_id | None)` returns the MLflow run to log to: the interrupted run's id when resuming (its curve
+    continues), None for a fresh start. TensorBoard scalars (and `hparams`, for its HParams view) go to
+    `log_root/<run name>/`. Checkpoints of other params,
+    data or code are not used: they are removed with one warning, and `result.stale_runs` names their MLflow runs.
+    """
     import keras
     import tensorflow as tf
 
     from pipeline.models import build_model
+    from pipeline.tracking.tensorboard import log_hparams, tensorboard_dir
 
     cfg, feat, labels = params.train, params.features, params.labels
     keras.utils.set_random_seed(params.seed)
@@ -139,21 +165,32 @@ def train(params: Params, checkpoint_root: Path, log_dir: Path, run=None, progre
     data = load_train_data(params)
     model = build_model(cfg.model, feat.feature_shape, len(labels))
     optimizer = _optimizer(params)
-    key = fingerprint({"seed": params.seed, "train": cfg.model_dump(mode="json"), "features": feat.model_dump(mode="json"),
-                       "labels": labels}, data.files)  # fmt: skip
-    checkpoints = Checkpoints(checkpoint_root, key)
-    start = checkpoints.restore(model, optimizer)
+    config = {"seed": params.seed, "train": cfg.model_dump(mode="json"), "features": feat.model_dump(mode="json"), "labels": labels}
+    checkpoints = Checkpoints(checkpoint_root, fingerprint(config, data.files, code_fingerprint(model.to_json())))
+    state = checkpoints.restore(model, optimizer)
+    result = TrainResult(model=model, steps=total_steps(cfg.steps), resumed_from=state.step, seconds=0.0,
+                         checkpoints=checkpoints, history=state.history)  # fmt: skip
+    if not state.step:
+        stale = checkpoints.stale()
+        if stale:
+            log.warning("%d checkpoint folder(s) in %s were made with other params, data or code: not used, removed; "
+                        "training from step 0", len(stale), checkpoint_root)  # fmt: skip
+            result.stale_runs = [r for r in map(Checkpoints.run_id_of, stale) if r]
+            for folder in stale:
+                shutil.rmtree(folder, ignore_errors=True)
+    run = None
+    if open_run is not None:
+        run = open_run(state.run_id or Checkpoints.run_id_of(checkpoints.dir))
+        checkpoints.remember_run(run.run_id)
+    result.run = run
     step_fn = make_step(params, model, optimizer, data.noise, precomputed=data.views is not None)
-
-    total = total_steps(cfg.steps)
+    log_dir = tensorboard_dir(log_root, run.name, run.run_id) if run is not None else log_root / "local"
+    result.log_dir = log_dir
     writer = tf.summary.create_file_writer(str(log_dir))
     if hparams is not None:
-        from pipeline.tracking.tensorboard import log_hparams
-
         log_hparams(writer, hparams, log_dir.name)
-    result = TrainResult(model=model, steps=total, resumed_from=start, seconds=0.0, checkpoints=checkpoints)
-    began, window = time.perf_counter(), []
-    for step in range(start, total):
+    began, window, total = time.perf_counter(), list(state.window), result.steps
+    for step in range(state.step, total):
         optimizer.learning_rate.assign(learning_rate_at(step, cfg.steps, cfg.learning_rate))
         rows = np.sort(batch_indices(len(data.audio), cfg.batch_size, params.seed, step))
         if data.views is None:
@@ -161,7 +198,7 @@ def train(params: Params, checkpoint_root: Path, log_dir: Path, run=None, progre
         else:
             inputs = tf.constant(data.views[step % len(data.views), rows])
         loss, correct = step_fn(inputs, tf.constant(data.labels[rows]), tf.constant(step, tf.int64))
-        window.append((float(loss), float(correct)))
+        window.append([float(loss), float(correct)])
         done = step + 1
         if done % cfg.eval_step_interval == 0 or done == total:
             matrix, val_loss = evaluate_features(model, data.val_features, data.val_labels, len(labels))
@@ -171,7 +208,6 @@ def train(params: Params, checkpoint_root: Path, log_dir: Path, run=None, progre
                      "train_accuracy": float(train_acc), "train_loss": float(train_loss),
                      "learning_rate": learning_rate_at(step, cfg.steps, cfg.learning_rate)}  # fmt: skip
             result.history.append(entry)
-            result.train_accuracy, result.train_loss = entry["train_accuracy"], entry["train_loss"]
             print(f"Step {done}: Validation accuracy = {entry['validation_accuracy']:.1%} (N={int(matrix.sum())})")
             print(format_confusion(matrix), flush=True)
             with writer.as_default(step=done):
@@ -180,9 +216,10 @@ def train(params: Params, checkpoint_root: Path, log_dir: Path, run=None, progre
                         tf.summary.scalar(name, value)
             writer.flush()
             if run is not None:
-                run.step_metrics(entry, done)
-                run.confusion(matrix, labels, done, "validation")
+                _log_step(run, checkpoints, entry, matrix, labels)
         if done % cfg.save_step_interval == 0 or done == total:
-            checkpoints.save(done, model, optimizer)
+            checkpoints.save(done, model, optimizer, Resumed(done, result.history, window, run.run_id if run else None))
+    if result.history:
+        result.train_accuracy, result.train_loss = result.history[-1]["train_accuracy"], result.history[-1]["train_loss"]
     result.seconds = time.perf_counter() - began
     return result

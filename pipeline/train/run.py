@@ -14,9 +14,9 @@ from pipeline import artifacts
 from pipeline.config import Params
 from pipeline.fileio import atomic_path, write_json, write_text
 from pipeline.metrics import plot_confusion
-from pipeline.tracking import Run, check_tracking, tracking_uri
+from pipeline.tracking import Run, TrackingError, check_tracking, tracking_uri
 from pipeline.tracking.runs import flatten, split_digest
-from pipeline.tracking.tensorboard import hparam_values, tensorboard_dir
+from pipeline.tracking.tensorboard import hparam_values
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,11 @@ def model_summary(model) -> str:
 
 
 def run_train(params: Params, progress: bool = False) -> dict:
-    """Open an MLflow run, train with resumable checkpoints, write `paths.model/*` and close the run."""
+    """Open (or, when resuming, continue) an MLflow run, train with resumable checkpoints, write `paths.model/*`.
+
+    Returns the figures of `metrics.json` plus `resumed_from_step` and `wall_seconds` (logged, not written: they
+    differ between an interrupted and an uninterrupted run that reach the same model).
+    """
     from pipeline.train.loop import evaluate_features, load_train_data, train
 
     check_tracking(tracking_uri())  # before any work: an unreachable server is a one-line error
@@ -50,19 +54,35 @@ def run_train(params: Params, progress: bool = False) -> dict:
     manifest = pd.read_parquet(artifacts.MANIFEST.require(params.paths))
     dumped = params.model_dump(mode="json")
     tags = data_tags(params)
-    run = Run.start(params.train.experiment, params.train.model.name, dumped, tags)
-    for name in ("training", "validation"):
-        run.dataset(manifest[manifest["set"] == name], name, name, tags["data_version"], str(params.paths.split))
-    run.text(yaml.safe_dump(dumped, sort_keys=False), "config/params.yaml")  # the validated params this run used
-    if Path("dvc.lock").is_file():
-        run.artifact(Path("dvc.lock"), "config")
-    board = tensorboard_dir(params.paths.logs / "train", run.name, run.run_id)
     hparams = hparam_values({k: v for k, v in flatten(dumped).items() if k.startswith(("seed", "train.", "features."))})
+    opened: list[Run] = []
+
+    def open_run(run_id: str | None) -> Run:
+        run = Run.reopen(run_id) if run_id else None
+        if run is None:
+            run = Run.start(params.train.experiment, params.train.model.name, dumped, tags)
+            for name in ("training", "validation"):
+                run.dataset(manifest[manifest["set"] == name], name, name, tags["data_version"], str(params.paths.split))
+            run.text(yaml.safe_dump(dumped, sort_keys=False), "config/params.yaml")  # the validated params this run used
+            if Path("dvc.lock").is_file():
+                run.artifact(Path("dvc.lock"), "config")
+        else:
+            log.info("continuing MLflow run %s", run.run_id)
+        opened.append(run)
+        return run
+
     try:
-        result = train(params, params.paths.checkpoints, board, run=run, progress=progress, hparams=hparams)
+        result = train(params, params.paths.checkpoints, params.paths.logs / "train", open_run=open_run, progress=progress,
+                       hparams=hparams)  # fmt: skip
+    except TrackingError:
+        raise  # the server is gone: nothing to mark; the message says what is kept
     except BaseException:
-        run.finish("KILLED")
+        for run in opened:
+            run.finish("KILLED", quiet=True)
         raise
+    for stale in result.stale_runs:  # runs of checkpoints that other params/data/code made useless: never left RUNNING
+        Run.mark_killed(stale)
+    run = result.run
     model = result.model
     data = load_train_data(params)
     matrix, val_loss = evaluate_features(model, data.val_features, data.val_labels, len(labels))
@@ -74,9 +94,8 @@ def run_train(params: Params, progress: bool = False) -> dict:
         "validation_loss": val_loss,
         "parameters": int(model.count_params()),
         "steps": result.steps,
-        "resumed_from_step": result.resumed_from,
-        "wall_seconds": round(result.seconds, 2),
     }
+    run_facts = {"resumed_from_step": result.resumed_from, "wall_seconds": round(result.seconds, 2)}
     paths = params.paths
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(artifacts.MODEL.path(paths), ".keras") as tmp:
@@ -87,9 +106,9 @@ def run_train(params: Params, progress: bool = False) -> dict:
     summary = model_summary(model)
     write_text(artifacts.MODEL_SUMMARY.path(paths), summary)
     plot_confusion(matrix, labels, artifacts.VALIDATION_CONFUSION.path(paths), f"validation, step {final.get('step', result.steps)}")
-    run.metrics({"train/wall_seconds": metrics["wall_seconds"]}, step=result.steps)
+    run.metrics({"train/wall_seconds": run_facts["wall_seconds"]}, step=result.steps)
     run.tags({"train/parameters": metrics["parameters"], "train/steps": metrics["steps"],
-              "train/resumed_from_step": metrics["resumed_from_step"], "tensorboard_dir": str(board)})  # fmt: skip
+              "train/resumed_from_step": run_facts["resumed_from_step"], "tensorboard_dir": str(result.log_dir)})  # fmt: skip
     run.refresh_note()
     run.text(summary, "model_summary.txt")
     run.artifact(artifacts.HISTORY.path(paths))
@@ -97,4 +116,4 @@ def run_train(params: Params, progress: bool = False) -> dict:
     run.finish()
     if result.checkpoints is not None:
         result.checkpoints.clear()
-    return metrics
+    return {**metrics, **run_facts}

@@ -209,6 +209,25 @@ def test_registered_version_tags_and_pyfunc(frozen, mlflow_env):
     assert all(len(s) == len(params.labels) and abs(sum(s) - 1) < 1e-4 for s in result["scores"])
 
 
+def test_rerun_after_a_kill_that_followed_registration_reuses_the_version(frozen, mlflow_env):
+    """Freeze killed between registering and writing registered.json: the rerun must not add a second version."""
+    import mlflow
+
+    from pipeline.export.freeze import register_model
+
+    params, first = frozen.params, frozen.result["registered"]
+    client = mlflow.MlflowClient()
+    run_id = first["run_id"]
+    before = client.search_logged_models(experiment_ids=[client.get_run(run_id).info.experiment_id])
+    again = register_model(params, frozen.result)  # what the rerun does after re-exporting
+    assert again["version"] == first["version"] and again["model_uri"] == first["model_uri"]
+    versions = client.search_model_versions(f"name = '{MODEL_NAME}' and run_id = '{run_id}'")
+    assert [int(v.version) for v in versions] == [first["version"]], "one run, one registered version"
+    assert int(client.get_model_version_by_alias(MODEL_NAME, "challenger").version) == first["version"]
+    after = client.search_logged_models(experiment_ids=[client.get_run(run_id).info.experiment_id])
+    assert len(after) == len(before), "no second pyfunc model logged to the run"
+
+
 def test_int8_gate_blocks_registration(frozen, tmp_path, monkeypatch, mlflow_env):
     """A broken int8 model: export.json is written, run_freeze fails, nothing is registered, no stale registered.json."""
     import mlflow
