@@ -265,14 +265,16 @@ def compare_versions(client, name: str, challenger: int, champion: int, wanted_s
     with tempfile.TemporaryDirectory() as tmp:
         new_clips, old_clips = _per_clip(client, new.run_id, Path(tmp) / "new"), _per_clip(client, old.run_id, Path(tmp) / "old")
         chosen = gate_set(set(new_clips), set(old_clips), wanted_set)
+        if chosen is None and wanted_set is not None:
+            raise RegistryError(f"--set {wanted_set}: per-clip results of v{challenger}: {', '.join(sorted(new_clips)) or 'none'}; "
+                                f"of v{champion}: {', '.join(sorted(old_clips)) or 'none'}")  # fmt: skip
         paired = None
         lines = []
         if chosen is not None:
             paired = pair(chosen, pd.read_csv(new_clips[chosen]), pd.read_csv(old_clips[chosen]))
             lines.append(f"v{challenger} vs v{champion} on {paired.describe()}")
         else:
-            what = f"set {wanted_set!r}" if wanted_set else "any set"
-            lines.append(f"no per-clip results of both versions on {what}: no paired comparison")
+            lines.append("no per-clip results of both versions on a common set: no paired comparison")
     new_metrics, old_metrics = _run_metrics(client, new.run_id), _run_metrics(client, old.run_id)
     alarms = (new_metrics.get(ALARMS), old_metrics.get(ALARMS))
     if None not in alarms:

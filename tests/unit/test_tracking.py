@@ -166,6 +166,8 @@ def test_promote_gate_on_paired_real_speech_both_directions(store):
 
     testing = _cli("promote", "--set", "testing")  # the gate set can be chosen; still worse
     assert testing.exit_code == 1 and "lower accuracy on testing" in testing.stderr
+    unknown = _cli("promote", "--set", "other")
+    assert unknown.exit_code == 1 and f"--set other: per-clip results of v{worse}: real_dev, testing" in unknown.stderr
 
     forced = _cli("promote", "--force")
     assert forced.exit_code == 0 and f"version {worse} is now 'champion' (was version {strong})" in forced.stdout
