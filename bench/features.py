@@ -5,7 +5,6 @@ it (not a test)."""
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time

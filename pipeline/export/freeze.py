@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import shutil
+from pathlib import Path
 
 import numpy as np
 

@@ -9,7 +9,6 @@ from tqdm import tqdm
 
 from pipeline import artifacts
 from pipeline.config import Params
-from pipeline.errors import DataError
 from pipeline.fileio import atomic_path, ensure_space, write_json
 
 log = logging.getLogger(__name__)
