@@ -65,7 +65,7 @@ def _weights(model_file: Path) -> list[np.ndarray]:
     return keras.saving.load_model(model_file, compile=False).get_weights()
 
 
-def _curve(uri: str, run_id: str, metric: str = "validation_accuracy") -> list[tuple[int, float]]:
+def _curve(uri: str, run_id: str, metric: str = "validation/accuracy") -> list[tuple[int, float]]:
     import mlflow
 
     history = mlflow.MlflowClient(tracking_uri=uri).get_metric_history(run_id, metric)
@@ -143,13 +143,17 @@ def test_kill_9_then_rerun_equals_an_uninterrupted_run_and_continues_its_mlflow_
     assert (run["work"] / "model" / "run_id.txt").read_text().strip() == faults["run_id"], "the interrupted run is continued"
     assert _status(run["uri"], faults["run_id"]) == "FINISHED"
     reference_run = (faults["reference"] / "model" / "run_id.txt").read_text().strip()
-    for metric in ("validation_accuracy", "train_loss"):  # the curve before the kill is kept, the one after matches
+    for metric in ("validation/accuracy", "train/loss"):  # the curve before the kill is kept, the one after matches
         assert _curve(run["uri"], faults["run_id"], metric) == _curve(run["uri"], reference_run, metric)
     assert [s for s, _ in _curve(run["uri"], faults["run_id"])] == EVAL_STEPS
     import tensorflow as tf
 
     steps = set()
-    for events in (run["work"] / "logs" / "train" / faults["run_id"]).glob("events.out.tfevents.*"):
+    import mlflow
+
+    board = Path(mlflow.MlflowClient(tracking_uri=run["uri"]).get_run(faults["run_id"]).data.tags["tensorboard_dir"])
+    board = board if board.is_absolute() else run["work"] / board  # logs/train/<run name>: named like the MLflow run
+    for events in board.glob("events.out.tfevents.*"):
         steps |= {e.step for e in tf.compat.v1.train.summary_iterator(str(events)) for v in e.summary.value
                   if v.tag == "validation_accuracy"}  # fmt: skip
     assert sorted(steps) == EVAL_STEPS, "TensorBoard continues in the same run folder"
