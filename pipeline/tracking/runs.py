@@ -221,7 +221,7 @@ class Run:
 
     @property
     def name(self) -> str:
-        return self.client.get_run(self.run_id).info.run_name
+        return self._call(self.client.get_run, self.run_id).info.run_name
 
     @classmethod
     def start(cls, experiment: str, model: str, params: Mapping, tags: Mapping[str, str], source: str = "stages/train.py") -> Run:

@@ -144,6 +144,19 @@ def _log_step(run, checkpoints: Checkpoints, entry: dict, matrix: np.ndarray, la
         raise TrackingError(f"{error} at step {done}; {where}: run the stage again (dvc repro) once it answers, to resume") from None
 
 
+def _board(log_root: Path, run) -> Path:
+    """The run's TensorBoard folder, named like the MLflow run (by its id if the store no longer answers: the first
+    metric logged then ends training with the one-line message)."""
+    from pipeline.tracking import TrackingError
+    from pipeline.tracking.tensorboard import tensorboard_dir
+
+    try:
+        name = run.name
+    except TrackingError:
+        name = run.run_id
+    return tensorboard_dir(log_root, name, run.run_id)
+
+
 def train(params: Params, checkpoint_root: Path, log_root: Path, open_run=None, progress: bool = False,
           hparams: dict | None = None) -> TrainResult:
     """Train `train.model` on the training set; resume from a matching checkpoint if one exists.
@@ -157,7 +170,7 @@ def train(params: Params, checkpoint_root: Path, log_root: Path, open_run=None, 
     import tensorflow as tf
 
     from pipeline.models import build_model
-    from pipeline.tracking.tensorboard import log_hparams, tensorboard_dir
+    from pipeline.tracking.tensorboard import log_hparams
 
     cfg, feat, labels = params.train, params.features, params.labels
     keras.utils.set_random_seed(params.seed)
@@ -184,7 +197,7 @@ def train(params: Params, checkpoint_root: Path, log_root: Path, open_run=None, 
         checkpoints.remember_run(run.run_id)
     result.run = run
     step_fn = make_step(params, model, optimizer, data.noise, precomputed=data.views is not None)
-    log_dir = tensorboard_dir(log_root, run.name, run.run_id) if run is not None else log_root / "local"
+    log_dir = _board(log_root, run) if run is not None else log_root / "local"
     result.log_dir = log_dir
     writer = tf.summary.create_file_writer(str(log_dir))
     if hparams is not None:
