@@ -159,7 +159,7 @@ def list_versions(name: str) -> list[VersionInfo]:
     for alias, version in (model.aliases or {}).items():
         by_version.setdefault(str(version), []).append(alias)
     rows = []
-    for v in client.search_model_versions(f"name = '{_quoted(name)}'"):
+    for v in client.search_model_versions(f"name = {_quoted(name)}"):
         metrics = _run_metrics(client, v.run_id)
         rows.append(VersionInfo(
             version=int(v.version), aliases=sorted(by_version.get(str(v.version), [])), tags=dict(v.tags or {}),
@@ -168,10 +168,6 @@ def list_versions(name: str) -> list[VersionInfo]:
             description=(v.description or "").split("\n", 1)[0],
         ))  # fmt: skip
     return sorted(rows, key=lambda r: -r.version)
-
-
-def _quoted(name: str) -> str:
-    return name.replace("'", "\\'")
 
 
 def _run_metrics(client, run_id: str | None) -> dict[str, float]:
