@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import os
+from contextlib import contextmanager
 from importlib.metadata import version
 from pathlib import Path
 
@@ -105,15 +107,13 @@ def log_pyfunc(run_id: str, saved_model: Path, labels: Path, example_wav: bytes,
 
     mlflow = _mlflow()
     uri = tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
     client = mlflow.MlflowClient(tracking_uri=uri)
     status = client.get_run(run_id).info.status  # the training run's; start_run below would overwrite it
     example = pd.DataFrame({"audio": [example_wav]})
     config = {"sample_rate": sample_rate, "streaming": streaming or {}}
     signature = mlflow.models.infer_signature(example, _example_output(saved_model, labels, example, config))
     try:
-        with mlflow.start_run(run_id=run_id):
+        with _process_uris(mlflow, uri), mlflow.start_run(run_id=run_id):
             info = mlflow.pyfunc.log_model(
                 name="model",
                 python_model=KeywordSpotter(),
@@ -128,6 +128,28 @@ def log_pyfunc(run_id: str, saved_model: Path, labels: Path, example_wav: bytes,
         if status != "RUNNING":
             client.set_terminated(run_id, status)
     return info.model_uri
+
+
+@contextmanager
+def _process_uris(mlflow, uri: str):
+    """Point MLflow's process-wide tracking and registry URIs at `uri` (log_model has no client argument), then
+    put them and the MLFLOW_*_URI variables they write back, so later calls in this process see their own store."""
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    saved = (tracking_utils._tracking_uri, registry_utils._registry_uri)
+    env = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        yield
+    finally:
+        tracking_utils._tracking_uri, registry_utils._registry_uri = saved
+        for name, value in env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _example_output(saved_model: Path, labels: Path, example: pd.DataFrame, config: dict) -> pd.DataFrame:

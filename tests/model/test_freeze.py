@@ -153,8 +153,16 @@ def test_every_predictor_kind_scores_like_keras(frozen, mlflow_env, kind):
         assert np.abs(scores - keras_scores).max() < (1e-3 if kind == "tflite_float" else 1e-4)
 
 
-def test_registered_version_tags_and_pyfunc(frozen, mlflow_env):
+def test_registered_version_tags_and_pyfunc(frozen, mlflow_env, monkeypatch, tmp_path):
     import mlflow
+
+    # freeze logged the pyfunc model through MLflow's process-wide URIs; it must put them back, or every later
+    # MlflowClient in this process writes to this store whatever MLFLOW_TRACKING_URI says
+    other = f"sqlite:///{tmp_path}/other.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", other)
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", other)
+    assert (mlflow.get_tracking_uri(), mlflow.get_registry_uri()) == (other, other)
+    monkeypatch.undo()
 
     from pipeline.inference import load_saved_model
     from pipeline.tracking.pyfunc import OUTPUT_COLUMNS, REQUIREMENTS

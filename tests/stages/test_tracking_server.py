@@ -59,12 +59,6 @@ def on_server(server, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server["uri"])
     monkeypatch.setenv("MLFLOW_REGISTRY_URI", server["uri"])
     yield server
-    monkeypatch.undo()  # the environment as before (set_*_uri below wrote these variables too)
-    from mlflow.tracking._model_registry import utils as registry_utils
-    from mlflow.tracking._tracking_service import utils as tracking_utils
-
-    tracking_utils._tracking_uri = None  # logging the pyfunc model set MLflow's process-wide URIs to this server
-    registry_utils._registry_uri = None
 
 
 def _stub_latency(*args, **kwargs) -> dict:
