@@ -79,6 +79,8 @@ PER_CLASS_CSV = Artifact("evaluate", "reports", "evaluate/per_class_{set}.csv") 
 CLIPS_CSV = Artifact("evaluate", "reports", "evaluate/clips_{set}.csv")  # clip,label,predicted,correct (paired promotion)
 STREAMING_TRUTH = Artifact("evaluate", "reports", "evaluate/streaming_truth.csv")
 STREAMING_DETECTIONS = Artifact("evaluate", "reports", "evaluate/streaming_detections.csv")
+STREAMING_SWEEP = Artifact("evaluate", "reports", "evaluate/streaming_sweep.csv")  # threshold, matched %, false alarms/h
+STREAMING_SWEEP_PNG = Artifact("evaluate", "reports", "evaluate/streaming_sweep.png")
 
 # freeze
 SAVED_MODEL = Artifact("freeze", "export", "saved_model")

@@ -299,6 +299,8 @@ class StreamParams(Strict):
     word_jitter_ms: float = Field(400.0, ge=0)
     unknown_fraction: float = Field(0.3, ge=0, le=1)
     background_volume: float = Field(0.1, ge=0, le=1)
+    # the false-accept budget of the operating point reported beside the threshold sweep (matched % at <= this)
+    max_false_alarms_per_hour: float = Field(10.0, ge=0)
 
 
 class ExtraSet(Strict):
@@ -310,12 +312,22 @@ class ExtraSet(Strict):
     optional: bool = True
 
 
+class SpeechFreeSet(Strict):
+    """A folder of wav recordings that hold no speech (e.g. the real `_background_noise_`), streamed as recorded:
+    every detection in them is a false accept."""
+
+    name: str
+    path: Path
+    optional: bool = True
+
+
 class EvaluateParams(Strict):
     """Test-set metrics, extra evaluation sets and streaming accuracy."""
 
     batch_size: int = Field(256, ge=1)
     extra_sets: list[ExtraSet] = Field(default_factory=list)
     streaming: StreamParams = StreamParams()
+    speech_free_sets: list[SpeechFreeSet] = Field(default_factory=list)
 
     @field_validator("extra_sets")
     @classmethod

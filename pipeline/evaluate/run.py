@@ -42,23 +42,79 @@ def score_set(name: str, scores: np.ndarray, targets: np.ndarray, labels: list[s
 
 
 def streaming_accuracy(params: Params, predictor) -> dict:
-    """Score a long seeded recording made from testing clips, as TensorFlow's test_streaming_accuracy does."""
+    """Score a long seeded recording made from testing clips, as TensorFlow's test_streaming_accuracy does, and
+    sweep the detection threshold over it, over speech-free real audio and over a non-keyword speech recording
+    (`reports/evaluate/streaming_sweep.{csv,png}`). Raises DataError for a missing non-optional speech-free set."""
     from pipeline.stream.accuracy import match_detections
     from pipeline.stream.recording import make_recording, write_truth_csv
+    from pipeline.stream.run import recognize
+    from pipeline.stream.sweep import keyword_sweep, operating_point, plot_sweep
 
     feat, settings = params.features, params.evaluate.streaming
-    paths = params.paths
-    clips = np.load(artifacts.SET_AUDIO.path(paths, set="testing"), mmap_mode="r")
+    paths, labels, rate = params.paths, params.labels, params.features.sample_rate
+    clips = np.asarray(np.load(artifacts.SET_AUDIO.path(paths, set="testing"), mmap_mode="r"))
     targets = np.load(artifacts.SET_LABELS.path(paths, set="testing"))
     noise = np.load(artifacts.SET_BACKGROUND.path(paths, set="testing"))
-    audio, truth = make_recording(np.asarray(clips), targets, params.labels, noise, settings, feat.sample_rate, params.seed)
+    audio, truth = make_recording(clips, targets, labels, noise, settings, rate, params.seed)
     write_truth_csv(truth, artifacts.STREAMING_TRUTH.path(paths))
-    detections = predictor.detect(audio, settings)
+    duration_ms = len(audio) * 1000 / feat.sample_rate
+    scores, times_ms = predictor.stream_scores(audio, settings)
+    detections = recognize(scores, times_ms, labels, settings)
     with atomic_path(artifacts.STREAMING_DETECTIONS.path(paths), ".csv") as tmp:
         pd.DataFrame([d.__dict__ for d in detections], columns=["label", "time_ms", "score"]).to_csv(tmp, index=False)
-    stats = match_detections(detections, truth, settings.time_tolerance_ms, duration_ms=len(audio) * 1000 / feat.sample_rate)
+    stats = match_detections(detections, truth, settings.time_tolerance_ms, duration_ms=duration_ms)
     stats["mode"] = predictor.stream_mode(settings)
+
+    sweep = keyword_sweep(scores, times_ms, labels, settings, truth, duration_ms)
+    stats.update(_false_accept_curves(params, predictor, sweep, clips, targets, noise))
+    best = operating_point(sweep, settings.max_false_alarms_per_hour)
+    stats["matched_percentage_at_budget"] = best["matched_percentage"] if best else 0.0  # 0: no threshold meets it
+    if best:
+        stats["threshold_at_budget"] = best["threshold"]
+    with atomic_path(artifacts.STREAMING_SWEEP.path(paths), ".csv") as tmp:
+        sweep.to_csv(tmp, index=False)
+    plot_sweep(sweep, artifacts.STREAMING_SWEEP_PNG.path(paths),
+               f"Threshold sweep ({settings.recording_seconds:g} s testing recording, default {settings.detection_threshold:g})")
     return {k: round(float(v), 6) if isinstance(v, float) else v for k, v in stats.items()}
+
+
+def _false_accept_curves(params: Params, predictor, sweep: pd.DataFrame, clips, targets, noise) -> dict:
+    """Add false accepts per hour per threshold on non-keyword speech and on speech-free audio to `sweep` (columns)
+    and return their values at the default threshold."""
+    from pipeline.config import UNKNOWN_LABEL
+    from pipeline.stream.recording import make_recording
+    from pipeline.stream.sweep import false_accepts_per_hour, hours_of, speech_free_audio
+
+    settings, labels, rate = params.evaluate.streaming, params.labels, params.features.sample_rate
+    default = float(settings.detection_threshold)
+    found: dict = {}
+
+    def at_default(parts, hours) -> float:
+        return false_accepts_per_hour(parts, labels, settings, hours, thresholds=[default])[0]
+
+    if UNKNOWN_LABEL in labels and np.any(targets == labels.index(UNKNOWN_LABEL)):
+        only_unknown = settings.model_copy(update={"unknown_fraction": 1.0})
+        speech, _ = make_recording(clips, targets, labels, noise, only_unknown, rate, params.seed + 1)
+        part = [predictor.stream_scores(speech, settings)]
+        hours = hours_of(len(speech), rate)
+        sweep["non_keyword_false_alarms_per_hour"] = false_accepts_per_hour(part, labels, settings, hours)
+        found["non_keyword_false_alarms_per_hour"] = at_default(part, hours)
+    for spec in params.evaluate.speech_free_sets:
+        if not spec.path.is_dir():
+            if not spec.optional:
+                raise DataError(f"evaluate.speech_free_sets[{spec.name}].path: folder {spec.path} not found")
+            log.warning("speech-free set %s skipped: %s not found", spec.name, spec.path)
+            continue
+        recordings = speech_free_audio(spec.path, rate)
+        if not recordings:
+            raise DataError(f"evaluate.speech_free_sets[{spec.name}].path: {spec.path} holds no .wav files")
+        parts = [predictor.stream_scores(audio, settings) for _, audio in recordings]
+        hours = hours_of(sum(len(audio) for _, audio in recordings), rate)
+        sweep["speech_free_false_alarms_per_hour"] = false_accepts_per_hour(parts, labels, settings, hours)
+        found["speech_free_false_alarms_per_hour"] = at_default(parts, hours)
+        found["speech_free_hours"] = round(hours, 4)
+        break  # one speech-free curve: the first set present
+    return found
 
 
 def run_evaluate(params: Params) -> dict:
@@ -100,7 +156,7 @@ def run_evaluate(params: Params) -> dict:
     write_json(artifacts.EVALUATION.path(paths), metrics)
     for name, values in metrics.items():  # test/accuracy, real_dev/accuracy, streaming/false_alarms_per_hour, ...
         run.results("test" if name == "testing" else name, values, dataset=linked.get(name))
-    for report in [*sorted(out.glob("confusion_*.png")), *sorted(out.glob("per_class_*.json")), *sorted(out.glob("clips_*.csv"))]:
+    for report in [*sorted(out.glob("confusion_*.png")), *sorted(out.glob("streaming_sweep.*")), *sorted(out.glob("per_class_*.json")), *sorted(out.glob("clips_*.csv"))]:
         run.artifact(report, "evaluate")
     run.artifact(artifacts.EVALUATION.path(paths), "evaluate")
     run.refresh_note()

@@ -26,7 +26,13 @@ def evaluated(tiny_trained, tmp_path_factory):
         (extra / folder).mkdir(exist_ok=True)
         sf.write(extra / folder / name, tone_clip("w", 40 + i, 0, slot=slot), 16000, subtype="PCM_16")
     sets = [{"name": "mine", "path": str(extra)}, {"name": "absent", "path": str(extra / "nope"), "optional": True}]
-    params = parse_params(tiny_params_dict(root, evaluate={"extra_sets": sets, "streaming": {"recording_seconds": 60}}))
+    quiet = tmp_path_factory.mktemp("speech_free")  # 12 s + 6 s of noise recordings, no speech
+    rng = np.random.default_rng(3)
+    for name, seconds in (("hum.wav", 12), ("hiss.wav", 6)):
+        sf.write(quiet / name, (0.05 * rng.standard_normal(16000 * seconds)).astype(np.float32), 16000, subtype="PCM_16")
+    free = [{"name": "gone", "path": str(extra / "nope")}, {"name": "noise", "path": str(quiet)}]
+    params = parse_params(tiny_params_dict(root, evaluate={"extra_sets": sets, "streaming": {"recording_seconds": 60},
+                                                           "speech_free_sets": free}))  # fmt: skip
     return params, run_evaluate(params)
 
 
@@ -60,6 +66,33 @@ def test_confusion_csv_is_dvc_confusion_format(evaluated):
     assert list(truth.columns) == ["label", "time_ms"] and len(truth) >= 20
 
 
+def test_threshold_sweep_is_written_with_its_false_alarm_curves(evaluated):
+    params, metrics = evaluated
+    streaming = metrics["streaming"]
+    sweep = pd.read_csv(params.paths.reports / "evaluate" / "streaming_sweep.csv")
+    assert list(sweep.columns) == ["threshold", "matched_percentage", "correct_percentage", "false_alarms_per_hour",
+                                   "non_keyword_false_alarms_per_hour", "speech_free_false_alarms_per_hour"]  # fmt: skip
+    assert sweep["threshold"].tolist() == pytest.approx([0.3 + 0.05 * i for i in range(14)])
+    at_default = sweep[np.isclose(sweep["threshold"], params.evaluate.streaming.detection_threshold)].iloc[0]
+    assert at_default["matched_percentage"] == pytest.approx(streaming["matched_percentage"], abs=1e-3)
+    assert at_default["false_alarms_per_hour"] == pytest.approx(streaming["false_alarms_per_hour"], abs=1e-3)
+    assert at_default["speech_free_false_alarms_per_hour"] == pytest.approx(streaming["speech_free_false_alarms_per_hour"])
+    assert at_default["non_keyword_false_alarms_per_hour"] == pytest.approx(streaming["non_keyword_false_alarms_per_hour"])
+    assert streaming["speech_free_hours"] == pytest.approx(18 / 3600, abs=1e-4)  # the first set present: both files
+    within = sweep[sweep["false_alarms_per_hour"] <= params.evaluate.streaming.max_false_alarms_per_hour]
+    assert streaming["matched_percentage_at_budget"] == pytest.approx(within["matched_percentage"].max() if len(within) else 0.0)
+    assert (params.paths.reports / "evaluate" / "streaming_sweep.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_missing_required_speech_free_set_is_an_error(tiny_trained):
+    from pipeline.errors import DataError
+
+    root, _, _ = tiny_trained
+    params = parse_params(tiny_params_dict(root, evaluate={"speech_free_sets": [{"name": "x", "path": "/nope", "optional": False}]}))
+    with pytest.raises(DataError, match=r"evaluate.speech_free_sets\[x\].path: folder /nope not found"):
+        run_evaluate(params)
+
+
 def test_missing_required_extra_set_is_an_error(tiny_trained):
     from pipeline.errors import DataError
 
@@ -87,7 +120,9 @@ def test_metrics_reach_the_training_run(evaluated, mlflow_env):
     assert len(clips) == 3 and set(clips.columns) == {"clip", "label", "predicted", "correct"}
     assert clips["correct"].mean() == pytest.approx(metrics["mine"]["accuracy"], abs=1e-6)
     logged = {a.path for a in client.list_artifacts(run.info.run_id, "evaluate")}
-    assert {"evaluate/clips_testing.csv", "evaluate/clips_mine.csv"} <= logged
+    assert {"evaluate/clips_testing.csv", "evaluate/clips_mine.csv", "evaluate/streaming_sweep.csv",
+            "evaluate/streaming_sweep.png"} <= logged  # fmt: skip
+    assert "streaming/speech_free_false_alarms_per_hour" in run.data.metrics
 
 
 def test_behaviour_silence_gain_and_shift(tiny_trained):

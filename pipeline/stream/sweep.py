@@ -1,0 +1,108 @@
+"""Detection threshold sweep: keywords found vs false accepts per hour, the operating curve of a keyword spotter.
+
+The streaming scores of a recording are computed once; only RecognizeCommands (cheap) runs again per threshold.
+Three recordings give one curve each (see pipeline.evaluate.run): the keyword recording (matched % and false
+alarms per hour), speech-free real audio (`_background_noise_`: every detection is a false accept) and a
+recording of non-keyword speech (every detection is a false accept). Reporting false accepts per hour at a
+given recall follows the wake-word literature (e.g. Sainath & Parada, Interspeech 2015; TF's
+test_streaming_accuracy reports the same two numbers at one threshold).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from pipeline.stream.accuracy import MS_PER_HOUR, match_detections
+from pipeline.stream.run import recognize
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from pipeline.config import StreamParams
+
+THRESHOLDS: tuple[float, ...] = tuple(round(float(t), 2) for t in np.arange(0.30, 0.951, 0.05))
+SWEEP_COLUMNS = ["threshold", "matched_percentage", "correct_percentage", "false_alarms_per_hour"]
+
+
+def _at(settings: StreamParams, threshold: float) -> StreamParams:
+    return settings.model_copy(update={"detection_threshold": float(threshold)})
+
+
+def keyword_sweep(scores: np.ndarray, times_ms: np.ndarray, labels: list[str], settings: StreamParams,
+                  truth: pd.DataFrame, duration_ms: float, thresholds=THRESHOLDS) -> pd.DataFrame:  # fmt: skip
+    """One row per threshold: matched / correct % of the keyword entries of `truth` and false alarms per hour.
+
+    scores [N, C] at END times_ms [N] of a recording `duration_ms` long; `settings` gives everything but the
+    threshold (smoothing window, suppression, minimum count, time tolerance)."""
+    rows = []
+    for threshold in thresholds:
+        found = recognize(scores, times_ms, labels, _at(settings, threshold))
+        stats = match_detections(found, truth, settings.time_tolerance_ms, duration_ms=duration_ms)
+        rows.append({"threshold": float(threshold), **{k: round(float(stats[k]), 4) for k in SWEEP_COLUMNS[1:]}})
+    return pd.DataFrame(rows, columns=SWEEP_COLUMNS)
+
+
+def false_accepts_per_hour(parts: list[tuple[np.ndarray, np.ndarray]], labels: list[str], settings: StreamParams,
+                           hours: float, thresholds=THRESHOLDS) -> list[float]:  # fmt: skip
+    """Detections per hour, per threshold, over recordings that hold no keyword (each (scores [N, C], times [N])
+    streamed from a fresh RecognizeCommands); `hours` is their total length. Raises ValueError for hours <= 0."""
+    if hours <= 0:
+        raise ValueError(f"need a positive length of audio, got {hours} hours")
+    return [round(sum(len(recognize(s, t, labels, _at(settings, th))) for s, t in parts) / hours, 4) for th in thresholds]
+
+
+def speech_free_audio(folder: Path, sample_rate: int) -> list[tuple[str, np.ndarray]]:
+    """(file name, float32 audio [S]) of every wav in `folder` (sorted, read at `sample_rate`), as recorded: no
+    gain change. Raises DataError for an unreadable file."""
+    from pipeline.audio import read_audio
+
+    return [(path.name, read_audio(path, sample_rate).audio) for path in sorted(folder.glob("*.wav"))]
+
+
+def hours_of(samples: int, sample_rate: int) -> float:
+    """Length in hours of `samples` at `sample_rate` Hz."""
+    return samples * 1000.0 / sample_rate / MS_PER_HOUR
+
+
+def operating_point(sweep: pd.DataFrame, max_false_alarms_per_hour: float) -> dict | None:
+    """The row with the most matched keywords among thresholds at or under the false-alarm budget (ties: the
+    higher threshold), or None when no threshold meets it."""
+    within = sweep[sweep["false_alarms_per_hour"] <= max_false_alarms_per_hour]
+    if within.empty:
+        return None
+    best = within.sort_values(["matched_percentage", "threshold"], ascending=[False, False]).iloc[0]
+    return {k: float(v) for k, v in best.items()}
+
+
+def plot_sweep(sweep: pd.DataFrame, out_path: Path, title: str) -> None:
+    """Matched % against false alarms per hour (log x), one point per threshold, written atomically as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pipeline.fileio import atomic_path
+
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    x = np.maximum(sweep["false_alarms_per_hour"].to_numpy(float), 0.1)  # 0 FA/h drawn at 0.1 on the log axis
+    ax.plot(x, sweep["matched_percentage"], marker="o", label="keyword recording")
+    for value, y, threshold in zip(x, sweep["matched_percentage"], sweep["threshold"], strict=True):
+        ax.annotate(f"{threshold:.2f}", (value, y), fontsize=7, xytext=(3, -9), textcoords="offset points")
+    for column, name in (("speech_free_false_alarms_per_hour", "speech-free audio"),
+                         ("non_keyword_false_alarms_per_hour", "non-keyword speech")):  # fmt: skip
+        if column in sweep:
+            ax.plot(np.maximum(sweep[column].to_numpy(float), 0.1), sweep["matched_percentage"], ls="--", marker=".",
+                    label=f"false alarms on {name}")  # fmt: skip
+    ax.set_xscale("log")
+    ax.set_xlabel("false alarms per hour (0 drawn at 0.1)")
+    ax.set_ylabel("keywords matched (%)")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(out_path, ".png") as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,60 @@
+"""The detection-threshold sweep: matched % and false alarms per hour per threshold, on hand-built score streams."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.config import StreamParams
+from pipeline.stream.sweep import false_accepts_per_hour, keyword_sweep, operating_point, plot_sweep
+
+NAMES = ["_silence_", "_unknown_", "yes", "no"]
+STEP_MS = 80.0
+SETTINGS = StreamParams(average_window_ms=400, suppression_ms=500, minimum_count=3, time_tolerance_ms=1000)
+
+
+def stream(events: list[tuple[float, int, float]], seconds: float) -> tuple[np.ndarray, np.ndarray]:
+    """Scores [N, 4] every 80 ms: silence everywhere, except `score` for class `index` during 1 s from `start_ms`."""
+    times = np.arange(STEP_MS, seconds * 1000 + 1, STEP_MS)
+    scores = np.zeros((len(times), len(NAMES)))
+    scores[:, 0] = 1.0
+    for start, index, score in events:
+        inside = (times >= start) & (times < start + 1000)
+        scores[inside] = 0.0
+        scores[inside, index] = score
+        scores[inside, 0] = 1.0 - score
+    return scores, times
+
+
+def test_sweep_trades_matched_keywords_against_false_alarms():
+    # two keywords said (score 0.9 and 0.65) and one spurious "no" at 0.55 with nothing said: 36 s = 0.01 h
+    scores, times = stream([(2000, 2, 0.9), (10000, 3, 0.65), (20000, 3, 0.55)], 36)
+    truth = pd.DataFrame({"label": ["yes", "no"], "time_ms": [3000.0, 11000.0]})
+    sweep = keyword_sweep(scores, times, NAMES, SETTINGS, truth, 36_000, thresholds=[0.5, 0.6, 0.7, 0.95])
+    assert sweep["threshold"].tolist() == [0.5, 0.6, 0.7, 0.95]
+    assert sweep["matched_percentage"].tolist() == [100.0, 100.0, 50.0, 0.0]
+    assert sweep["correct_percentage"].tolist() == [100.0, 100.0, 50.0, 0.0]
+    assert sweep["false_alarms_per_hour"].tolist() == [100.0, 0.0, 0.0, 0.0]  # one false alarm in 0.01 h
+
+    assert operating_point(sweep, 10) == {"threshold": 0.6, "matched_percentage": 100.0, "correct_percentage": 100.0,
+                                          "false_alarms_per_hour": 0.0}  # fmt: skip
+    assert operating_point(sweep, 150)["threshold"] == 0.6  # ties on matched %: the higher threshold
+    assert operating_point(sweep.iloc[:1], 10) is None  # no threshold meets the budget
+
+
+def test_false_accepts_count_every_detection_over_all_recordings():
+    first = stream([(1000, 2, 0.8), (5000, 3, 0.6)], 18)  # 18 s + 18 s = 0.01 h
+    second = stream([(3000, 2, 0.9)], 18)
+    per_hour = false_accepts_per_hour([first, second], NAMES, SETTINGS, 0.01, thresholds=[0.5, 0.7, 0.85, 0.95])
+    assert per_hour == [300.0, 200.0, 100.0, 0.0]
+    with pytest.raises(ValueError, match="positive length"):
+        false_accepts_per_hour([first], NAMES, SETTINGS, 0.0)
+
+
+def test_sweep_plot_is_written(tmp_path):
+    sweep = pd.DataFrame({"threshold": [0.5, 0.7], "matched_percentage": [90.0, 80.0], "correct_percentage": [88.0, 79.0],
+                          "false_alarms_per_hour": [30.0, 0.0], "speech_free_false_alarms_per_hour": [2.0, 0.0]})  # fmt: skip
+    out = tmp_path / "sweep.png"
+    plot_sweep(sweep, out, "title")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 5000
