@@ -123,7 +123,7 @@ class EmbeddingFeatures(keras.layers.Layer):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.pad_to_samples, self.align, self.step = int(pad_to_samples), align, int(step)
-        self.frontend = AudioFrontend("embedding_mel", name="mel")
+        self.frontend = AudioFrontend("embedding_mel")
         self.embedding = SpeechEmbedding(trainable_convs, name="speech_embedding")
 
     def build(self, input_shape=None):

@@ -143,6 +143,9 @@ def apply_recipe(audio: tf.Tensor, r: Recipe) -> tf.Tensor:
     return x
 
 
+SPECTRAL_NAME = "spectral"  # every AudioFrontend's layer name: an int8 export keeps exactly these ops in float
+
+
 @keras.saving.register_keras_serializable(package="kws")
 class AudioFrontend(keras.layers.Layer):
     """Keras layer: float32 audio [batch, samples] in [-1, 1] -> features [batch, frames, bins]."""
@@ -163,6 +166,7 @@ class AudioFrontend(keras.layers.Layer):
     ):
         kwargs.setdefault("trainable", False)
         kwargs.setdefault("dtype", "float32")  # FFT and log in float32 even under a mixed-precision policy
+        kwargs.setdefault("name", SPECTRAL_NAME)
         super().__init__(**kwargs)
         if preprocess == EMBEDDING_MEL:  # window, stride, FFT and bins are fixed by the pretrained embedding
             window_samples, stride_samples = EMBEDDING_MEL_WINDOW, EMBEDDING_MEL_STRIDE

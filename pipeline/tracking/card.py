@@ -88,9 +88,13 @@ def model_card(*, name: str, version: int, run_name: str, run_id: str, model: st
         top = confusions(labels, matrix)
         out.append(f"- {s}: " + ("; ".join(f"`{t}` heard as `{p}` {c} of {n}" for t, p, c, n in top) if top else "none"))
     out += ["", "## int8 caveats", ""]
-    scheme = (export.get("tflite", {}).get("int8") or {}).get("scheme", "int8")
-    out.append(f"`model_int8.tflite` is quantized ({scheme}); raw audio enters in float. Accuracy float → int8 and top-1 "
-               "agreement with the Keras model:")  # fmt: skip
+    int8 = export.get("tflite", {}).get("int8") or {}
+    scheme, share = int8.get("scheme", "int8"), int8.get("int8_mac_fraction")
+    integer = f", {100 * share:.1f} % of multiply-accumulates in int8" if share is not None else ""
+    out.append(f"`model_int8.tflite` is quantized ({scheme}{integer}); raw audio enters in float. Accuracy float → int8 "
+               "and top-1 agreement with the Keras model:")  # fmt: skip
+    if int8.get("float_part"):
+        out.insert(len(out) - 1, f"In float: {int8['float_part']}.")
     for s in sets:
         scored = export.get(s)
         if isinstance(scored, Mapping) and "accuracy" in scored:

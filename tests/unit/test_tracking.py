@@ -220,7 +220,7 @@ def test_model_card_has_intervals_confusions_int8_and_licences():
                   "real_dev": {"accuracy": 0.892, "clips": 2201, "macro_f1": 0.88},
                   "streaming": {"duration_ms": 600000.0, "truth_keywords": 210, "mode": "sequence",
                                 "correct_percentage": 68.9, "false_alarms_per_hour": 42.0, "false_positives": 7}}  # fmt: skip
-    export = {"tflite": {"int8": {"scheme": "float_frontend"}},
+    export = {"tflite": {"int8": {"scheme": "float_frontend", "int8_mac_fraction": 0.987, "float_part": "the spectral frontend"}},
               "testing": {"accuracy": {"float": 0.9, "int8": 0.895}, "top1_agreement_with_keras": {"int8": 0.99}},
               "real_dev": {"accuracy": {"float": 0.892, "int8": 0.8919}, "top1_agreement_with_keras": {"int8": 0.995}}}  # fmt: skip
     sources = [{"kind": "synthetic", "name": "synthetic", "piper": True, "kokoro_blends": 64}]
@@ -231,6 +231,7 @@ def test_model_card_has_intervals_confusions_int8_and_licences():
     assert f"| real_dev | 2201 | 89.2 % | {100 * low:.1f} % – {100 * high:.1f} % |" in card
     assert "42.0 false alarms per hour" in card and "`no` heard as `_unknown_` 7 of 50" in card
     assert "real_dev: 89.2 % → 89.2 %, agreement 99.5 %" in card and "float_frontend" in card
+    assert "98.7 % of multiply-accumulates in int8" in card and "In float: the spectral frontend." in card
     for licence in ("speech_embedding", "GPL-3.0", "CC0", "Kokoro-82M (Apache-2.0)", "CC BY 4.0"):
         assert licence in card, licence
     assert "selected figure" in card and "## Intended use" in card
