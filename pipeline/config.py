@@ -192,6 +192,9 @@ class EmbeddingParams(Strict):
     pad_to_ms: int = Field(2000, ge=1000, le=4000)
     align: Literal["center", "end"] = "center"
     views: int = Field(3, ge=1, le=20)
+    # what surrounds the clip in the padded window of the augmented views (1..views-1): `silence` (zeros, as a
+    # clip is scored) or `noise` (the view's background noise spans the whole window, as in a recording)
+    view_context: Literal["silence", "noise"] = "silence"
 
 
 class FeaturesParams(Strict):

@@ -32,12 +32,28 @@ def training_views(params: Params, progress: bool = False, batch_size: int = 256
     augment = make_augmenter(feat, noise, params.seed)
     views = np.empty((feat.embedding.views, len(audio), *feat.feature_shape), np.float32)
     batches = [(v, i) for v in range(feat.embedding.views) for i in range(0, len(audio), batch_size)]
+    context = _context_samples(feat)
     for view, start in tqdm(batches, desc="training views", disable=not progress, mininterval=2):
         clips = np.asarray(audio[start : start + batch_size], np.float32) / 32768.0
         if view:
-            clips = augment(tf.constant(clips), view * 1_000_003 + start).numpy()
+            clips = augment(tf.constant(_pad(clips, context, feat.embedding.align)), view * 1_000_003 + start).numpy()
         views[view, start : start + len(clips)] = extract(clips, feat, batch_size)
     return views
+
+
+def _context_samples(feat) -> int:
+    """Samples of the window an augmented view is built in: the padded length with `view_context: noise` (shift
+    and background noise then span the whole window the embedding sees), else the clip's own length."""
+    if feat.embedding.view_context == "noise":
+        return feat.sample_rate * feat.embedding.pad_to_ms // 1000
+    return feat.clip_samples
+
+
+def _pad(clips: np.ndarray, samples: int, align: str) -> np.ndarray:
+    """Zero-pad clips [B, S] to `samples`, placed as pipeline.features.embedding.pad_clips places them."""
+    missing = max(samples - clips.shape[1], 0)
+    before = missing if align == "end" else missing // 2
+    return np.pad(clips, [(0, 0), (before, missing - before)])
 
 
 def features_bytes(params: Params) -> int:
