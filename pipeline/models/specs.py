@@ -83,6 +83,7 @@ class EmbeddingHeadSpec(_Spec):
     kernel: int = Field(3, ge=1, le=9)
     dropout: Rate = 0.3
     l2: float = Field(1e-3, ge=0)
+    heads: int = Field(1, ge=1, le=8)  # independent heads whose logits are averaged (an ensemble in one model)
 
 
 ModelSpec = Annotated[

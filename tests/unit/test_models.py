@@ -151,3 +151,19 @@ def test_specs_are_strict_and_frozen():
 def test_importing_specs_and_config_does_not_load_tensorflow():
     code = "import sys, pipeline.config, pipeline.models; assert not {'tensorflow', 'keras'} & set(sys.modules)"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_embedding_head_ensemble_averages_independent_heads():
+    import keras
+
+    single = build_model({"name": "embedding_head", "filters": 8, "kernel": 3}, (16, 96), 5)
+    keras.utils.set_random_seed(1)
+    three = build_model({"name": "embedding_head", "filters": 8, "kernel": 3, "heads": 3}, (16, 96), 5)
+    assert three.count_params() == 3 * single.count_params()
+    x = np.random.default_rng(0).standard_normal((4, 16, 96)).astype(np.float32)
+    logits = three(x, training=False).numpy()
+    assert logits.shape == (4, 5)
+    heads = [keras.Model(three.inputs, three.get_layer(f"logits_{i}").output) for i in range(3)]
+    parts = [head(x, training=False).numpy() for head in heads]
+    np.testing.assert_allclose(logits, np.mean(parts, axis=0), atol=1e-5)
+    assert np.abs(parts[0] - parts[1]).max() > 1e-3  # own initialisation per head
