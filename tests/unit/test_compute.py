@@ -1,0 +1,86 @@
+"""Where the heavy stages run (pipeline/compute.py) and how `kws data generate --speakers` sizes a corpus."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.compute import ComputeError, _user_error, map_tasks, plan_workers
+from pipeline.config import SyntheticSource
+from pipeline.data.generate import sized_source
+from pipeline.errors import DataError
+
+
+class Squares:
+    """A worker built once: counts its constructions and the items it saw."""
+
+    built = 0
+
+    def __init__(self, offset: int) -> None:
+        Squares.built += 1
+        self.offset = offset
+
+    def __call__(self, item: int) -> int:
+        return item * item + self.offset
+
+
+def test_in_process_builds_the_worker_once_and_keeps_indices(monkeypatch) -> None:
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("KWS_WORKERS", "1")
+    Squares.built = 0
+    results = dict(map_tasks(Squares, (1,), [3, 1, 2]))
+    assert results == {0: 10, 1: 2, 2: 5} and Squares.built == 1
+    assert list(map_tasks(Squares, (0,), [])) == []
+
+
+def test_plan_workers_reads_the_environment(monkeypatch) -> None:
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.delenv("KWS_WORKERS", raising=False)
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert plan_workers(10) == (2, False)  # local Ray over the machine's CPUs
+    assert plan_workers(1) == (1, True)  # one task: no Ray
+    assert plan_workers(10, local_default=1) == (1, True)  # features: in this process by default
+    monkeypatch.setenv("KWS_WORKERS", "3")
+    assert plan_workers(10) == (3, False) and plan_workers(10, workers=1) == (1, True)
+    monkeypatch.setenv("RAY_ADDRESS", "ray://head:10001")
+    assert plan_workers(10, workers=1) == (1, False)  # a named cluster always runs on Ray
+    monkeypatch.setenv("KWS_WORKERS", "0")
+    with pytest.raises(ComputeError, match="KWS_WORKERS: Input should be greater than or equal to 1 .got '0'"):
+        plan_workers(10)
+
+
+def test_worker_errors_are_unwrapped_from_ray_chains() -> None:
+    class Wrapper(Exception):
+        def __init__(self, cause: BaseException) -> None:
+            super().__init__("wrapped")
+            self.cause = cause
+
+    inner = DataError("voice x produced silence for 'yes'")
+    outer = RuntimeError("task failed")
+    outer.__cause__ = Wrapper(inner)
+    assert _user_error(outer) is inner
+    assert _user_error(RuntimeError("no user error")) is None
+
+
+PARAMS = SyntheticSource(kind="synthetic", speakers=320, piper=True, kokoro_blends=64)
+
+
+@pytest.mark.parametrize(
+    ("speakers", "piper", "blends", "expected"),
+    [
+        (None, None, None, (320, True, 64)),  # params.yaml as it is
+        (10, None, None, (9, True, 0)),  # 10 in all: the neural share (65/385) rounds down to Piper alone
+        (100, None, None, (84, True, 15)),
+        (10, False, 3, (7, False, 3)),  # neural voices named: espeak fills the rest
+        (5, None, 0, (4, True, 0)),
+    ],
+)
+def test_sized_source_makes_a_corpus_of_that_size(speakers, piper, blends, expected) -> None:
+    sized = sized_source(PARAMS, speakers, piper, blends)
+    assert (sized.speakers, sized.piper, sized.kokoro_blends) == expected
+    if speakers is not None:
+        assert sized.speakers + int(sized.piper) + sized.kokoro_blends == speakers
+
+
+def test_sized_source_refuses_no_espeak_speaker() -> None:
+    with pytest.raises(DataError, match="--speakers 3: the 3 neural voices leave no espeak speaker"):
+        sized_source(PARAMS, 3, False, 3)
