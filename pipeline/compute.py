@@ -31,6 +31,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from pipeline.errors import KwsError
 
 log = logging.getLogger(__name__)
+# no usage statistics; no `uv run` hook (it would ship this folder, .venv included, to every worker)
 RAY_ENV = {"RAY_DISABLE_USAGE_STATS": "1", "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"}
 LOCAL_OBJECT_STORE = 512 * 1024**2  # bytes: results stream back to the driver; Ray spills to disk beyond this
 CONNECT_TIMEOUT_S = 60
@@ -101,7 +102,9 @@ def ray_session(workers: int, address: str | None = None) -> Iterator[int]:
     if not ray.is_initialized():
         try:
             if address:
-                ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+                loopback = address.split("://")[-1].startswith(("127.0.0.1:", "localhost:"))
+                local_ip = {"_node_ip_address": "127.0.0.1"} if loopback and not address.startswith("ray://") else {}
+                ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING, **local_ip)
             else:
                 temp = tempfile.mkdtemp(prefix="kws-ray-")  # short: Ray's socket paths must fit 107 characters
                 ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,

@@ -16,6 +16,7 @@ from pipeline.config import Params, parse_params
 # starting Ray costs 10-40 s on a loaded 2-core machine, once per stage.
 os.environ.setdefault("KWS_WORKERS", "1")
 os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
+os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
