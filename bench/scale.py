@@ -1,19 +1,20 @@
 """Benchmark: how corpus generation and embedding features scale with Ray workers, and what Ray itself costs.
 
 Measures, on this machine (not a test):
-* engine: local Ray start-up (ray.init to the first task's result) and the per-task overhead of the Ray Data
-  pipeline (`pipeline.compute.map_tasks`) over no-op tasks, against the same tasks in this process;
+* engine: local Ray start-up (ray.init to the first task's result), then the Ray Data pipeline
+  (`pipeline.compute.map_tasks`) over 10 and 60 no-op tasks: its own start (actor pool) and per-task overhead;
 * generation: clips/s of a small corpus (espeak speakers, a few Kokoro blends, the noises) with 1 worker (in
   this process) and 2 local Ray workers, and whether the bytes are identical;
 * features: clips/s (clip x view) of the embedding features of a tone corpus split, 1 vs 2 workers, and the
   largest difference between the two.
-Writes bench/results/scale.json. Usage: python bench/scale.py [--speakers 12] [--blends 2] [--clips 600]
+Writes bench/results/scale.json. Usage: python bench/scale.py [--speakers 12] [--blends 2] [--clips 1600]
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import logging
 import os
 import sys
 import tempfile
@@ -22,6 +23,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
+os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")  # before `import ray`: no copy of this folder per worker
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
@@ -33,6 +35,26 @@ from pipeline.fileio import write_json  # noqa: E402
 WORDS = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
 
 
+class EngineLog(logging.Handler):
+    """Remembers whether the last pipeline ran on Ray or fell back to this process (Ray's 30 s start limit)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+    def engine(self) -> str:
+        used = "ray" if any(m.startswith("ray: ") for m in self.messages) else "in-process"
+        used = "in-process (local Ray did not start in time)" if any("instead" in m for m in self.messages) else used
+        self.messages.clear()
+        return used
+
+
+ENGINE_LOG = EngineLog()
+
+
 class NoOp:
     """A worker that does nothing: what is left is the engine's own cost."""
 
@@ -40,8 +62,10 @@ class NoOp:
         return item
 
 
-def engine_costs(tasks: int) -> dict:
-    """Local Ray start-up seconds and per-task overhead (ms) of map_tasks with 2 workers."""
+def engine_costs(small: int, large: int) -> dict:
+    """Local Ray start-up (s); a first no-op pipeline (Ray Data's one-time set-up in a new instance), then
+    pipelines of `small` and `large` no-op tasks on 2 workers: their difference gives the per-task overhead
+    (ms), the rest is a pipeline's own start (its actor pool)."""
     import ray
     import ray.cloudpickle
 
@@ -50,14 +74,17 @@ def engine_costs(tasks: int) -> dict:
     with ray_session(2):
         ray.get(ray.remote(lambda: 1).remote())
         startup = time.perf_counter() - start
-        first = time.perf_counter()
-        assert sorted(i for i, _ in map_tasks(NoOp, (), list(range(tasks)), workers=2)) == list(range(tasks))
-        ray_s = time.perf_counter() - first
-    local = time.perf_counter()
-    list(map_tasks(NoOp, (), list(range(tasks)), workers=1))
-    local_s = time.perf_counter() - local
-    return {"ray_start_s": round(startup, 2), "noop_tasks": tasks, "pipeline_s": round(ray_s, 2),
-            "per_task_overhead_ms": round(1000 * (ray_s - local_s) / tasks, 2)}  # fmt: skip
+        seconds = []
+        for tasks in (small, small, large):  # the first is the cold one
+            begin = time.perf_counter()
+            assert sorted(i for i, _ in map_tasks(NoOp, (), list(range(tasks)), workers=2)) == list(range(tasks))
+            seconds.append(time.perf_counter() - begin)
+    cold, small_s, large_s = seconds
+    per_task = (large_s - small_s) / (large - small)
+    return {"ray_start_s": round(startup, 2), "first_pipeline_s": round(cold, 2),
+            "pipeline_s": {str(small): round(small_s, 2), str(large): round(large_s, 2)},
+            "per_task_overhead_ms": round(1000 * per_task, 1),
+            "pipeline_start_s": round(small_s - small * per_task, 2)}  # fmt: skip
 
 
 def _hash(root: Path) -> str:
@@ -78,7 +105,7 @@ def generation(speakers: int, blends: int, workers: int, out: Path) -> dict:
     summary = generate_corpus(source, WORDS, 1, out, workers=workers, progress=False,
                               voices=neural_voices(blends, 1)[1:])  # fmt: skip
     seconds = time.perf_counter() - start
-    return {"workers": workers, "clips": summary["clips"], "seconds": round(seconds, 2),
+    return {"workers": workers, "engine": ENGINE_LOG.engine(), "clips": summary["clips"], "seconds": round(seconds, 2),
             "clips_per_s": round(summary["clips"] / seconds, 1), "sha256": _hash(out)}  # fmt: skip
 
 
@@ -100,7 +127,7 @@ def features(clips: int, workers: int, root: Path) -> tuple[dict, np.ndarray]:
     views = training_views(params, workers=workers)
     seconds = time.perf_counter() - start
     count = views.shape[0] * views.shape[1]
-    return {"workers": workers, "clip_views": count, "seconds": round(seconds, 2),
+    return {"workers": workers, "engine": ENGINE_LOG.engine(), "clip_views": count, "seconds": round(seconds, 2),
             "clips_per_s": round(count / seconds, 1)}, views  # fmt: skip
 
 
@@ -108,10 +135,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--speakers", type=int, default=12)
     parser.add_argument("--blends", type=int, default=2)
-    parser.add_argument("--clips", type=int, default=600, help="tone clips in the features corpus")
+    parser.add_argument("--clips", type=int, default=1600, help="tone clips in the features corpus (3+ chunks)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "scale.json")
     args = parser.parse_args()
-    report = {"machine": machine_facts(), "engine": engine_costs(40)}
+    logging.getLogger("pipeline.compute").addHandler(ENGINE_LOG)
+    logging.getLogger("pipeline.compute").setLevel(logging.INFO)
+    report = {"machine": machine_facts(), "engine": engine_costs(10, 60)}
     print("engine", report["engine"], flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         runs = [generation(args.speakers, args.blends, w, Path(tmp) / f"gen{w}") for w in (1, 2)]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -34,7 +35,10 @@ log = logging.getLogger(__name__)
 # no usage statistics; no `uv run` hook (it would ship this folder, .venv included, to every worker)
 RAY_ENV = {"RAY_DISABLE_USAGE_STATS": "1", "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"}
 LOCAL_OBJECT_STORE = 512 * 1024**2  # bytes: results stream back to the driver; Ray spills to disk beyond this
-CONNECT_TIMEOUT_S = 60
+
+
+for _key, _value in RAY_ENV.items():  # Ray reads these when it is imported, so before any `import ray`
+    os.environ.setdefault(_key, _value)
 
 
 class ComputeError(KwsError):
@@ -56,14 +60,30 @@ class Worker(Protocol):
 
 
 class _Adapter:
-    """Ray Data's callable class: one Worker per actor, items and results as pickled bytes (any Python value)."""
+    """Ray Data's callable class: one Worker per actor, items and results as pickled bytes (any Python value).
+    A KwsError (a user's mistake, not worth a retry) travels back as the result: Ray's own wrapping of a
+    worker's exception loses its type, and the driver must still print one line."""
 
     def __init__(self, worker_cls: type, args: tuple) -> None:
         self.worker = worker_cls(*args)
 
+    def _run(self, blob: bytes) -> bytes:
+        try:
+            return pickle.dumps((True, self.worker(pickle.loads(blob))), protocol=5)
+        except KwsError as error:
+            return pickle.dumps((False, error), protocol=5)
+
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        results = [pickle.dumps(self.worker(pickle.loads(blob)), protocol=5) for blob in batch["item"]]
+        results = [self._run(blob) for blob in batch["item"]]
         return {"index": batch["index"], "result": np.array(results, dtype=object)}
+
+
+def _unpack(blob: bytes) -> Any:
+    """A worker's result, or the KwsError it raised, raised here."""
+    ok, value = pickle.loads(blob)
+    if not ok:
+        raise value
+    return value
 
 
 def settings() -> ComputeSettings:
@@ -93,12 +113,10 @@ def plan_workers(items: int, workers: int | None = None, address: str | None = N
 def ray_session(workers: int, address: str | None = None) -> Iterator[int]:
     """A connected Ray: the named cluster, one already initialised, or a local instance of `workers` CPUs.
     Yields the number of CPUs available; stops only an instance it started."""
-    for key, value in RAY_ENV.items():
-        os.environ.setdefault(key, value)
     import ray
 
     logging.getLogger("ray").setLevel(logging.WARNING)
-    started = False
+    started, temp = False, None
     if not ray.is_initialized():
         try:
             if address:
@@ -111,6 +129,8 @@ def ray_session(workers: int, address: str | None = None) -> Iterator[int]:
                          object_store_memory=LOCAL_OBJECT_STORE, _node_ip_address="127.0.0.1", _temp_dir=temp)  # fmt: skip
         except Exception as error:  # noqa: BLE001 - Ray raises bare Exception when a node misses its start deadline
             ray.shutdown()
+            if temp:
+                shutil.rmtree(temp, ignore_errors=True)
             raise ComputeError(f"RAY_ADDRESS={address or '(local)'}: cannot start or reach Ray ({error})") from None
         started = True
     try:
@@ -118,6 +138,8 @@ def ray_session(workers: int, address: str | None = None) -> Iterator[int]:
     finally:
         if started:
             ray.shutdown()
+        if temp:
+            shutil.rmtree(temp, ignore_errors=True)  # the local instance's session logs and spilled objects
 
 
 def _quiet_data_context() -> None:
@@ -128,17 +150,6 @@ def _quiet_data_context() -> None:
     ctx.enable_operator_progress_bars = False
     ctx.print_on_execution_start = False
     ctx.enable_auto_log_stats = False
-
-
-def _user_error(error: BaseException) -> KwsError | None:
-    """The KwsError a worker raised, unwrapped from Ray's exception chain (None if there is none)."""
-    seen: set[int] = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        if isinstance(error, KwsError):
-            return error
-        error = getattr(error, "cause", None) or error.__cause__
-    return None
 
 
 def map_tasks(worker_cls: type, args: tuple, items: Sequence[Any], workers: int | None = None,
@@ -174,15 +185,9 @@ def map_tasks(worker_cls: type, args: tuple, items: Sequence[Any], workers: int 
         rows = [{"index": i, "item": pickle.dumps(item, protocol=5)} for i, item in enumerate(items)]
         dataset = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
             _Adapter, fn_constructor_args=(worker_cls, args), batch_size=1, batch_format="numpy",
-            concurrency=count, num_cpus=1,
+            compute=ray.data.ActorPoolStrategy(size=count), num_cpus=1,
         )  # fmt: skip
         log.info("ray: %d workers for %d tasks (started in %.1f s)", count, len(items), time.perf_counter() - started)
-        try:
-            for batch in dataset.iter_batches(batch_size=1, batch_format="numpy", prefetch_batches=1):
-                for index, blob in zip(batch["index"], batch["result"], strict=True):
-                    yield int(index), pickle.loads(blob)
-        except Exception as error:  # noqa: BLE001 - Ray wraps worker errors; a user's mistake stays one line
-            user = _user_error(error)
-            if user is None:
-                raise
-            raise user from None
+        for batch in dataset.iter_batches(batch_size=1, batch_format="numpy", prefetch_batches=1):
+            for index, blob in zip(batch["index"], batch["result"], strict=True):
+                yield int(index), _unpack(blob)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pickle
+
+import numpy as np
 import pytest
 
-from pipeline.compute import ComputeError, _user_error, map_tasks, plan_workers
+from pipeline.compute import ComputeError, _Adapter, _unpack, map_tasks, plan_workers
 from pipeline.config import SyntheticSource
 from pipeline.data.generate import sized_source
 from pipeline.errors import DataError
@@ -48,17 +51,24 @@ def test_plan_workers_reads_the_environment(monkeypatch) -> None:
         plan_workers(10)
 
 
-def test_worker_errors_are_unwrapped_from_ray_chains() -> None:
-    class Wrapper(Exception):
-        def __init__(self, cause: BaseException) -> None:
-            super().__init__("wrapped")
-            self.cause = cause
+class Refuses:
+    def __call__(self, item: int) -> int:
+        if item < 0:
+            raise DataError(f"item {item}: expected >= 0")
+        if item == 0:
+            raise ZeroDivisionError("a bug, not a user's mistake")
+        return item
 
-    inner = DataError("voice x produced silence for 'yes'")
-    outer = RuntimeError("task failed")
-    outer.__cause__ = Wrapper(inner)
-    assert _user_error(outer) is inner
-    assert _user_error(RuntimeError("no user error")) is None
+
+def test_ray_adapter_sends_user_errors_back_as_results() -> None:
+    """What a Ray worker returns for one batch: values, or the KwsError itself (Ray's wrapping would lose it)."""
+    adapter = _Adapter(Refuses, ())
+    out = adapter({"index": np.array([4, 5]), "item": np.array([pickle.dumps(3), pickle.dumps(-1)], dtype=object)})
+    assert list(out["index"]) == [4, 5] and _unpack(out["result"][0]) == 3
+    with pytest.raises(DataError, match="item -1: expected >= 0"):
+        _unpack(out["result"][1])
+    with pytest.raises(ZeroDivisionError):  # anything else is Ray's to report (and the stage fails)
+        adapter({"index": np.array([0]), "item": np.array([pickle.dumps(0)], dtype=object)})
 
 
 PARAMS = SyntheticSource(kind="synthetic", speakers=320, piper=True, kokoro_blends=64)
