@@ -80,7 +80,7 @@ def engine_costs(small: int, large: int) -> dict:
             assert sorted(i for i, _ in map_tasks(NoOp, (), list(range(tasks)), workers=2)) == list(range(tasks))
             seconds.append(time.perf_counter() - begin)
     cold, small_s, large_s = seconds
-    per_task = (large_s - small_s) / (large - small)
+    per_task = (large_s - small_s) / (large - small)  # may come out negative where start-up noise dominates
     return {"ray_start_s": round(startup, 2), "first_pipeline_s": round(cold, 2),
             "pipeline_s": {str(small): round(small_s, 2), str(large): round(large_s, 2)},
             "per_task_overhead_ms": round(1000 * per_task, 1),
@@ -141,6 +141,7 @@ def main() -> None:
     logging.getLogger("pipeline.compute").addHandler(ENGINE_LOG)
     logging.getLogger("pipeline.compute").setLevel(logging.INFO)
     report = {"machine": machine_facts(), "engine": engine_costs(10, 60)}
+    ENGINE_LOG.messages.clear()
     print("engine", report["engine"], flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         runs = [generation(args.speakers, args.blends, w, Path(tmp) / f"gen{w}") for w in (1, 2)]

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 # One core's seconds a clip (measured on the 2-core machine: espeak ~3 ms, Piper ~0.1 s, Kokoro ~0.7 s). Without
 # RAY_ADDRESS or KWS_WORKERS, a corpus estimated under LOCAL_RAY_MIN_S of one core runs in this process: starting
-# a local Ray costs 5-40 s (its raylet alone waits 15 s for a metrics agent) and would not pay for itself.
+# a local Ray costs 30-50 s on the loaded 2-core machine (its raylet alone waits 15 s for a metrics agent).
 SECONDS_PER_CLIP = {"espeak": 0.003, "piper": 0.1, "kokoro": 0.7}
 LOCAL_RAY_MIN_S = 120.0
 
@@ -92,15 +92,20 @@ def run_corpus(tasks: list[tuple], source: SyntheticSource, seed: int, out_dir: 
     started, out_dir = time.perf_counter(), Path(out_dir)
     args = (seed, source.repetitions, source.neural_repetitions, source.noise_seconds, sample_rate, clip_samples)
     counts = {kind: {"files": 0, "bytes": 0} for kind in ("espeak", "neural", "noise")}
-    with tqdm(total=sum(_clips(t, source) for t in tasks), desc="generated corpus", unit="clip",
-              disable=not progress) as bar:  # fmt: skip
-        local_default = None if estimate_seconds(tasks, source) > LOCAL_RAY_MIN_S else 1
-        for index, files in map_tasks(CorpusWorker, args, tasks, workers, local_default=local_default):
-            kind = counts[tasks[index][0]]
-            for rel, blob in files:
-                kind["bytes"] += write_blob(out_dir / rel, blob)
-            kind["files"] += len(files)
-            bar.update(len(files) if tasks[index][0] != "noise" else 0)
+    local_default = None if estimate_seconds(tasks, source) > LOCAL_RAY_MIN_S else 1
+    try:
+        with tqdm(total=sum(_clips(t, source) for t in tasks), desc="generated corpus", unit="clip",
+                  disable=not progress) as bar:  # fmt: skip
+            for index, files in map_tasks(CorpusWorker, args, tasks, workers, local_default=local_default):
+                kind = counts[tasks[index][0]]
+                for rel, blob in files:
+                    kind["bytes"] += write_blob(out_dir / rel, blob)
+                kind["files"] += len(files)
+                bar.update(len(files) if tasks[index][0] != "noise" else 0)
+    finally:
+        from pipeline.data.synthetic import stop_speech_server
+
+        stop_speech_server()  # this process's, when the tasks ran here; Ray workers stop theirs on exit
     clips = counts["espeak"]["files"] + counts["neural"]["files"]
     log.info("generated corpus: %d clips in %.1f s", clips, time.perf_counter() - started)
     return counts

@@ -94,3 +94,16 @@ def test_sized_source_makes_a_corpus_of_that_size(speakers, piper, blends, expec
 def test_sized_source_refuses_no_espeak_speaker() -> None:
     with pytest.raises(DataError, match="--speakers 3: the 3 neural voices leave no espeak speaker"):
         sized_source(PARAMS, 3, False, 3)
+
+
+def test_only_a_corpus_worth_minutes_starts_a_local_ray() -> None:
+    """Estimated one-core seconds decide the local default: params.yaml's corpus (64 Kokoro blends x 16 words) is
+    worth a local Ray; 320 espeak speakers alone (22,400 clips, ~1 min) are not."""
+    from pipeline.data.generate import LOCAL_RAY_MIN_S, corpus_tasks, estimate_seconds
+    from pipeline.data.neural import neural_voices
+
+    words = [f"w{i}" for i in range(35)]
+    espeak = corpus_tasks(PARAMS, words)
+    assert 60 < estimate_seconds(espeak, PARAMS) < LOCAL_RAY_MIN_S
+    neural = [("neural", v, {w: [1, 2] for w in words[:16]}) for v in neural_voices(64, 1)[1:]]
+    assert estimate_seconds([*neural, *espeak], PARAMS) > 64 * 16 * 0.7 > LOCAL_RAY_MIN_S
