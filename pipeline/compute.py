@@ -19,6 +19,7 @@ import logging
 import os
 import pickle
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -34,6 +35,7 @@ from pipeline.errors import KwsError
 log = logging.getLogger(__name__)
 # no usage statistics; no `uv run` hook (it would ship this folder, .venv included, to every worker)
 RAY_ENV = {"RAY_DISABLE_USAGE_STATS": "1", "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"}
+PROBE_TIMEOUT_S = 5.0
 LOCAL_OBJECT_STORE = 512 * 1024**2  # bytes: results stream back to the driver; Ray spills to disk beyond this
 
 
@@ -109,6 +111,20 @@ def plan_workers(items: int, workers: int | None = None, address: str | None = N
     return count, count == 1
 
 
+def check_reachable(address: str, timeout: float = PROBE_TIMEOUT_S) -> None:
+    """Fail fast (ComputeError) when RAY_ADDRESS's host:port does not accept a connection: Ray itself retries
+    an unreachable head for minutes. `auto` (a node's own cluster) is left to Ray."""
+    if address == "auto":
+        return
+    host, _, port = address.split("://")[-1].rpartition(":")
+    if not host or not port.isdigit():
+        raise ComputeError(f"RAY_ADDRESS={address}: expected host:port, ray://host:port or auto")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as error:
+        raise ComputeError(f"RAY_ADDRESS={address}: nothing answers there ({error})") from None
+
+
 @contextmanager
 def ray_session(workers: int, address: str | None = None) -> Iterator[int]:
     """A connected Ray: the named cluster, one already initialised, or a local instance of `workers` CPUs.
@@ -120,6 +136,7 @@ def ray_session(workers: int, address: str | None = None) -> Iterator[int]:
     if not ray.is_initialized():
         try:
             if address:
+                check_reachable(address)
                 loopback = address.split("://")[-1].startswith(("127.0.0.1:", "localhost:"))
                 local_ip = {"_node_ip_address": "127.0.0.1"} if loopback and not address.startswith("ray://") else {}
                 ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING, **local_ip)
@@ -127,6 +144,8 @@ def ray_session(workers: int, address: str | None = None) -> Iterator[int]:
                 temp = tempfile.mkdtemp(prefix="kws-ray-")  # short: Ray's socket paths must fit 107 characters
                 ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
                          object_store_memory=LOCAL_OBJECT_STORE, _node_ip_address="127.0.0.1", _temp_dir=temp)  # fmt: skip
+        except ComputeError:
+            raise
         except Exception as error:  # noqa: BLE001 - Ray raises bare Exception when a node misses its start deadline
             ray.shutdown()
             if temp:

@@ -107,3 +107,24 @@ def test_only_a_corpus_worth_minutes_starts_a_local_ray() -> None:
     assert 60 < estimate_seconds(espeak, PARAMS) < LOCAL_RAY_MIN_S
     neural = [("neural", v, {w: [1, 2] for w in words[:16]}) for v in neural_voices(64, 1)[1:]]
     assert estimate_seconds([*neural, *espeak], PARAMS) > 64 * 16 * 0.7 > LOCAL_RAY_MIN_S
+
+
+def test_an_unreachable_cluster_is_one_line_within_seconds(monkeypatch) -> None:
+    """Ray retries an unreachable head for minutes: RAY_ADDRESS is probed first (5 s at most)."""
+    import socket
+
+    from pipeline.compute import check_reachable
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(ComputeError, match=f"RAY_ADDRESS=127.0.0.1:{port}: nothing answers there"):
+        check_reachable(f"127.0.0.1:{port}")
+    with pytest.raises(ComputeError, match="RAY_ADDRESS=ray://127.0.0.1:1: nothing answers there"):
+        check_reachable("ray://127.0.0.1:1")
+    with pytest.raises(ComputeError, match="expected host:port, ray://host:port or auto"):
+        check_reachable("head-without-port")
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")
+    monkeypatch.setenv("KWS_WORKERS", "1")  # a named cluster is used even for one worker
+    with pytest.raises(ComputeError, match="nothing answers there"):
+        list(map_tasks(Squares, (0,), [1, 2]))
