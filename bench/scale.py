@@ -105,8 +105,9 @@ def generation(speakers: int, blends: int, workers: int, out: Path) -> dict:
     summary = generate_corpus(source, WORDS, 1, out, workers=workers, progress=False,
                               voices=neural_voices(blends, 1)[1:])  # fmt: skip
     seconds = time.perf_counter() - start
-    return {"workers": workers, "engine": ENGINE_LOG.engine(), "clips": summary["clips"], "seconds": round(seconds, 2),
-            "clips_per_s": round(summary["clips"] / seconds, 1), "sha256": _hash(out)}  # fmt: skip
+    clips = summary["clips"] + summary.get("neural", {}).get("clips", 0)  # espeak, then the neural voices' own
+    return {"workers": workers, "engine": ENGINE_LOG.engine(), "clips": clips, "seconds": round(seconds, 2),
+            "clips_per_s": round(clips / seconds, 1), "sha256": _hash(out)}  # fmt: skip
 
 
 def features(clips: int, workers: int, root: Path) -> tuple[dict, np.ndarray]:
