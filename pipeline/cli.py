@@ -48,25 +48,28 @@ def _params(path: Path) -> Params:
 
 @data_app.command("generate")
 def data_generate(
-    out: Annotated[Path, typer.Option(help="Folder to write the corpus into.")] = Path("data/generated"),
-    speakers: Annotated[int | None, typer.Option(min=1, max=5000, help="Voice configurations (default: params.yaml).")] = None,
+    out: Annotated[Path, typer.Option(help="Folder to write the corpus into (replaced only when complete).")] = Path("data/generated"),
+    speakers: Annotated[int | None, typer.Option(min=1, max=5000, help="Voices in all, espeak + neural (default: params.yaml).")] = None,
     repetitions: Annotated[int | None, typer.Option(min=1, max=20, help="Clips per word and speaker.")] = None,
     piper: Annotated[bool | None, typer.Option("--piper/--no-piper", help="Piper's joe voice (default: params.yaml).")] = None,
     kokoro_blends: Annotated[int | None, typer.Option(min=0, max=500, help="Kokoro blends (default: params.yaml; 0: none).")] = None,
     params_path: ParamsOption = Path("params.yaml"),
 ) -> None:
-    """Generate the offline text-to-speech corpus (espeak and neural voices) in the Speech Commands layout."""
+    """Generate the offline text-to-speech corpus (espeak and neural voices) in the Speech Commands layout.
+    Runs on RAY_ADDRESS's Ray cluster when set, else on a local one (KWS_WORKERS=1: in this process)."""
     with user_errors():
         params = _params(params_path)
         from pipeline.config import SyntheticSource
+        from pipeline.data.generate import sized_source
         from pipeline.data.sources import generate_synthetic
+        from pipeline.fileio import atomic_dir
 
         base = next((s for s in params.data.sources if isinstance(s, SyntheticSource)), None)
-        update = {"speakers": speakers, "repetitions": repetitions, "piper": piper, "kokoro_blends": kokoro_blends}
-        source = (base or SyntheticSource(kind="synthetic")).model_copy(
-            update={k: v for k, v in update.items() if v is not None}
-        )
-        summary = generate_synthetic(source, params, out, progress=show_progress())
+        source = sized_source(base or SyntheticSource(kind="synthetic"), speakers, piper, kokoro_blends)
+        if repetitions is not None:
+            source = source.model_copy(update={"repetitions": repetitions})
+        with atomic_dir(out) as tmp:  # an interrupted run leaves no folder that looks complete
+            summary = generate_synthetic(source, params, tmp, progress=show_progress())
         typer.echo(json.dumps(summary, indent=2))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,12 @@ import pytest
 import soundfile as sf
 
 from pipeline.config import Params, parse_params
+
+# Stages run their tasks in this process unless a test asks for Ray workers (tests/data/test_distributed.py):
+# starting Ray costs 10-40 s on a loaded 2-core machine, once per stage.
+os.environ.setdefault("KWS_WORKERS", "1")
+os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
+os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"

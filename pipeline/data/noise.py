@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
 import soxr
 
-from pipeline.fileio import write_wav
+from pipeline.config import BACKGROUND_NOISE_DIR
+from pipeline.data.render import stable_rng, wav_bytes, write_blob
+from pipeline.data.synthetic import ESPEAK_RATE, speak, stop_speech_server, voice_configs
+from pipeline.fileio import to_int16
 
 NOISE_NAMES = ("white_noise", "pink_noise", "brown_noise", "running_tap", "mains_hum", "babble")
 NOISE_PEAK = 0.7  # every file is peak-normalised to this, well below full scale
@@ -19,12 +21,6 @@ much music name never number often open other paper people picture place plant p
 school second sentence small something sound spell still story study such take than their thing think those thought
 through time together under until very want watch water where while white without work world would write year
 young""".split()  # none of the Speech Commands words
-
-
-def stable_rng(*parts: object) -> np.random.Generator:
-    """A numpy Generator seeded by sha256 of the parts (never Python's salted hash())."""
-    digest = hashlib.sha256("\x1f".join(str(part) for part in parts).encode()).digest()
-    return np.random.Generator(np.random.PCG64(int.from_bytes(digest[:16], "little")))
 
 
 def _shape(white: np.ndarray, sample_rate: int, gain) -> np.ndarray:
@@ -75,8 +71,6 @@ def _mains_hum(rng: np.random.Generator, n: int, sample_rate: int) -> np.ndarray
 
 def babble_audio(seconds: int, sample_rate: int, seed: int, talkers: int = 8) -> np.ndarray:
     """Overlapping espeak talkers reading random sentences with pauses: `seconds` of float audio."""
-    from pipeline.data.synthetic import ESPEAK_RATE, speak, voice_configs
-
     voices, mix = voice_configs(64), np.zeros(int(seconds) * sample_rate)
     for k in range(talkers):
         rng = stable_rng(seed, "babble", k)
@@ -92,33 +86,33 @@ def babble_audio(seconds: int, sample_rate: int, seed: int, talkers: int = 8) ->
     return mix
 
 
-def synthesize_noises(
-    out_dir: Path, seconds: int, sample_rate: int, seed: int, babble: np.ndarray | None = None
-) -> list[Path]:
-    """Write the six noise files (`seconds` long, mono 16-bit) into out_dir; `babble` may be precomputed."""
-    out_dir = Path(out_dir)
+def noise_files(seconds: int, sample_rate: int, seed: int) -> list[tuple[str, bytes]]:
+    """The six noise files (`seconds` long, mono 16-bit) as (`_background_noise_/<name>.wav`, WAV bytes)."""
     n = int(seconds) * sample_rate
-    if babble is None:
-        from pipeline.data.synthetic import stop_speech_server
-
-        try:
-            babble = babble_audio(seconds, sample_rate, seed)
-        finally:
-            stop_speech_server()
     makers = {
         "white_noise": lambda rng: rng.standard_normal(n),
         "pink_noise": lambda rng: _power_law(rng, n, sample_rate, 1.0),
         "brown_noise": lambda rng: _power_law(rng, n, sample_rate, 2.0),
         "running_tap": lambda rng: _running_tap(rng, n, sample_rate),
         "mains_hum": lambda rng: _mains_hum(rng, n, sample_rate),
-        "babble": lambda rng: np.resize(np.asarray(babble, dtype=np.float64), n),
+        "babble": lambda rng: np.resize(np.asarray(babble_audio(seconds, sample_rate, seed), dtype=np.float64), n),
     }
-    paths = []
+    files = []
     for name in NOISE_NAMES:
         audio = makers[name](stable_rng(seed, "noise", name))
         audio = audio - audio.mean()
         audio = audio * (NOISE_PEAK / max(np.abs(audio).max(), 1e-12))
-        path = out_dir / f"{name}.wav"
-        write_wav(path, audio, sample_rate)
-        paths.append(path)
+        files.append((f"{BACKGROUND_NOISE_DIR}/{name}.wav", wav_bytes(to_int16(audio), sample_rate)))
+    return files
+
+
+def synthesize_noises(out_dir: Path, seconds: int, sample_rate: int, seed: int) -> list[Path]:
+    """Write the six noise files into out_dir (in this process); returns their paths."""
+    try:
+        files = noise_files(seconds, sample_rate, seed)
+    finally:
+        stop_speech_server()
+    paths = [Path(out_dir) / Path(rel).name for rel, _ in files]
+    for path, (_, blob) in zip(paths, files, strict=True):
+        write_blob(path, blob)
     return paths

@@ -15,22 +15,21 @@ log = logging.getLogger(__name__)
 
 
 def generate_synthetic(source: SyntheticSource, params: Params, dest: Path, progress: bool = True) -> dict:
-    """The whole generated corpus of one synthetic source: espeak voices, noises, then the neural voices."""
-    from pipeline.data.synthetic import generate_corpus
+    """The whole generated corpus of one synthetic source (espeak voices, neural voices, noises) as one
+    Ray Data pipeline (pipeline/data/generate.py): local, in-process or on RAY_ADDRESS's cluster."""
+    from pipeline.data.generate import generate_corpus
 
     words = [*params.data.keywords, *params.data.unknown_words]
-    audio = {"sample_rate": params.features.sample_rate, "clip_samples": params.features.clip_samples}
-    summary = generate_corpus(source, words, params.seed, dest, progress=progress, **audio)
+    voices, plan = None, None
     if source.piper or source.kokoro_blends:
-        from pipeline.data.neural import generate_neural, neural_voices, voice_words
+        from pipeline.data.neural import neural_voices, voice_words
 
         voices = neural_voices(source.kokoro_blends, params.seed)
         voices = voices if source.piper else [v for v in voices if v.engine != "piper"]
         plan = voice_words(voices, params.data.keywords, params.data.unknown_words,
                            source.kokoro_unknown_words, params.seed)  # fmt: skip
-        summary["neural"] = generate_neural(plan, voices, params.seed, dest, source.neural_repetitions,
-                                            progress=progress, **audio)  # fmt: skip
-    return summary
+    return generate_corpus(source, words, params.seed, dest, params.features.sample_rate,
+                           params.features.clip_samples, progress=progress, voices=voices, plan=plan)  # fmt: skip
 
 
 def _words(params: Params) -> frozenset[str]:

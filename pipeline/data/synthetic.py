@@ -20,34 +20,25 @@ server (python -I -S, ctypes only) that initialises the engine and never speaks;
 repetitions of one word by one speaker) is spoken by a fork() of that pristine server, with srand() and
 espeak_ng_SetRandSeed() reseeded per utterance. A clip is a pure function of (seed, word, voice, repetition,
 sample rate, clip length) whatever the workers, order or word list. soxr runs in float32 (SSE on any x86-64).
+The same holds in a Ray worker (pipeline/data/generate.py): each worker process starts its own server on its
+first speaker task and keeps it for the next; a task is one speaker, so a retried task says the same bytes.
 """
 
 from __future__ import annotations
 
+import atexit
 import hashlib
-import logging
-import multiprocessing
-import multiprocessing.util
 import os
 import struct
 import subprocess
 import sys
-import time
-from collections import namedtuple
 from dataclasses import dataclass
-from pathlib import Path
 
 import espeakng_loader
 import numpy as np
-import soxr
-from tqdm import tqdm
 
-from pipeline.config import BACKGROUND_NOISE_DIR, SyntheticSource
-from pipeline.data.noise import babble_audio, stable_rng, synthesize_noises
+from pipeline.data.render import REFERENCE_RATE, Take, fit_limit, render, stable_rng, trim, wav_bytes
 from pipeline.errors import DataError
-from pipeline.fileio import atomic_path, to_int16
-
-log = logging.getLogger(__name__)
 
 ACCENTS = ("en", "en-029", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-gb-x-rp", "en-us", "en-us-nyc")
 # Left out: robot voices and echo amplitude >= 100 % (robosoft*, RicishayMax*, UniRobot, anikaRobot, Demonic),
@@ -61,9 +52,8 @@ edward2 f1 f2 f3 f4 f5 grandma grandpa gustave ian iven iven2 iven3 iven4 john k
 klatt5 klatt6 linda m1 m2 m3 m4 m5 m6 m7 m8 marcelo max michel miguel mike2 norbert pablo paul pedro quincy rob
 robert sandro shelby steph steph2 steph3 travis victor whisper whisperf zac""".split()
 VARIANTS = tuple(sorted(_VARIANTS, key=lambda v: hashlib.sha1(v.encode()).hexdigest()))  # interleave the kinds
-ESPEAK_RATE = 22050
+ESPEAK_RATE = REFERENCE_RATE  # libespeak-ng speaks at 22050 Hz
 MAX_RATE = 450
-MAX_FILL = 0.9
 
 # The speech server: stdlib + ctypes only, so each fork is cheap. Request: u32 length + lines of
 # "voice\ttext\trate\tpitch\trange\tseed"; reply (written by the fork): u32 status, u32 count, then u32 bytes + PCM.
@@ -216,7 +206,6 @@ def speak(utterances: list[tuple]) -> list[np.ndarray]:
     global _CLIENT
     if _CLIENT is None or _CLIENT.owner != os.getpid():
         _CLIENT = _SpeechServer()
-        multiprocessing.util.Finalize(None, stop_speech_server, exitpriority=10)  # pool workers skip atexit
     return _CLIENT.speak(utterances)
 
 
@@ -238,21 +227,13 @@ def _forget_server() -> None:
 
 
 os.register_at_fork(after_in_child=_forget_server)
+atexit.register(stop_speech_server)  # a Ray worker's clean exit; a killed one closes the pipe (EOF)
 
 
-def _trim(audio: np.ndarray, rel_db: float, pad: int) -> np.ndarray:
-    """Drop leading/trailing samples quieter than rel_db below the peak, keeping `pad` samples."""
-    loud = np.flatnonzero(np.abs(audio) > np.abs(audio).max(initial=0) * 10 ** (rel_db / 20))
-    return audio[max(loud[0] - pad, 0) : loud[-1] + pad + 1] if loud.size else audio[:0]
-
-
-_Take = namedtuple("_Take", "rate pitch pitch_range stretch seed offset peak")  # one repetition's variation
-
-
-def _take(seed: int, word: str, cfg: VoiceConfig, n: int) -> _Take:
+def _take(seed: int, word: str, cfg: VoiceConfig, n: int) -> Take:
     """Rate/pitch/range/stretch jitter, espeak seed, offset and peak of repetition n."""
     rng = stable_rng(seed, word, cfg.speaker_id, n)
-    return _Take(
+    return Take(
         rate=int(round(cfg.rate * rng.uniform(0.93, 1.07))),
         pitch=int(np.clip(cfg.pitch + rng.integers(-4, 5), 0, 100)),
         pitch_range=int(np.clip(cfg.pitch_range + rng.integers(-6, 7), 0, 100)),
@@ -261,12 +242,12 @@ def _take(seed: int, word: str, cfg: VoiceConfig, n: int) -> _Take:
     )  # fmt: skip
 
 
-def _speak_word(cfg: VoiceConfig, word: str, takes: list[_Take], limits: list[int]) -> list[np.ndarray]:
+def _speak_word(cfg: VoiceConfig, word: str, takes: list[Take], limits: list[int]) -> list[np.ndarray]:
     """Every repetition of one word, re-spoken faster (same sequence, new fork) where one would not fit."""
     rates = [t.rate for t in takes]
     while True:
         said = speak([(cfg.voice_name, word, r, t.pitch, t.pitch_range, t.seed) for r, t in zip(rates, takes)])
-        trimmed = [_trim(pcm, -40, 44) for pcm in said]
+        trimmed = [trim(pcm, -40, 44) for pcm in said]
         long = [i for i, a in enumerate(trimmed) if len(a) > limits[i] and rates[i] < MAX_RATE]
         if not long:
             break
@@ -290,84 +271,14 @@ def _room(cfg: VoiceConfig, sample_rate: int) -> np.ndarray:
     return ir
 
 
-def _render(pcm: np.ndarray, cfg: VoiceConfig, take: _Take, ir: np.ndarray, sample_rate: int, clip: int) -> np.ndarray:
-    """Resample, colour, fit and place one word; int16 of exactly `clip` samples."""
-    # float32 keeps soxr on its SSE engine; MQ (16-bit precision) is 3x faster than HQ at irrational ratios
-    audio = soxr.resample(pcm.astype(np.float32) / 32768, ESPEAK_RATE * take.stretch, sample_rate, quality="MQ")
-    if cfg.tilt or len(ir) > 1:
-        n = len(audio) + len(ir) - 1
-        nfft = 1 << (n - 1).bit_length()
-        freqs = np.fft.rfftfreq(nfft, 1 / sample_rate)
-        gain = 10 ** (cfg.tilt / 10 * np.log2(np.maximum(freqs, 100.0) / 1000) / 20) * np.fft.rfft(ir, nfft)
-        audio = np.fft.irfft(np.fft.rfft(audio, nfft) * gain, nfft)[:n]
-    audio = _trim(np.asarray(audio, dtype=np.float64), -50, 0)
-    if len(audio) > clip:
-        audio = audio[:clip].copy()
-        fade = int(0.01 * sample_rate)
-        audio[-fade:] *= np.linspace(1.0, 0.0, fade)
-    out = np.zeros(clip)
-    start = int(take.offset * (clip - len(audio) + 1))
-    out[start : start + len(audio)] = audio
-    return to_int16(out * (take.peak / np.abs(out).max()))
-
-
-def _write_pcm16(path: Path, audio: np.ndarray, sample_rate: int) -> int:
-    """Atomically write mono 16-bit WAV (no libsndfile fsync per file); returns its size in bytes."""
-    data = audio.astype("<i2").tobytes()
-    fmt = struct.pack("<IHHIIHH", 16, 1, 1, sample_rate, 2 * sample_rate, 2, 16)
-    blob = b"RIFF" + struct.pack("<I", 36 + len(data)) + b"WAVEfmt " + fmt + b"data" + struct.pack("<I", len(data))
-    blob += data
-    with atomic_path(path, ".wav", clean=False) as tmp:
-        tmp.write_bytes(blob)
-    return len(blob)
-
-
-def _speaker_task(task: tuple) -> tuple[int, int]:
-    """Every word and repetition of one speaker; returns (clips, bytes written)."""
-    cfg, words, reps, seed, out_dir, sample_rate, clip = task
-    ir, clips, size = _room(cfg, sample_rate), 0, 0
+def speaker_clips(cfg: VoiceConfig, words: list[str], reps: int, seed: int, sample_rate: int,
+                  clip: int) -> list[tuple[str, bytes]]:  # fmt: skip
+    """Every word and repetition of one speaker as (`<word>/<speaker>_nohash_<n>.wav`, WAV bytes)."""
+    ir, out = _room(cfg, sample_rate), []
     for word in words:
         takes = [_take(seed, word, cfg, n) for n in range(reps)]
-        limits = [int(MAX_FILL * clip * ESPEAK_RATE * t.stretch / sample_rate) for t in takes]
+        limits = [fit_limit(t, sample_rate, clip) for t in takes]
         for n, (pcm, take) in enumerate(zip(_speak_word(cfg, word, takes, limits), takes, strict=True)):
-            audio = _render(pcm, cfg, take, ir, sample_rate, clip)
-            size += _write_pcm16(Path(out_dir) / word / f"{cfg.speaker_id}_nohash_{n}.wav", audio, sample_rate)
-            clips += 1
-    return clips, size
-
-
-def generate_corpus(
-    source: SyntheticSource, words: list[str], seed: int, out_dir: Path, sample_rate: int = 16000,
-    clip_samples: int = 16000, workers: int | None = None, progress: bool = True,
-) -> dict:  # fmt: skip
-    """Write `out_dir/<word>/<speaker>_nohash_<n>.wav` for every word, speaker and repetition, plus noises."""
-    started, out_dir = time.perf_counter(), Path(out_dir)
-    configs = voice_configs(source.speakers)
-    workers = max(1, min(workers or os.cpu_count() or 1, len(configs)))
-    tasks = [(cfg, list(words), source.repetitions, seed, out_dir, sample_rate, clip_samples) for cfg in configs]
-    babble_args = (source.noise_seconds, sample_rate, seed)
-    clips = size = 0
-    pool = multiprocessing.get_context("fork").Pool(workers) if workers > 1 else None
-    try:
-        pending = pool.apply_async(babble_audio, babble_args) if pool else None
-        results = pool.imap_unordered(_speaker_task, tasks) if pool else map(_speaker_task, tasks)
-        with tqdm(total=len(tasks) * len(words) * source.repetitions, desc="synthetic corpus", unit="clip",
-                  disable=not progress) as bar:  # fmt: skip
-            for done, written in results:
-                clips, size = clips + done, size + written
-                bar.update(done)
-        babble = pending.get() if pending else babble_audio(*babble_args)
-        if pool:
-            pool.close()
-            pool.join()  # workers exit cleanly and stop their speech servers
-    finally:
-        if pool:
-            pool.terminate()
-        stop_speech_server()
-    noises = synthesize_noises(out_dir / BACKGROUND_NOISE_DIR, source.noise_seconds, sample_rate, seed, babble=babble)
-    # the time goes to the log only: source.json is a tracked output, identical clips must give identical bytes
-    log.info("synthetic corpus: %d clips in %.1f s", clips, time.perf_counter() - started)
-    return {
-        "clips": clips, "speakers": len(configs), "words": len(words), "noise_files": len(noises),
-        "bytes": size + sum(p.stat().st_size for p in noises),
-    }  # fmt: skip
+            audio = render(pcm, take, cfg.tilt, ir, sample_rate, clip)
+            out.append((f"{word}/{cfg.speaker_id}_nohash_{n}.wav", wav_bytes(audio, sample_rate)))
+    return out

@@ -1,14 +1,22 @@
-"""The features stage: fixed features of the evaluation sets and, for a frozen backbone, augmented training views."""
+"""The features stage: fixed features of the evaluation sets and, for a frozen backbone, augmented training views.
+
+Computed by `pipeline.compute.map_tasks` over chunk tasks (pipeline/features/tasks.py): in this process by
+default (TensorFlow already spreads one process over the machine's cores, and starting Ray costs more than it
+buys on 2 cores), on a local Ray instance with KWS_WORKERS > 1, or on RAY_ADDRESS's cluster.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import numpy as np
 from tqdm import tqdm
 
 from pipeline import artifacts
+from pipeline.compute import map_tasks, plan_workers
 from pipeline.config import Params
+from pipeline.features.tasks import FeatureWorker, chunk_tasks
 from pipeline.fileio import atomic_path, ensure_space, write_json
 
 log = logging.getLogger(__name__)
@@ -19,41 +27,27 @@ def _load(params: Params, name: str) -> np.ndarray:
     return np.load(artifacts.SET_AUDIO.require(params.paths, set=name), mmap_mode="r")
 
 
-def training_views(params: Params, progress: bool = False, batch_size: int = 256) -> np.ndarray:
+def compute_sets(params: Params, sets: dict[str, int], outputs: dict[str, np.ndarray], progress: bool = False,
+                 workers: int | None = None) -> None:  # fmt: skip
+    """Fill outputs[set] ([views, clips, *feature_shape]) for each set -> views; one pipeline for all sets."""
+    tasks = [t for name, views in sets.items() for t in chunk_tasks(name, len(_load(params, name)), views)]
+    count, in_process = plan_workers(len(tasks), workers, local_default=1)
+    split = params.paths.model_copy(update={"split": params.paths.split.resolve()})  # workers may run elsewhere
+    args = (params.features, params.seed, split, None if in_process else 1)
+    with tqdm(total=sum((t[2] - t[1]) * t[3] for t in tasks), desc="features", unit="clip", disable=not progress,
+              mininterval=2) as bar:  # fmt: skip
+        for index, result in map_tasks(FeatureWorker, args, tasks, count, local_default=1):
+            name, start, stop, _ = tasks[index]
+            outputs[name][:, start:stop] = result
+            bar.update(result.shape[0] * result.shape[1])
+
+
+def training_views(params: Params, progress: bool = False, workers: int | None = None) -> np.ndarray:
     """[views, clips, *feature_shape]: view 0 clean, the others freshly shifted + noise-mixed (seeded) waveforms."""
-    import tensorflow as tf
-
-    from pipeline.features.augment import make_augmenter
-    from pipeline.features.layers import extract
-
     feat = params.features
-    audio = _load(params, "training")
-    noise = np.load(artifacts.SET_BACKGROUND.require(params.paths, set="training")).astype(np.float32) / 32768.0
-    augment = make_augmenter(feat, noise, params.seed)
-    views = np.empty((feat.embedding.views, len(audio), *feat.feature_shape), np.float32)
-    batches = [(v, i) for v in range(feat.embedding.views) for i in range(0, len(audio), batch_size)]
-    context = _context_samples(feat)
-    for view, start in tqdm(batches, desc="training views", disable=not progress, mininterval=2):
-        clips = np.asarray(audio[start : start + batch_size], np.float32) / 32768.0
-        if view:
-            clips = augment(tf.constant(_pad(clips, context, feat.embedding.align)), view * 1_000_003 + start).numpy()
-        views[view, start : start + len(clips)] = extract(clips, feat, batch_size)
+    views = np.empty((feat.embedding.views, len(_load(params, "training")), *feat.feature_shape), np.float32)
+    compute_sets(params, {"training": feat.embedding.views}, {"training": views}, progress, workers)
     return views
-
-
-def _context_samples(feat) -> int:
-    """Samples of the window an augmented view is built in: the padded length with `view_context: noise` (shift
-    and background noise then span the whole window the embedding sees), else the clip's own length."""
-    if feat.embedding.view_context == "noise":
-        return feat.sample_rate * feat.embedding.pad_to_ms // 1000
-    return feat.clip_samples
-
-
-def _pad(clips: np.ndarray, samples: int, align: str) -> np.ndarray:
-    """Zero-pad clips [B, S] to `samples`, placed as pipeline.features.embedding.pad_clips places them."""
-    missing = max(samples - clips.shape[1], 0)
-    before = missing if align == "end" else missing // 2
-    return np.pad(clips, [(0, 0), (before, missing - before)])
 
 
 def features_bytes(params: Params) -> int:
@@ -66,25 +60,30 @@ def features_bytes(params: Params) -> int:
     return total
 
 
-def run_features(params: Params, progress: bool = False) -> dict:
-    """Compute the feature layer once per evaluation clip (and per training view for speech_embedding)."""
-    from pipeline.features.layers import extract
-
-    out, feat = params.paths.features, params.features
-    ensure_space(out, features_bytes(params), "the features")
+def run_features(params: Params, progress: bool = False, workers: int | None = None) -> dict:
+    """Compute the feature layer once per evaluation clip (and per training view for speech_embedding); the
+    training views go straight into a memory-mapped .npy that replaces the output only when complete."""
+    feat = params.features
+    ensure_space(params.paths.features, features_bytes(params), "the features")
+    sets = {name: 1 for name in EVAL_SETS} | ({"training": feat.embedding.views} if feat.preprocess == "speech_embedding" else {})
+    shapes = {name: (views, len(_load(params, name)), *feat.feature_shape) for name, views in sets.items()}
     description = {"params": feat.model_dump(mode="json"), "labels": params.labels, "sets": {}}
-    for name in EVAL_SETS:
-        features = extract(np.asarray(_load(params, name)), feat)
-        with atomic_path(artifacts.SET_FEATURES.path(params.paths, set=name), ".npy") as tmp:
-            np.save(tmp, features.astype(np.float32))
-        description["sets"][name] = {"clips": int(features.shape[0]), "shape": list(features.shape[1:])}
-    if feat.preprocess == "speech_embedding":
-        views = training_views(params, progress)
-        with atomic_path(artifacts.SET_FEATURES.path(params.paths, set="training"), ".npy") as tmp:
-            np.save(tmp, views)
-        description["sets"]["training"] = {"clips": int(views.shape[1]), "views": int(views.shape[0]),
-                                           "shape": list(views.shape[2:])}  # fmt: skip
-    else:
-        artifacts.SET_FEATURES.path(params.paths, set="training").unlink(missing_ok=True)
+    has_views = "training" in sets
+    training = artifacts.SET_FEATURES.path(params.paths, set="training")
+    with atomic_path(training, ".npy") if has_views else contextlib.nullcontext() as train:
+        arrays = {name: np.empty(shapes[name], np.float32) for name in EVAL_SETS}
+        if has_views:
+            arrays["training"] = np.lib.format.open_memmap(train, "w+", np.float32, shapes["training"])
+        compute_sets(params, sets, arrays, progress, workers)
+        for name in EVAL_SETS:  # stored [clips, *shape]
+            with atomic_path(artifacts.SET_FEATURES.path(params.paths, set=name), ".npy") as tmp:
+                np.save(tmp, arrays[name][0])
+            description["sets"][name] = {"clips": shapes[name][1], "shape": list(shapes[name][2:])}
+        if has_views:
+            arrays.pop("training").flush()
+            description["sets"]["training"] = {"clips": shapes["training"][1], "views": sets["training"],
+                                               "shape": list(shapes["training"][2:])}  # fmt: skip
+    if not has_views:  # a stale file must not outlive its settings
+        training.unlink(missing_ok=True)
     write_json(artifacts.FRONTEND.path(params.paths), description)
     return description

@@ -11,7 +11,8 @@ import pytest
 import soundfile as sf
 
 from pipeline.data import neural
-from pipeline.data.neural import NeuralVoice, generate_neural, neural_voices
+from pipeline.data.generate import generate_neural
+from pipeline.data.neural import NeuralVoice, neural_voices
 from pipeline.errors import DataError
 
 WORDS = ["yes", "marvin"]
@@ -26,8 +27,8 @@ def _hashes(root: Path) -> dict[str, str]:
 def corpora(tmp_path_factory: pytest.TempPathFactory) -> dict:
     voices = neural_voices(2, seed=7)
     root = tmp_path_factory.mktemp("neural")
-    stats = generate_neural(WORDS, voices, 7, root / "a", workers=2, progress=False)
-    generate_neural(WORDS, voices, 7, root / "b", workers=1, progress=False)  # other worker count, same bytes
+    stats = generate_neural(WORDS, voices, 7, root / "a", workers=1, progress=False)
+    generate_neural(WORDS, voices[::-1], 7, root / "b", workers=1, progress=False)  # other order, same bytes
     return {"voices": voices, "stats": stats, "a": root / "a", "b": root / "b"}
 
 

@@ -13,6 +13,7 @@ import yaml
 from typer.testing import CliRunner
 
 from pipeline.cli import app
+from pipeline.errors import DataError
 from tests.conftest import tone_clip
 from tests.model.test_freeze import MODEL_NAME, frozen_tiny
 
@@ -320,6 +321,29 @@ def test_data_generate_writes_espeak_and_neural_voices(tmp_path):
                  "--kokoro-blends", 1, "--params", tmp_path / "params.yaml")  # fmt: skip
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output[result.output.index("{") :])
-    assert summary["clips"] == 2 * 3 and summary["neural"] == {**summary["neural"], "clips": 2, "speakers": 1}
-    assert len(list((tmp_path / "out" / "stop").glob("*.wav"))) == 3  # 2 espeak voices + 1 Kokoro blend
+    # --speakers counts every voice: 1 espeak speaker (3 words) + the Kokoro blend named (stop + 1 unknown word)
+    assert summary["clips"] == 3 and summary["speakers"] == 1
+    assert summary["neural"] == {**summary["neural"], "clips": 2, "speakers": 1} and "seconds" not in summary
+    assert len(list((tmp_path / "out" / "stop").glob("*.wav"))) == 2
     assert (tmp_path / "out" / "_background_noise_").is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "params.yaml"]  # the temporary folder is gone
+
+
+def test_data_generate_interrupted_leaves_no_corpus(tmp_path, monkeypatch):
+    """A generation that fails half-way (here: the third speaker) leaves neither `--out` nor its temporary folder."""
+    from pipeline.data import synthetic
+
+    real, calls = synthetic.speaker_clips, []
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise DataError("voice x produced silence for 'yes'")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(synthetic, "speaker_clips", failing)
+    monkeypatch.setenv("KWS_WORKERS", "1")  # in this process, so the patch applies
+    result = kws("data", "generate", "--out", tmp_path / "out", "--speakers", 4, "--repetitions", 1, "--no-piper",
+                 "--kokoro-blends", 0)  # fmt: skip
+    assert result.exit_code == 1 and "produced silence" in result.output
+    assert len(calls) == 3 and list(tmp_path.iterdir()) == []
