@@ -39,8 +39,9 @@ Int8Scheme = Literal["float_frontend", "float_io", "int8_io"]
 # ops of the signal processing (AudioFrontend, named SPECTRAL_NAME) inside serving.build_serving_model's feature
 # layer: STFT / mel / log / DCT. A learned backbone in the feature layer (the speech embedding CNN) is not in it.
 FLOAT_PART = ("the spectral frontend (framing, RFFT2D, mel, log, DCT) runs in float32: RFFT2D has no integer kernel "
-              "and log energies need float range; every learned layer after it runs in int8")
-FLOAT_SCOPE = re.compile(r"(^|/)frontend(_\d+)?/(.+/)?spectral(_\d+)?(/|$)")
+              "and log energies need float range; so does a speech-embedding backbone's first convolution block, "
+              "which reads those log energies (in int8 it cost ~1 point); every later layer runs in int8")
+FLOAT_SCOPE = re.compile(r"(^|/)frontend(_\d+)?/(.+/)?(spectral|input_block)(_\d+)?(/|$)")
 CALIBRATION_CLIPS = 200
 _MAC_OPS = {"CONV_2D": 0, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 0}  # axis of the weights' output channels
 
@@ -309,6 +310,6 @@ def int8_gate(float_accuracy: float, int8_accuracy: float, max_drop_points: floa
     drop = 100.0 * (float_accuracy - int8_accuracy)
     if drop > max_drop_points:
         raise KwsError(
-            f"int8 model loses {drop:.1f} points of accuracy on {set_name} (float {100 * float_accuracy:.1f}%, "
-            f"int8 {100 * int8_accuracy:.1f}%), above freeze.max_int8_drop {max_drop_points:g}"
+            f"int8 model loses {drop:.2f} points of accuracy on {set_name} (float {100 * float_accuracy:.2f}%, "
+            f"int8 {100 * int8_accuracy:.2f}%), above freeze.max_int8_drop {max_drop_points:g}"
         )
