@@ -44,6 +44,22 @@ def _compare(predictors: dict, audio: np.ndarray, labels: np.ndarray) -> dict:
     }
 
 
+def _int8_drops(scored: dict) -> dict[str, float]:
+    """Accuracy points the int8 file loses against the float one, per scored set."""
+    return {name: 100.0 * (v["accuracy"]["float"] - v["accuracy"]["int8"]) for name, v in scored.items()}
+
+
+def backbone_fallback(scheme: str, capabilities: frozenset[str], drops: dict[str, float], max_drop: float) -> bool:
+    """Whether to redo the int8 file with the pretrained backbone in float (`float_backbone`): only for a model on
+    the speech embedding (capability `sequence`) whose integer backbone (`float_frontend`) loses more than
+    `max_drop` points on some set. The classifier head is then the only int8 part; the gate still applies."""
+    return scheme == "float_frontend" and "sequence" in capabilities and max(drops.values(), default=0.0) > max_drop
+
+
+def _points(drops: dict[str, float]) -> str:
+    return ", ".join(f"{value:.2f} on {name}" for name, value in drops.items())
+
+
 def export_models(params: Params) -> dict:
     """Write models/export/* and return the report that becomes export.json."""
     from pipeline.export.serving import export_saved_model, saved_model_latency_ms
@@ -56,22 +72,31 @@ def export_models(params: Params) -> dict:
     saved = artifacts.SAVED_MODEL.path(paths)
     export_saved_model(serving, saved, keras_predictor.labels, feat.sample_rate, feat.preprocess)
     shutil.copyfile(saved / "labels.txt", artifacts.EXPORT_LABELS.path(paths))
+    int8_path = artifacts.TFLITE.path(paths, mode="int8")
     tflite = {"float": convert(saved, artifacts.TFLITE.path(paths, mode="float"), "float"),
-              "int8": convert(saved, artifacts.TFLITE.path(paths, mode="int8"), "int8", _representative(params))}  # fmt: skip
-    test_audio, test_labels = _clips(params, "testing")
-    predictors = {"keras": keras_predictor, "saved_model": load_saved_model(saved),
-                  **{mode: load_tflite(artifacts.TFLITE.path(paths, mode=mode)) for mode in tflite}}  # fmt: skip
-    testing = _compare(predictors, test_audio, test_labels)
-    agree = testing["top1_agreement_with_keras"]
-    if agree["float"] < MIN_FLOAT_AGREEMENT or agree["saved_model"] < MIN_FLOAT_AGREEMENT:
-        raise KwsError(f"exported models disagree with Keras on the testing set: {agree}")
-    extra = {}  # the real-speech sets of evaluate.extra_sets: does quantization hold on people, not only on the generator?
-    for spec in params.evaluate.extra_sets:
+              "int8": convert(saved, int8_path, "int8", _representative(params))}  # fmt: skip
+    sets = {"testing": _clips(params, "testing")}
+    for spec in params.evaluate.extra_sets:  # the real-speech sets: does quantization hold on people, not only on the generator?
         if spec.path.is_dir():
             from pipeline.evaluate.sets import load_folder_set
 
             folder = load_folder_set(spec.path, params.labels, params.features.sample_rate, params.features.clip_samples)
-            extra[spec.name] = _compare(predictors, folder.audio, np.asarray(folder.labels, np.int64))
+            sets[spec.name] = (folder.audio, np.asarray(folder.labels, np.int64))
+    predictors = {"keras": keras_predictor, "saved_model": load_saved_model(saved),
+                  **{mode: load_tflite(artifacts.TFLITE.path(paths, mode=mode)) for mode in tflite}}  # fmt: skip
+    scored = {name: _compare(predictors, audio, labels) for name, (audio, labels) in sets.items()}
+    agree = scored["testing"]["top1_agreement_with_keras"]
+    if agree["float"] < MIN_FLOAT_AGREEMENT or agree["saved_model"] < MIN_FLOAT_AGREEMENT:
+        raise KwsError(f"exported models disagree with Keras on the testing set: {agree}")
+    drops = _int8_drops(scored)
+    if backbone_fallback(tflite["int8"]["scheme"], keras_predictor.capabilities, drops, params.freeze.max_int8_drop):
+        log.warning("int8 with an integer backbone loses %s points; keeping the backbone in float", _points(drops))
+        tflite["int8"] = convert(saved, int8_path, "int8", _representative(params), scheme="float_backbone")
+        tflite["int8"]["fallback"] = {"from": "float_frontend", "lost_points": {k: round(v, 2) for k, v in drops.items()}}
+        predictors["int8"] = load_tflite(int8_path)
+        scored = {name: _compare(predictors, audio, labels) for name, (audio, labels) in sets.items()}
+    testing, test_audio = scored.pop("testing"), sets["testing"][0]
+    extra = scored
     clip = np.asarray(test_audio[0], np.float32) / 32768.0
     repeats = params.freeze.latency_repeats
     latency = {

@@ -35,13 +35,21 @@ from pipeline.errors import KwsError
 from pipeline.fileio import atomic_path
 
 Mode = Literal["float", "int8"]
-Int8Scheme = Literal["float_frontend", "float_io", "int8_io"]
+Int8Scheme = Literal["float_frontend", "float_backbone", "float_io", "int8_io"]
 # ops of the signal processing (AudioFrontend, named SPECTRAL_NAME) inside serving.build_serving_model's feature
 # layer: STFT / mel / log / DCT. A learned backbone in the feature layer (the speech embedding CNN) is not in it.
-FLOAT_PART = ("the spectral frontend (framing, RFFT2D, mel, log, DCT) runs in float32: RFFT2D has no integer kernel "
-              "and log energies need float range; so does a speech-embedding backbone's first convolution block, "
-              "which reads those log energies (in int8 it cost ~1 point); every later layer runs in int8")
 FLOAT_SCOPE = re.compile(r"(^|/)frontend(_\d+)?/(.+/)?(spectral|input_block)(_\d+)?(/|$)")
+FEATURE_SCOPE = re.compile(r"(^|/)frontend(_\d+)?/")  # the whole feature layer, a pretrained backbone included
+FLOAT_SCOPES = {"float_frontend": FLOAT_SCOPE, "float_backbone": FEATURE_SCOPE}
+FLOAT_PART = {
+    "float_frontend": "the spectral frontend (framing, RFFT2D, mel, log, DCT) runs in float32: RFFT2D has no integer "
+                      "kernel and log energies need float range; so does a speech-embedding backbone's first "
+                      "convolution block, which reads those log energies (in int8 it cost ~1 point); every later "
+                      "layer runs in int8",
+    "float_backbone": "the whole feature layer (spectral frontend and speech-embedding backbone) runs in float32: "
+                      "the integer backbone lost more accuracy than freeze.max_int8_drop allows for this model; "
+                      "only the classifier head runs in int8",
+}  # fmt: skip
 CALIBRATION_CLIPS = 200
 _MAC_OPS = {"CONV_2D": 0, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 0}  # axis of the weights' output channels
 
@@ -99,9 +107,9 @@ def _convert_bytes(saved_model_dir: Path, mode: Mode, representative, scheme: In
         converter.inference_input_type = converter.inference_output_type = tf.int8
     if scheme in ("int8_io", "float_io"):
         return converter.convert()
-    if scheme != "float_frontend":
+    if scheme not in FLOAT_SCOPES:
         raise KwsError(f"unknown int8 scheme {scheme!r}")
-    keep_float = _float_node_names(_convert_bytes(saved_model_dir, "float", None, scheme, 0), FLOAT_SCOPE)
+    keep_float = _float_node_names(_convert_bytes(saved_model_dir, "float", None, scheme, 0), FLOAT_SCOPES[scheme])
     if not keep_float:
         raise KwsError("no `frontend/.../spectral` ops found to keep in float; build the model with build_serving_model")
     options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=keep_float)
@@ -139,7 +147,7 @@ def convert(
         tmp.write_bytes(content + (card_archive(card) if card else b""))
     info = TfliteModel(out_path).details()
     return {"mode": mode, "scheme": scheme if mode == "int8" else None, **info,
-            **({"float_part": FLOAT_PART} if mode == "int8" and scheme == "float_frontend" else {})}  # fmt: skip
+            **({"float_part": FLOAT_PART[scheme]} if mode == "int8" and scheme in FLOAT_PART else {})}  # fmt: skip
 
 
 def _enum_names(enum: type) -> dict[int, str]:

@@ -281,6 +281,23 @@ def test_speech_embedding_int8_is_integer_past_the_spectral_frontend(tmp_path):
     float_scores = TfliteModel(tmp_path / "float.tflite").predict(clips)
     assert agreement(TfliteModel(tmp_path / "int8.tflite").predict(clips), float_scores) >= 0.75
 
+    # the freeze stage's fallback for a model whose integer backbone loses too much: only the head is int8
+    kept = convert(tmp_path / "sm", tmp_path / "head8.tflite", "int8", representative=clips, calibration_clips=24,
+                   scheme="float_backbone")  # fmt: skip
+    assert kept["ops"]["CONV_2D"] == {"float32": 20, "int8": 1} and kept["int8_mac_fraction"] < 0.05
+    assert "backbone) runs in float32" in kept["float_part"]
+    assert agreement(TfliteModel(tmp_path / "head8.tflite").predict(clips), float_scores) >= 0.9
+
+
+def test_backbone_fallback_only_for_an_embedding_model_over_the_allowed_drop():
+    from pipeline.export.freeze import backbone_fallback
+
+    embedding = frozenset({"clips", "sequence", "features"})
+    assert backbone_fallback("float_frontend", embedding, {"testing": 0.2, "real_dev": 1.36}, 1.0)
+    assert not backbone_fallback("float_frontend", embedding, {"testing": 0.2, "real_dev": 0.9}, 1.0)
+    assert not backbone_fallback("float_frontend", frozenset({"clips", "features"}), {"testing": 3.0}, 1.0)  # MFCC: no backbone
+    assert not backbone_fallback("float_backbone", embedding, {"testing": 3.0}, 1.0)  # never twice
+
 
 def test_from_scratch_model_streams_by_windows(exported):
     from pipeline.config import StreamParams
