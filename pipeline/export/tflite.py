@@ -109,9 +109,11 @@ def _convert_bytes(saved_model_dir: Path, mode: Mode, representative, scheme: In
         return converter.convert()
     if scheme not in FLOAT_SCOPES:
         raise KwsError(f"unknown int8 scheme {scheme!r}")
-    keep_float = _float_node_names(_convert_bytes(saved_model_dir, "float", None, scheme, 0), FLOAT_SCOPES[scheme])
+    float_model = _convert_bytes(saved_model_dir, "float", None, scheme, 0)
+    # a feature layer without an AudioFrontend (a custom one) has no `spectral` ops: it stays float as a whole
+    keep_float = _float_node_names(float_model, FLOAT_SCOPES[scheme]) or _float_node_names(float_model, FEATURE_SCOPE)
     if not keep_float:
-        raise KwsError("no `frontend/.../spectral` ops found to keep in float; build the model with build_serving_model")
+        raise KwsError("no `frontend` ops found to keep in float; build the model with build_serving_model")
     options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=keep_float)
     with warnings.catch_warnings():  # the debugger checks its debug model with the deprecated tf.lite.Interpreter
         warnings.simplefilter("ignore", UserWarning)
