@@ -37,6 +37,9 @@ def user_errors() -> Iterator[None]:
     except KwsError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        typer.echo("interrupted: nothing half-written was kept", err=True)
+        raise typer.Exit(130) from None
 
 
 def _params(path: Path) -> Params:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from pipeline.errors import DiskFullError
+from pipeline.errors import DataError, DiskFullError
 
 
 def _umask() -> int:
@@ -97,9 +97,14 @@ def atomic_dir(dest: str | Path) -> Iterator[Path]:
     """Yield an empty temporary folder (mode 0755 under the usual umask) beside `dest`; it replaces `dest` only if
     the block succeeds. Temporary folders left beside `dest` by an interrupted earlier run are removed first."""
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(dest)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    if dest.exists() and not dest.is_dir():
+        raise DataError(f"{dest}: exists and is not a folder; expected a folder to write into (or a new name)")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(dest)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    except OSError as error:  # a file where a folder should be, a read-only or missing mount
+        raise DataError(f"{dest}: cannot create a folder there ({error.strerror or error})") from None
     os.chmod(tmp, _DIR_MODE)
     try:
         with _disk_full_names(dest):

@@ -58,7 +58,8 @@ MAX_RATE = 450
 # The speech server: stdlib + ctypes only, so each fork is cheap. Request: u32 length + lines of
 # "voice\ttext\trate\tpitch\trange\tseed"; reply (written by the fork): u32 status, u32 count, then u32 bytes + PCM.
 _SERVER = r"""
-import ctypes, os, struct, sys
+import ctypes, os, signal, struct, sys
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the client's to handle; the server ends at end of input
 lib, libc, chunks = ctypes.CDLL(sys.argv[1]), ctypes.CDLL(None), []
 lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
 lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]

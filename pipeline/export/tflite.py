@@ -42,7 +42,7 @@ FLOAT_SCOPE = re.compile(r"(^|/)frontend(_\d+)?/(.+/)?(spectral|input_block)(_\d
 FEATURE_SCOPE = re.compile(r"(^|/)frontend(_\d+)?/")  # the whole feature layer, a pretrained backbone included
 FLOAT_SCOPES = {"float_frontend": FLOAT_SCOPE, "float_backbone": FEATURE_SCOPE}
 FLOAT_PART = {
-    "float_frontend": "the spectral frontend (framing, RFFT2D, mel, log, DCT) runs in float32: RFFT2D has no integer "
+    "float_frontend": "the spectral frontend (framing, RFFT2D, mel, log; DCT for MFCC) runs in float32: RFFT2D has no integer "
                       "kernel and log energies need float range; so does a speech-embedding backbone's first "
                       "convolution block, which reads those log energies (in int8 it cost ~1 point); every later "
                       "layer runs in int8",

@@ -347,3 +347,30 @@ def test_data_generate_interrupted_leaves_no_corpus(tmp_path, monkeypatch):
                  "--kokoro-blends", 0)  # fmt: skip
     assert result.exit_code == 1 and "produced silence" in result.output
     assert len(calls) == 3 and list(tmp_path.iterdir()) == []
+
+
+def test_data_generate_ctrl_c_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):
+    """Found by a new user: Ctrl-C printed the espeak server's KeyboardInterrupt tracebacks and no word from kws."""
+    from pipeline.data import synthetic
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(synthetic, "speaker_clips", interrupted)
+    monkeypatch.setenv("KWS_WORKERS", "1")
+    result = kws("data", "generate", "--out", tmp_path / "out", "--speakers", 2, "--repetitions", 1, "--no-piper",
+                 "--kokoro-blends", 0)  # fmt: skip
+    assert result.exit_code == 130 and result.output.strip().splitlines()[-1] == "interrupted: nothing half-written was kept"
+    assert "Traceback" not in result.output and list(tmp_path.iterdir()) == []
+    assert "signal.SIG_IGN" in synthetic._SERVER  # the speech server leaves Ctrl-C to its client
+
+
+@pytest.mark.parametrize("where", ["a_file", "a_file/sub"])
+def test_data_generate_out_that_cannot_be_a_folder_is_one_line(tmp_path, where):
+    """Found by a new user: --out naming a file silently replaced it; a path under a file was a traceback."""
+    (tmp_path / "a_file").write_text("keep me")
+    result = kws("data", "generate", "--out", tmp_path / where, "--speakers", 1, "--repetitions", 1, "--no-piper",
+                 "--kokoro-blends", 0)  # fmt: skip
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.strip().splitlines()[-1].startswith(f"error: {tmp_path / where}: ")
+    assert (tmp_path / "a_file").read_text() == "keep me" and sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
