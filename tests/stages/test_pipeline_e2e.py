@@ -38,6 +38,8 @@ def pipeline_copy(tmp_path_factory):
     params = yaml.load((work / "params.yaml").read_text(), Loader=ParamsLoader)
     for extra in params.get("evaluate", {}).get("extra_sets", []):
         extra["path"] = str(REAL_DEV)  # the copy lives elsewhere: point at ../shared by absolute path
+    for quiet in params.get("evaluate", {}).get("speech_free_sets", []):
+        quiet["path"] = str(REAL_DEV.parent / "_background_noise_")
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     subprocess.run(["git", "init", "-q"], cwd=work, check=True)
     env = {**os.environ, "DVC_NO_ANALYTICS": "1", "MLFLOW_DISABLE_TELEMETRY": "true",
@@ -71,6 +73,14 @@ def test_metrics_show_accuracy_and_streaming(pipeline_copy):
         assert evaluation["real_dev"]["clips"] == 2201
         assert evaluation["real_dev"]["accuracy"] > 0.5
     assert "evaluation.json" in shown and "split_metrics.json" in shown and "reports/split.json" not in shown and metrics
+    # issue 18: a truly integer model (<= 500 KB, integer kernels past the spectral frontend) and the threshold sweep
+    int8 = json.loads((work / "models/export/export.json").read_text())["tflite"]["int8"]
+    assert int8["bytes"] <= 500_000 and int8["int8_mac_fraction"] >= 0.95 and "fallback" not in int8, int8["bytes"]
+    sweep = (work / "reports/evaluate/streaming_sweep.csv").read_text().splitlines()
+    assert sweep[0].startswith("threshold,matched_percentage,correct_percentage,false_alarms_per_hour") and len(sweep) == 15
+    assert "non_keyword_false_alarms_per_hour" in evaluation["streaming"]
+    if (REAL_DEV.parent / "_background_noise_").is_dir():
+        assert evaluation["streaming"]["speech_free_hours"] > 0.1  # the six real noise files, 6.7 min
 
 
 def test_plots_show_renders_the_confusion_matrices(pipeline_copy):
