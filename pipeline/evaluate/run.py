@@ -41,6 +41,17 @@ def score_set(name: str, scores: np.ndarray, targets: np.ndarray, labels: list[s
             "macro_f1": round(float(np.mean([c["f1"] for c in classes.values()])), 6)}  # fmt: skip
 
 
+def folder_present(section: str, spec) -> bool:
+    """Whether `evaluate.<section>` entry `spec` (name, path, optional) has its folder. A missing optional one is
+    skipped with a warning; a missing required one raises DataError naming the field."""
+    if spec.path.is_dir():
+        return True
+    if not spec.optional:
+        raise DataError(f"evaluate.{section}[{spec.name}].path: folder {spec.path} not found")
+    log.warning("evaluate.%s %s skipped: %s not found", section, spec.name, spec.path)
+    return False
+
+
 def streaming_accuracy(params: Params, predictor) -> dict:
     """Score a long seeded recording made from testing clips, as TensorFlow's test_streaming_accuracy does, and
     sweep the detection threshold over it, over speech-free real audio and over a non-keyword speech recording
@@ -100,10 +111,7 @@ def _false_accept_curves(params: Params, predictor, sweep: pd.DataFrame, clips, 
         sweep["non_keyword_false_alarms_per_hour"] = false_accepts_per_hour(part, labels, settings, hours)
         found["non_keyword_false_alarms_per_hour"] = at_default(part, hours)
     for spec in params.evaluate.speech_free_sets:
-        if not spec.path.is_dir():
-            if not spec.optional:
-                raise DataError(f"evaluate.speech_free_sets[{spec.name}].path: folder {spec.path} not found")
-            log.warning("speech-free set %s skipped: %s not found", spec.name, spec.path)
+        if not folder_present("speech_free_sets", spec):
             continue
         recordings = speech_free_audio(spec.path, rate)
         if not recordings:
@@ -142,10 +150,7 @@ def run_evaluate(params: Params) -> dict:
             index = rows["index"].to_numpy()
             metrics["testing"][f"accuracy_{source}"] = round(float((test_scores[index].argmax(1) == test_targets[index]).mean()), 6)
     for extra in params.evaluate.extra_sets:
-        if not extra.path.is_dir():
-            if not extra.optional:
-                raise DataError(f"evaluate.extra_sets[{extra.name}].path: folder {extra.path} not found")
-            log.warning("extra set %s skipped: %s not found", extra.name, extra.path)
+        if not folder_present("extra_sets", extra):
             continue
         folder = load_folder_set(extra.path, labels, feat.sample_rate, feat.clip_samples)
         frame = pd.DataFrame({"path": folder.paths, "label": [labels[i] for i in folder.labels]})

@@ -72,9 +72,9 @@ def export_models(params: Params) -> dict:
     saved = artifacts.SAVED_MODEL.path(paths)
     export_saved_model(serving, saved, keras_predictor.labels, feat.sample_rate, feat.preprocess)
     shutil.copyfile(saved / "labels.txt", artifacts.EXPORT_LABELS.path(paths))
-    int8_path = artifacts.TFLITE.path(paths, mode="int8")
+    int8_path, representative = artifacts.TFLITE.path(paths, mode="int8"), _representative(params)
     tflite = {"float": convert(saved, artifacts.TFLITE.path(paths, mode="float"), "float"),
-              "int8": convert(saved, int8_path, "int8", _representative(params))}  # fmt: skip
+              "int8": convert(saved, int8_path, "int8", representative)}  # fmt: skip
     sets = {"testing": _clips(params, "testing")}
     for spec in params.evaluate.extra_sets:  # the real-speech sets: does quantization hold on people, not only on the generator?
         if spec.path.is_dir():
@@ -91,7 +91,7 @@ def export_models(params: Params) -> dict:
     drops = _int8_drops(scored)
     if backbone_fallback(tflite["int8"]["scheme"], keras_predictor.capabilities, drops, params.freeze.max_int8_drop):
         log.warning("int8 with an integer backbone loses %s points; keeping the backbone in float", _points(drops))
-        tflite["int8"] = convert(saved, int8_path, "int8", _representative(params), scheme="float_backbone")
+        tflite["int8"] = convert(saved, int8_path, "int8", representative, scheme="float_backbone")
         tflite["int8"]["fallback"] = {"from": "float_frontend", "lost_points": {k: round(v, 2) for k, v in drops.items()}}
         predictors["int8"] = load_tflite(int8_path)
         scored = {name: _compare(predictors, audio, labels) for name, (audio, labels) in sets.items()}
