@@ -268,6 +268,9 @@ class TrainParams(Strict):
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     weight_decay: float = Field(0.0, ge=0)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
+    # loss weight of `_unknown_` clips against 1 for every other class: with more other-word clips
+    # (split.unknown_percentage) and a weight below 1, the model sees more varied negatives at the same prior
+    unknown_weight: float = Field(1.0, gt=0, le=1)
     eval_step_interval: int = Field(400, ge=1)
     save_step_interval: int = Field(100, ge=1)
     experiment: str = "kws"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.config import Params
+from pipeline.config import UNKNOWN_LABEL, Params
 from pipeline.errors import DataError
 from pipeline.metrics import accuracy, confusion_matrix, format_confusion
 from pipeline.train.checkpoint import Checkpoints, Resumed, code_fingerprint, fingerprint
@@ -90,6 +90,15 @@ def evaluate_features(model, features: np.ndarray, labels: np.ndarray, num_class
     return confusion_matrix(labels, logits.argmax(axis=1), num_classes), loss
 
 
+def class_loss_weights(labels: list[str], unknown_weight: float) -> np.ndarray:
+    """Loss weight per class [C] float32: `unknown_weight` for `_unknown_`, 1 for every other label.
+
+    A batch's objective is the weighted mean sum(w_i * loss_i) / sum(w_i), so weight w on a class whose share of
+    clips was raised k-fold keeps its share of the objective where it was at w = 1 / k, with k times as many
+    different clips behind it (the same idea as Keras' `class_weight`, normalised per batch)."""
+    return np.array([unknown_weight if label == UNKNOWN_LABEL else 1.0 for label in labels], np.float32)
+
+
 def make_step(params: Params, model, optimizer, noise: np.ndarray, precomputed: bool):
     """One training step: (fresh augmentation -> feature layer | a precomputed view) -> SpecAugment -> update.
 
@@ -102,6 +111,7 @@ def make_step(params: Params, model, optimizer, noise: np.ndarray, precomputed: 
     from pipeline.features.layers import feature_layer
 
     feat, classes, smoothing = params.features, len(params.labels), params.train.label_smoothing
+    class_weights = tf.constant(class_loss_weights(params.labels, params.train.unknown_weight))
     frontend = None if precomputed else feature_layer(feat)
     augment = make_augmenter(feat, noise, params.seed)
 
@@ -116,7 +126,9 @@ def make_step(params: Params, model, optimizer, noise: np.ndarray, precomputed: 
         with tf.GradientTape() as tape:
             logits = model(x, training=True)
             target = tf.one_hot(y, classes) * (1 - smoothing) + smoothing / classes
-            objective = tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(target, logits))
+            weights = tf.gather(class_weights, y)
+            per_clip = tf.nn.softmax_cross_entropy_with_logits(target, logits)
+            objective = tf.reduce_sum(per_clip * weights) / tf.reduce_sum(weights)
             if model.losses:  # weight regularisers declared by the architecture
                 objective += tf.add_n(model.losses)
         grads = tape.gradient(objective, model.trainable_variables)

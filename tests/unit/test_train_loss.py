@@ -32,3 +32,37 @@ def test_reported_training_loss_leaves_out_l2_and_label_smoothing(tmp_path):
     loss, correct = step(x, y, tf.constant(0, tf.int64))
     assert float(loss) == pytest.approx(expected, rel=1e-5)
     assert 0.0 <= float(correct) <= 1.0
+
+
+def test_unknown_weight_scales_the_unknown_clips_share_of_the_update(tmp_path):
+    """With train.unknown_weight near 0 a batch of 7 `_unknown_` clips and one keyword clip moves the weights as the
+    keyword clip alone would; at weight 1 it does not (plain SGD, so the update is the gradient)."""
+    tf = pytest.importorskip("tensorflow")
+    import keras
+
+    from pipeline.models import build_model
+    from pipeline.train.loop import class_loss_weights, make_step
+
+    def update(unknown_weight: float, x, y) -> list[np.ndarray]:
+        params = make_params(tmp_path, features={"preprocess": "speech_embedding"}, train={"unknown_weight": unknown_weight,
+                             "model": {"name": "embedding_head", "head": "conv", "dropout": 0.0, "l2": 0.0}})  # fmt: skip
+        keras.utils.set_random_seed(3)
+        model = build_model(params.train.model, params.features.feature_shape, len(params.labels))
+        before = [w.numpy().copy() for w in model.trainable_variables]
+        step = make_step(params, model, keras.optimizers.SGD(0.1), np.zeros(16000, np.float32), precomputed=True)
+        step(tf.constant(x), tf.constant(y), tf.constant(0, tf.int64))
+        return [w.numpy() - b for w, b in zip(model.trainable_variables, before, strict=True)]
+
+    params = make_params(tmp_path, features={"preprocess": "speech_embedding"})
+    unknown, keyword = params.labels.index("_unknown_"), params.labels.index(params.data.keywords[0])
+    np.testing.assert_array_equal(class_loss_weights(params.labels, 0.25),
+                                  [0.25 if i == unknown else 1.0 for i in range(len(params.labels))])  # fmt: skip
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8, *params.features.feature_shape)).astype(np.float32)
+    y = np.array([keyword] + [unknown] * 7, np.int32)
+    alone = update(1.0, x[:1], y[:1])
+    nearly_ignored = update(1e-6, x, y)
+    plain = update(1.0, x, y)
+    for a, b in zip(alone, nearly_ignored, strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-3, atol=1e-5)
+    assert max(float(np.abs(a - p).max()) for a, p in zip(alone, plain, strict=True)) > 1e-3
