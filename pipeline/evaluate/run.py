@@ -82,11 +82,38 @@ def streaming_accuracy(params: Params, predictor) -> dict:
     stats["matched_percentage_at_budget"] = best["matched_percentage"] if best else 0.0  # 0: no threshold meets it
     if best:
         stats["threshold_at_budget"] = best["threshold"]
+    stats.update(_validation_operating_point(params, predictor, sweep))
     with atomic_path(artifacts.STREAMING_SWEEP.path(paths), ".csv") as tmp:
         sweep.to_csv(tmp, index=False)
     plot_sweep(sweep, artifacts.STREAMING_SWEEP_PNG.path(paths),
                f"Threshold sweep ({settings.recording_seconds:g} s testing recording, default {settings.detection_threshold:g})")
     return {k: round(float(v), 6) if isinstance(v, float) else v for k, v in stats.items()}
+
+
+def _validation_operating_point(params: Params, predictor, sweep: pd.DataFrame) -> dict:
+    """Choose the threshold on a recording of *validation* clips (the testing recording's settings, its own seed):
+    the one matching the most keywords within `max_false_alarms_per_hour`. Adds that recording's curve to `sweep`
+    (columns validation_*) and returns the threshold with the testing recording's figures at it, the honest
+    operating point (chosen on held-out data, reported on the test); {} when no threshold meets the budget there."""
+    from pipeline.stream.recording import make_recording
+    from pipeline.stream.sweep import keyword_sweep, operating_point
+
+    settings, paths, rate = params.evaluate.streaming, params.paths, params.features.sample_rate
+    clips = np.asarray(np.load(artifacts.SET_AUDIO.path(paths, set="validation"), mmap_mode="r"))
+    targets = np.load(artifacts.SET_LABELS.path(paths, set="validation"))
+    noise = np.load(artifacts.SET_BACKGROUND.path(paths, set="validation"))
+    audio, truth = make_recording(clips, targets, params.labels, noise, settings, rate, params.seed + 2)
+    scores, times_ms = predictor.stream_scores(audio, settings)
+    curve = keyword_sweep(scores, times_ms, params.labels, settings, truth, len(audio) * 1000 / rate)
+    sweep["validation_matched_percentage"] = curve["matched_percentage"].to_numpy()
+    sweep["validation_false_alarms_per_hour"] = curve["false_alarms_per_hour"].to_numpy()
+    chosen = operating_point(curve, settings.max_false_alarms_per_hour)
+    if chosen is None:
+        return {}
+    row = sweep[np.isclose(sweep["threshold"], chosen["threshold"])].iloc[0]
+    return {"threshold_chosen_on_validation": chosen["threshold"],
+            "matched_percentage_at_validation_threshold": float(row["matched_percentage"]),
+            "false_alarms_per_hour_at_validation_threshold": float(row["false_alarms_per_hour"])}  # fmt: skip
 
 
 def _false_accept_curves(params: Params, predictor, sweep: pd.DataFrame, clips, targets, noise) -> dict:

@@ -71,7 +71,8 @@ def test_threshold_sweep_is_written_with_its_false_alarm_curves(evaluated):
     streaming = metrics["streaming"]
     sweep = pd.read_csv(params.paths.reports / "evaluate" / "streaming_sweep.csv")
     assert list(sweep.columns) == ["threshold", "matched_percentage", "correct_percentage", "false_alarms_per_hour",
-                                   "non_keyword_false_alarms_per_hour", "speech_free_false_alarms_per_hour"]  # fmt: skip
+                                   "non_keyword_false_alarms_per_hour", "speech_free_false_alarms_per_hour",
+                                   "validation_matched_percentage", "validation_false_alarms_per_hour"]  # fmt: skip
     assert sweep["threshold"].tolist() == pytest.approx([0.3 + 0.05 * i for i in range(14)])
     at_default = sweep[np.isclose(sweep["threshold"], params.evaluate.streaming.detection_threshold)].iloc[0]
     assert at_default["matched_percentage"] == pytest.approx(streaming["matched_percentage"], abs=1e-3)
@@ -82,6 +83,14 @@ def test_threshold_sweep_is_written_with_its_false_alarm_curves(evaluated):
     within = sweep[sweep["false_alarms_per_hour"] <= params.evaluate.streaming.max_false_alarms_per_hour]
     assert streaming["matched_percentage_at_budget"] == pytest.approx(within["matched_percentage"].max() if len(within) else 0.0)
     assert (params.paths.reports / "evaluate" / "streaming_sweep.png").read_bytes()[:4] == b"\x89PNG"
+    # the operating point is chosen on the validation recording's curve and reported on the testing recording
+    budget = params.evaluate.streaming.max_false_alarms_per_hour
+    on_validation = sweep[sweep["validation_false_alarms_per_hour"] <= budget]
+    assert len(on_validation), "the tiny model meets the budget on its validation recording"
+    chosen = on_validation.sort_values(["validation_matched_percentage", "threshold"], ascending=False).iloc[0]
+    assert streaming["threshold_chosen_on_validation"] == pytest.approx(chosen["threshold"])
+    assert streaming["matched_percentage_at_validation_threshold"] == pytest.approx(chosen["matched_percentage"])
+    assert streaming["false_alarms_per_hour_at_validation_threshold"] == pytest.approx(chosen["false_alarms_per_hour"])
 
 
 def test_missing_required_speech_free_set_is_an_error(tiny_trained):
