@@ -170,13 +170,15 @@ def _board(log_root: Path, run) -> Path:
 
 
 def train(params: Params, checkpoint_root: Path, log_root: Path, open_run=None, progress: bool = False,
-          hparams: dict | None = None) -> TrainResult:
+          hparams: dict | None = None, close_stale=None) -> TrainResult:
     """Train `train.model` on the training set; resume from a matching checkpoint if one exists.
 
     `open_run(run_id | None)` returns the MLflow run to log to: the interrupted run's id when resuming (its curve
     continues), None for a fresh start. TensorBoard scalars (and `hparams`, for its HParams view) go to
     `log_root/<run name>/`. Checkpoints of other params,
-    data or code are not used: they are removed with one warning, and `result.stale_runs` names their MLflow runs.
+    data or code are not used: they are removed with one warning, and `result.stale_runs` names their MLflow runs;
+    `close_stale(run_ids)` is called before the folders go, so no run is left RUNNING once its checkpoint is gone
+    (a failure there keeps the folders).
     """
     import keras
     import tensorflow as tf
@@ -201,6 +203,8 @@ def train(params: Params, checkpoint_root: Path, log_root: Path, open_run=None, 
             log.warning("%d checkpoint folder(s) in %s were made with other params, data or code: not used, removed; "
                         "training from step 0", len(stale), checkpoint_root)  # fmt: skip
             result.stale_runs = [r for r in map(Checkpoints.run_id_of, stale) if r]
+            if close_stale is not None and result.stale_runs:
+                close_stale(result.stale_runs)
             for folder in stale:
                 shutil.rmtree(folder, ignore_errors=True)
     run = None

@@ -71,17 +71,19 @@ def run_train(params: Params, progress: bool = False) -> dict:
         opened.append(run)
         return run
 
+    def close_stale(run_ids: list[str]) -> None:  # runs of checkpoints that other params/data/code made useless
+        for run_id in run_ids:
+            Run.mark_killed(run_id)
+
     try:
         result = train(params, params.paths.checkpoints, params.paths.logs / "train", open_run=open_run, progress=progress,
-                       hparams=hparams)  # fmt: skip
+                       hparams=hparams, close_stale=close_stale)  # fmt: skip
     except TrackingError:
         raise  # the server is gone: nothing to mark; the message says what is kept
     except BaseException:
         for run in opened:
             run.finish("KILLED", quiet=True)
         raise
-    for stale in result.stale_runs:  # runs of checkpoints that other params/data/code made useless: never left RUNNING
-        Run.mark_killed(stale)
     run = result.run
     model = result.model
     data = load_train_data(params)

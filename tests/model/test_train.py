@@ -150,3 +150,25 @@ def test_embedding_head_trains_on_embedded_views_of_a_tiny_corpus(tiny_data, mlf
     audio = np.load(params.paths.split / "testing_audio.npy")
     labels = np.load(params.paths.split / "testing_labels.npy")
     assert (scorer.scores(audio).argmax(1) == labels).mean() >= 0.6  # raw audio through the shared embedding frontend
+
+
+def test_stale_checkpoint_runs_are_closed_before_their_folders_are_removed(tiny_data, tmp_path):
+    """A checkpoint of other params names its MLflow run; that run is closed (close_stale) while the folder still
+    exists, so a training that dies later never leaves it RUNNING with nothing pointing at it. A failure while
+    closing keeps the folder (and the run id in it) for the next try."""
+    from pipeline.train.loop import train
+
+    _, params = tiny_data
+    stale = tmp_path / "ckpt" / "0123456789abcdef"
+    stale.mkdir(parents=True)
+    (stale / "run.json").write_text(json.dumps({"run_id": "r-old"}))
+    seen: list = []
+
+    def close_stale(run_ids):
+        seen.append((list(run_ids), stale.is_dir()))
+        raise RuntimeError("tracking store gone")
+
+    with pytest.raises(RuntimeError, match="tracking store gone"):
+        train(params, tmp_path / "ckpt", tmp_path / "logs", close_stale=close_stale)
+    assert seen == [(["r-old"], True)]
+    assert (stale / "run.json").is_file(), "the folder stays when its run could not be closed"
