@@ -450,7 +450,10 @@ def _describe(error: ValidationError, source: str) -> str:
     got = first.get("input")
     shown = "" if isinstance(got, dict | list) or got is None or repr(got) in first["msg"] else f" (got {got!r})"
     more = f" [+{error.error_count() - 1} more]" if error.error_count() > 1 else ""
-    return f"{source}: {where or '<root>'}: {first['msg']}{shown}{more}"
+    message = first["msg"].removeprefix("Value error, ")  # our own rules' messages name their keys themselves
+    if not where and first["type"] == "value_error":
+        return f"{source}: {message}{more}"
+    return f"{source}: {where or '<root>'}: {message}{shown}{more}"
 
 
 _KINDS = {"synthetic", "url", "local"}

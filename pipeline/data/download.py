@@ -292,7 +292,7 @@ def fetch_url_source(source: UrlSource, downloads_dir: Path, out_dir: Path, prog
 
     The record is keyed by URL: a new URL under the same file name replaces the old archive once (its own
     partial download then resumes). An archive that fails to extract is moved aside to `<name>.corrupt`, so
-    the next run downloads it again. Raises DataError / DownloadError.
+    the next run downloads it again; that copy is removed once a new download extracts. Raises DataError / DownloadError.
     """
     downloads_dir = Path(downloads_dir)
     name = _archive_name(source)
@@ -327,4 +327,8 @@ def fetch_url_source(source: UrlSource, downloads_dir: Path, out_dir: Path, prog
         os.replace(archive, aside)
         Record(source.url).write(record_path)
         raise DataError(f"{error}; moved to {aside} so the next run downloads it again") from None
+    corrupt = archive.with_name(archive.name + ".corrupt")
+    if corrupt.exists():  # the copy kept for inspection is not needed once a good archive extracted (2.4 GB for the real one)
+        corrupt.unlink()
+        log.info("removed %s: the new download extracted", corrupt)
     return {"url": source.url, "sha256": digest, "bytes": size, "files": files}

@@ -263,6 +263,7 @@ def test_corrupt_archive_without_pin_is_moved_aside_and_downloaded_again(server:
     assert fetch_url_source(source, downloads, out, progress=False)["sha256"] == _sha(data)
     assert [e["status"] for e in server.log] == [200, 200]
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == sorted(SPEECH_COMMANDS)
+    assert _leftovers(downloads) == [ARCHIVE, f"{ARCHIVE}.sha256"], "the corrupt copy goes once a good one extracted"
 
 
 def test_new_url_with_the_same_file_name_resumes_its_partial_download(server: Server, tmp_path: Path) -> None:
