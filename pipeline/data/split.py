@@ -175,7 +175,8 @@ def _check_sets_not_empty(clips: pd.DataFrame, params: Params) -> None:
             raise DataError(
                 f"split: the {name} set gets no clips ({speakers} speaker(s) in all, split.validation_percentage "
                 f"{params.split.validation_percentage:g}, split.testing_percentage {params.split.testing_percentage:g}); "
-                "change the percentages or add speakers"
+                "change the percentages or add speakers; clips TF's which_set rule already placed (TF's own test set, "
+                "all 'testing') need their source's `split: {salt: <any text>}` for a fresh speaker split"
             )
     if params.split.min_class_count > 0:
         missing = [k for k in params.data.keywords if not (clips["label"] == k).any()]

@@ -167,8 +167,10 @@ def test_a_set_with_no_clips_is_refused_before_training(tmp_path):
     root = corpus(tmp_path, speakers=6)
     lowest = min(hash_percentage(f"{speaker_id(s)}_nohash_0.wav") for s in range(6))
     split = {"validation_percentage": lowest / 2, "min_class_count": 0}
-    with pytest.raises(DataError, match=r"split: the validation set gets no clips \(6 speaker\(s\) in all"):
+    with pytest.raises(DataError, match=r"split: the validation set gets no clips \(6 speaker\(s\) in all") as info:
         run(tmp_path, root, split=split)
+    assert "\n" not in str(info.value) and "`split: {salt: <any text>}`" in str(info.value), "names the fix for TF's own test set"
+
 
 
 def test_a_keyword_without_clips_names_the_folders_found(tmp_path):
