@@ -297,6 +297,7 @@ def fetch_url_source(source: UrlSource, downloads_dir: Path, out_dir: Path, prog
     downloads_dir = Path(downloads_dir)
     name = _archive_name(source)
     archive = downloads_dir / name
+    aside = archive.with_name(archive.name + ".corrupt")  # where an archive that fails to extract is kept
     record_path = downloads_dir / f"{name}.sha256"
     record = Record.read(record_path)
     if record is None or record.url != source.url:
@@ -323,12 +324,10 @@ def fetch_url_source(source: UrlSource, downloads_dir: Path, out_dir: Path, prog
     try:
         files = safe_extract(archive, Path(out_dir))
     except CorruptArchive as error:
-        aside = archive.with_name(archive.name + ".corrupt")
         os.replace(archive, aside)
         Record(source.url).write(record_path)
         raise DataError(f"{error}; moved to {aside} so the next run downloads it again") from None
-    corrupt = archive.with_name(archive.name + ".corrupt")
-    if corrupt.exists():  # the copy kept for inspection is not needed once a good archive extracted (2.4 GB for the real one)
-        corrupt.unlink()
-        log.info("removed %s: the new download extracted", corrupt)
+    if aside.exists():  # the copy kept for inspection is not needed once a good archive extracted (2.4 GB for the real one)
+        aside.unlink()
+        log.info("removed %s: the new download extracted", aside)
     return {"url": source.url, "sha256": digest, "bytes": size, "files": files}

@@ -57,16 +57,13 @@ def streaming_accuracy(params: Params, predictor) -> dict:
     sweep the detection threshold over it, over speech-free real audio and over a non-keyword speech recording
     (`reports/evaluate/streaming_sweep.{csv,png}`). Raises DataError for a missing non-optional speech-free set."""
     from pipeline.stream.accuracy import match_detections
-    from pipeline.stream.recording import make_recording, write_truth_csv
+    from pipeline.stream.recording import write_truth_csv
     from pipeline.stream.run import recognize
     from pipeline.stream.sweep import keyword_sweep, operating_point, plot_sweep
 
     feat, settings = params.features, params.evaluate.streaming
-    paths, labels, rate = params.paths, params.labels, params.features.sample_rate
-    clips = np.asarray(np.load(artifacts.SET_AUDIO.path(paths, set="testing"), mmap_mode="r"))
-    targets = np.load(artifacts.SET_LABELS.path(paths, set="testing"))
-    noise = np.load(artifacts.SET_BACKGROUND.path(paths, set="testing"))
-    audio, truth = make_recording(clips, targets, labels, noise, settings, rate, params.seed)
+    paths, labels = params.paths, params.labels
+    audio, truth, (clips, targets, noise) = _set_recording(params, "testing", params.seed)
     write_truth_csv(truth, artifacts.STREAMING_TRUTH.path(paths))
     duration_ms = len(audio) * 1000 / feat.sample_rate
     scores, times_ms = predictor.stream_scores(audio, settings)
@@ -90,19 +87,29 @@ def streaming_accuracy(params: Params, predictor) -> dict:
     return {k: round(float(v), 6) if isinstance(v, float) else v for k, v in stats.items()}
 
 
+def _set_recording(params: Params, set_name: str, seed: int) -> tuple[np.ndarray, pd.DataFrame, tuple]:
+    """The seeded `evaluate.streaming` recording (audio [S] float32, truth) made from one set's packed clips and its
+    background noise, with those (clips [N, S], labels [N], noise [M]) for further recordings."""
+    from pipeline.stream.recording import make_recording
+
+    paths = params.paths
+    clips = np.asarray(np.load(artifacts.SET_AUDIO.path(paths, set=set_name), mmap_mode="r"))
+    targets = np.load(artifacts.SET_LABELS.path(paths, set=set_name))
+    noise = np.load(artifacts.SET_BACKGROUND.path(paths, set=set_name))
+    audio, truth = make_recording(clips, targets, params.labels, noise, params.evaluate.streaming,
+                                  params.features.sample_rate, seed)  # fmt: skip
+    return audio, truth, (clips, targets, noise)
+
+
 def _validation_operating_point(params: Params, predictor, sweep: pd.DataFrame) -> dict:
     """Choose the threshold on a recording of *validation* clips (the testing recording's settings, its own seed):
     the one matching the most keywords within `max_false_alarms_per_hour`. Adds that recording's curve to `sweep`
     (columns validation_*) and returns the threshold with the testing recording's figures at it, the honest
     operating point (chosen on held-out data, reported on the test); {} when no threshold meets the budget there."""
-    from pipeline.stream.recording import make_recording
     from pipeline.stream.sweep import keyword_sweep, operating_point
 
-    settings, paths, rate = params.evaluate.streaming, params.paths, params.features.sample_rate
-    clips = np.asarray(np.load(artifacts.SET_AUDIO.path(paths, set="validation"), mmap_mode="r"))
-    targets = np.load(artifacts.SET_LABELS.path(paths, set="validation"))
-    noise = np.load(artifacts.SET_BACKGROUND.path(paths, set="validation"))
-    audio, truth = make_recording(clips, targets, params.labels, noise, settings, rate, params.seed + 2)
+    settings, rate = params.evaluate.streaming, params.features.sample_rate
+    audio, truth, _ = _set_recording(params, "validation", params.seed + 2)
     scores, times_ms = predictor.stream_scores(audio, settings)
     curve = keyword_sweep(scores, times_ms, params.labels, settings, truth, len(audio) * 1000 / rate)
     sweep["validation_matched_percentage"] = curve["matched_percentage"].to_numpy()

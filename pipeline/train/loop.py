@@ -32,7 +32,6 @@ class TrainResult:
     train_loss: float = 0.0
     checkpoints: Checkpoints | None = None
     run: object | None = None  # the MLflow run the curve went to (continued when resumed)
-    stale_runs: list[str] = field(default_factory=list)  # MLflow runs of checkpoints that could not be used
     log_dir: Path | None = None  # TensorBoard folder, named like the MLflow run
 
 
@@ -176,8 +175,8 @@ def train(params: Params, checkpoint_root: Path, log_root: Path, open_run=None, 
     `open_run(run_id | None)` returns the MLflow run to log to: the interrupted run's id when resuming (its curve
     continues), None for a fresh start. TensorBoard scalars (and `hparams`, for its HParams view) go to
     `log_root/<run name>/`. Checkpoints of other params,
-    data or code are not used: they are removed with one warning, and `result.stale_runs` names their MLflow runs;
-    `close_stale(run_ids)` is called before the folders go, so no run is left RUNNING once its checkpoint is gone
+    data or code are not used: they are removed with one warning; `close_stale(run_ids)` is given their MLflow
+    runs before the folders go, so no run is left RUNNING once its checkpoint is gone
     (a failure there keeps the folders).
     """
     import keras
@@ -202,9 +201,9 @@ def train(params: Params, checkpoint_root: Path, log_root: Path, open_run=None, 
         if stale:
             log.warning("%d checkpoint folder(s) in %s were made with other params, data or code: not used, removed; "
                         "training from step 0", len(stale), checkpoint_root)  # fmt: skip
-            result.stale_runs = [r for r in map(Checkpoints.run_id_of, stale) if r]
-            if close_stale is not None and result.stale_runs:
-                close_stale(result.stale_runs)
+            run_ids = [r for r in map(Checkpoints.run_id_of, stale) if r]
+            if close_stale is not None and run_ids:
+                close_stale(run_ids)
             for folder in stale:
                 shutil.rmtree(folder, ignore_errors=True)
     run = None
