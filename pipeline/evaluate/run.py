@@ -63,7 +63,7 @@ def streaming_accuracy(params: Params, predictor) -> dict:
 
     feat, settings = params.features, params.evaluate.streaming
     paths, labels = params.paths, params.labels
-    audio, truth, (clips, targets, noise) = _set_recording(params, "testing", params.seed)
+    audio, truth, (clips, targets, noise) = set_recording(params, "testing")
     write_truth_csv(truth, artifacts.STREAMING_TRUTH.path(paths))
     duration_ms = len(audio) * 1000 / feat.sample_rate
     scores, times_ms = predictor.stream_scores(audio, settings)
@@ -87,9 +87,15 @@ def streaming_accuracy(params: Params, predictor) -> dict:
     return {k: round(float(v), 6) if isinstance(v, float) else v for k, v in stats.items()}
 
 
-def _set_recording(params: Params, set_name: str, seed: int) -> tuple[np.ndarray, pd.DataFrame, tuple]:
-    """The seeded `evaluate.streaming` recording (audio [S] float32, truth) made from one set's packed clips and its
-    background noise, with those (clips [N, S], labels [N], noise [M]) for further recordings."""
+# Seed of each streamed recording, as an offset from params.seed: the keyword recordings of the testing and the
+# validation clips, and the testing set's other-words-only recording.
+RECORDING_SEEDS = {"testing": 0, "other_words": 1, "validation": 2}
+
+
+def set_recording(params: Params, set_name: str) -> tuple[np.ndarray, pd.DataFrame, tuple]:
+    """The seeded `evaluate.streaming` recording (audio [S] float32, truth) made from one set's packed clips
+    ("testing" or "validation") and its background noise, with those (clips [N, S], labels [N], noise [M]) for
+    further recordings."""
     from pipeline.stream.recording import make_recording
 
     paths = params.paths
@@ -97,7 +103,7 @@ def _set_recording(params: Params, set_name: str, seed: int) -> tuple[np.ndarray
     targets = np.load(artifacts.SET_LABELS.path(paths, set=set_name))
     noise = np.load(artifacts.SET_BACKGROUND.path(paths, set=set_name))
     audio, truth = make_recording(clips, targets, params.labels, noise, params.evaluate.streaming,
-                                  params.features.sample_rate, seed)  # fmt: skip
+                                  params.features.sample_rate, params.seed + RECORDING_SEEDS[set_name])  # fmt: skip
     return audio, truth, (clips, targets, noise)
 
 
@@ -109,7 +115,7 @@ def _validation_operating_point(params: Params, predictor, sweep: pd.DataFrame) 
     from pipeline.stream.sweep import keyword_sweep, operating_point
 
     settings, rate = params.evaluate.streaming, params.features.sample_rate
-    audio, truth, _ = _set_recording(params, "validation", params.seed + 2)
+    audio, truth, _ = set_recording(params, "validation")
     scores, times_ms = predictor.stream_scores(audio, settings)
     curve = keyword_sweep(scores, times_ms, params.labels, settings, truth, len(audio) * 1000 / rate)
     sweep["validation_matched_percentage"] = curve["matched_percentage"].to_numpy()
@@ -139,7 +145,7 @@ def _false_accept_curves(params: Params, predictor, sweep: pd.DataFrame, clips, 
 
     if UNKNOWN_LABEL in labels and np.any(targets == labels.index(UNKNOWN_LABEL)):
         only_unknown = settings.model_copy(update={"unknown_fraction": 1.0})
-        speech, _ = make_recording(clips, targets, labels, noise, only_unknown, rate, params.seed + 1)
+        speech, _ = make_recording(clips, targets, labels, noise, only_unknown, rate, params.seed + RECORDING_SEEDS["other_words"])
         part = [predictor.stream_scores(speech, settings)]
         hours = hours_of(len(speech), rate)
         sweep["non_keyword_false_alarms_per_hour"] = false_accepts_per_hour(part, labels, settings, hours)

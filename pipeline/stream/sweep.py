@@ -77,6 +77,47 @@ def operating_point(sweep: pd.DataFrame, max_false_alarms_per_hour: float) -> di
     return {k: float(v) for k, v in best.items()}
 
 
+GRID_COLUMNS = ["average_window_ms", "threshold", "validation_matched_percentage", "validation_false_alarms_per_hour",
+                "matched_percentage", "false_alarms_per_hour"]
+
+
+def smoothing_grid(validation: tuple, testing: tuple, labels: list[str], settings: StreamParams,
+                   windows_ms: list[float], thresholds=THRESHOLDS) -> pd.DataFrame:  # fmt: skip
+    """Choose RecognizeCommands' averaging window with its threshold on a validation recording, report on testing.
+
+    `validation`, `testing`: (scores [N, C], times_ms [N], truth, duration_ms) of one streamed recording each.
+    One row per window (ms): the threshold `operating_point` picks on the validation curve within
+    `settings.max_false_alarms_per_hour` (NaN with no threshold in budget), that curve's figures, and the testing
+    recording's matched % and false alarms per hour at the same threshold. The rest of `settings` (suppression,
+    minimum count, time tolerance) is kept. Raises ValueError for an empty `windows_ms`."""
+    if not windows_ms:
+        raise ValueError("windows_ms must name at least one averaging window")
+    rows = []
+    for window in windows_ms:
+        at_window = settings.model_copy(update={"average_window_ms": float(window)})
+        curves = [keyword_sweep(s, t, labels, at_window, truth, ms, thresholds) for s, t, truth, ms in (validation, testing)]
+        chosen = operating_point(curves[0], settings.max_false_alarms_per_hour)
+        row = dict.fromkeys(GRID_COLUMNS, float("nan")) | {"average_window_ms": float(window)}
+        if chosen is not None:
+            test = curves[1][np.isclose(curves[1]["threshold"], chosen["threshold"])].iloc[0]
+            row.update(threshold=chosen["threshold"], validation_matched_percentage=chosen["matched_percentage"],
+                       validation_false_alarms_per_hour=chosen["false_alarms_per_hour"],
+                       matched_percentage=float(test["matched_percentage"]),
+                       false_alarms_per_hour=float(test["false_alarms_per_hour"]))  # fmt: skip
+        rows.append(row)
+    return pd.DataFrame(rows, columns=GRID_COLUMNS)
+
+
+def best_smoothing(grid: pd.DataFrame) -> dict | None:
+    """The `smoothing_grid` row with the most validation keywords matched (ties: the shorter window, less
+    latency), or None when no window has a threshold within the budget."""
+    chosen = grid.dropna(subset=["threshold"])
+    if chosen.empty:
+        return None
+    best = chosen.sort_values(["validation_matched_percentage", "average_window_ms"], ascending=[False, True]).iloc[0]
+    return {k: float(v) for k, v in best.items()}
+
+
 def plot_sweep(sweep: pd.DataFrame, out_path: Path, title: str) -> None:
     """Matched % against false alarms per hour (log x), one point per threshold, written atomically as PNG."""
     import matplotlib
