@@ -41,7 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         windows = [float(w) for w in args.windows.split(",") if w.strip()]
     except ValueError:
-        parser.error(f"--windows: expected numbers in ms separated by commas, got {args.windows!r}")
+        windows = []
+    if not windows or min(windows) <= 0:
+        parser.error(f"--windows: expected positive numbers in ms separated by commas, got {args.windows!r}")
     try:
         return _run(load_params(args.params), windows, args.json_out)
     except KwsError as error:
