@@ -95,13 +95,16 @@ RECORDING_SEEDS = {"testing": 0, "other_words": 1, "validation": 2}
 def set_recording(params: Params, set_name: str) -> tuple[np.ndarray, pd.DataFrame, tuple]:
     """The seeded `evaluate.streaming` recording (audio [S] float32, truth) made from one set's packed clips
     ("testing" or "validation") and its background noise, with those (clips [N, S], labels [N], noise [M]) for
-    further recordings."""
+    further recordings. Raises ValueError for another set name, and DataError naming the missing split output
+    (run the split stage)."""
     from pipeline.stream.recording import make_recording
 
+    if set_name not in ("testing", "validation"):
+        raise ValueError(f"set_name must be 'testing' or 'validation', got {set_name!r}")
     paths = params.paths
-    clips = np.asarray(np.load(artifacts.SET_AUDIO.path(paths, set=set_name), mmap_mode="r"))
-    targets = np.load(artifacts.SET_LABELS.path(paths, set=set_name))
-    noise = np.load(artifacts.SET_BACKGROUND.path(paths, set=set_name))
+    clips = np.asarray(np.load(artifacts.SET_AUDIO.require(paths, set=set_name), mmap_mode="r"))
+    targets = np.load(artifacts.SET_LABELS.require(paths, set=set_name))
+    noise = np.load(artifacts.SET_BACKGROUND.require(paths, set=set_name))
     audio, truth = make_recording(clips, targets, params.labels, noise, params.evaluate.streaming,
                                   params.features.sample_rate, params.seed + RECORDING_SEEDS[set_name])  # fmt: skip
     return audio, truth, (clips, targets, noise)

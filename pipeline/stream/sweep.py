@@ -86,12 +86,16 @@ def smoothing_grid(validation: tuple, testing: tuple, labels: list[str], setting
     """Choose RecognizeCommands' averaging window with its threshold on a validation recording, report on testing.
 
     `validation`, `testing`: (scores [N, C], times_ms [N], truth, duration_ms) of one streamed recording each.
-    One row per window (ms): the threshold `operating_point` picks on the validation curve within
-    `settings.max_false_alarms_per_hour` (NaN with no threshold in budget), that curve's figures, and the testing
-    recording's matched % and false alarms per hour at the same threshold. The rest of `settings` (suppression,
-    minimum count, time tolerance) is kept. Raises ValueError for an empty `windows_ms`."""
+    One row per window (ms): the threshold, among `thresholds` (default THRESHOLDS, 0.30-0.95), that
+    `operating_point` picks on the validation curve within `settings.max_false_alarms_per_hour` (NaN with no
+    threshold in budget), that curve's figures, and the testing recording's matched % and false alarms per hour at
+    the same threshold. The rest of `settings` (suppression, minimum count, time tolerance) is kept. Raises
+    ValueError for an empty `windows_ms` or a window that is not a finite positive number of ms."""
     if not windows_ms:
         raise ValueError("windows_ms must name at least one averaging window")
+    bad = [w for w in windows_ms if not (np.isfinite(w) and w > 0)]
+    if bad:
+        raise ValueError(f"averaging windows must be finite and > 0 ms, got {bad}")
     rows = []
     for window in windows_ms:
         at_window = settings.model_copy(update={"average_window_ms": float(window)})

@@ -68,26 +68,32 @@ def test_sweep_plot_is_written(tmp_path):
 
 
 def test_smoothing_grid_chooses_the_window_on_validation_and_reports_testing():
-    # A word holds its score for 1 s; a 480 ms blip of "no" at 0.95 is noise. A 400 ms window averages the blip
-    # above any threshold (a false alarm per blip); a 1,000 ms window dilutes it under 0.4 and keeps the words.
-    def recording(blips: int) -> tuple:
-        events = [(2000, 2, 0.9), (8000, 3, 0.9)] + [(20000 + 4000 * i, 3, 0.95) for i in range(blips)]
+    # A word holds its score for 1 s. On validation a 480 ms blip of "no" at 0.95 is noise: a 400 ms window
+    # averages it above every threshold (a false alarm), a 1,000 ms window dilutes it under silence. The testing
+    # recording has no blip and a weaker second keyword (0.7), which a threshold of 0.8 misses.
+    def recording(second_score: float, blip: bool) -> tuple:
+        events = [(2000, 2, 0.9), (8000, 3, second_score)] + ([(20000, 3, 0.95)] if blip else [])
         scores, times = stream(events, 36)
-        for start, index, _ in events[2:]:  # shorten each blip to 480 ms
-            tail = (times >= start + 480) & (times < start + 1000)
+        if blip:  # shorten the blip to 480 ms
+            tail = (times >= 20480) & (times < 21000)
             scores[tail] = 0.0
             scores[tail, 0] = 1.0
         truth = pd.DataFrame({"label": ["yes", "no"], "time_ms": [3000.0, 9000.0]})
         return scores, times, truth, 36_000.0
 
     budget = SETTINGS.model_copy(update={"max_false_alarms_per_hour": 50})  # 36 s: one false alarm is 100/h
-    grid = smoothing_grid(recording(1), recording(3), NAMES, budget, [400, 1000], thresholds=[0.4, 0.6, 0.8])
+    validation, testing = recording(0.9, blip=True), recording(0.7, blip=False)
+    grid = smoothing_grid(validation, testing, NAMES, budget, [400, 1000], thresholds=[0.4, 0.6, 0.8])
     assert grid["average_window_ms"].tolist() == [400.0, 1000.0]
     short, long = grid.iloc[0], grid.iloc[1]
-    assert np.isnan(short["threshold"])  # every threshold lets the validation blip through: none in budget
-    assert long["threshold"] == 0.8 and long["validation_matched_percentage"] == 100.0
-    assert long["matched_percentage"] == 100.0 and long["false_alarms_per_hour"] == 0.0  # testing, at 0.8
+    assert np.isnan(short["threshold"])  # the validation blip breaks the budget at every threshold (testing would not)
+    assert long["threshold"] == 0.8 and long["validation_matched_percentage"] == 100.0  # ties: the higher threshold
+    assert long["matched_percentage"] == 50.0 and long["false_alarms_per_hour"] == 0.0  # testing at 0.8: "no" missed
     assert best_smoothing(grid)["average_window_ms"] == 1000.0
     assert best_smoothing(grid.iloc[:1]) is None
+    tied = pd.concat([grid.iloc[[1]].assign(average_window_ms=750.0), grid.iloc[[1]]], ignore_index=True)
+    assert best_smoothing(tied)["average_window_ms"] == 750.0  # equal on validation: the shorter window
     with pytest.raises(ValueError, match="at least one"):
-        smoothing_grid(recording(1), recording(1), NAMES, budget, [])
+        smoothing_grid(validation, testing, NAMES, budget, [])
+    with pytest.raises(ValueError, match="finite and > 0"):
+        smoothing_grid(validation, testing, NAMES, budget, [500, float("nan"), 0])
