@@ -115,7 +115,7 @@ def _validation_operating_point(params: Params, predictor, sweep: pd.DataFrame) 
     the one matching the most keywords within `max_false_alarms_per_hour`. Adds that recording's curve to `sweep`
     (columns validation_*) and returns the threshold with the testing recording's figures at it, the honest
     operating point (chosen on held-out data, reported on the test); {} when no threshold meets the budget there."""
-    from pipeline.stream.sweep import keyword_sweep, operating_point
+    from pipeline.stream.sweep import keyword_sweep, validated_point
 
     settings, rate = params.evaluate.streaming, params.features.sample_rate
     audio, truth, _ = set_recording(params, "validation")
@@ -123,13 +123,12 @@ def _validation_operating_point(params: Params, predictor, sweep: pd.DataFrame) 
     curve = keyword_sweep(scores, times_ms, params.labels, settings, truth, len(audio) * 1000 / rate)
     sweep["validation_matched_percentage"] = curve["matched_percentage"].to_numpy()
     sweep["validation_false_alarms_per_hour"] = curve["false_alarms_per_hour"].to_numpy()
-    chosen = operating_point(curve, settings.max_false_alarms_per_hour)
+    chosen = validated_point(curve, sweep, settings.max_false_alarms_per_hour)
     if chosen is None:
         return {}
-    row = sweep[np.isclose(sweep["threshold"], chosen["threshold"])].iloc[0]
     return {"threshold_chosen_on_validation": chosen["threshold"],
-            "matched_percentage_at_validation_threshold": float(row["matched_percentage"]),
-            "false_alarms_per_hour_at_validation_threshold": float(row["false_alarms_per_hour"])}  # fmt: skip
+            "matched_percentage_at_validation_threshold": chosen["matched_percentage"],
+            "false_alarms_per_hour_at_validation_threshold": chosen["false_alarms_per_hour"]}  # fmt: skip
 
 
 def _false_accept_curves(params: Params, predictor, sweep: pd.DataFrame, clips, targets, noise) -> dict:

@@ -77,6 +77,21 @@ def operating_point(sweep: pd.DataFrame, max_false_alarms_per_hour: float) -> di
     return {k: float(v) for k, v in best.items()}
 
 
+def validated_point(validation: pd.DataFrame, testing: pd.DataFrame, max_false_alarms_per_hour: float) -> dict | None:
+    """The threshold `operating_point` picks on the `validation` sweep and both sweeps' figures at it: threshold,
+    validation_matched_percentage, validation_false_alarms_per_hour, and the `testing` sweep's matched_percentage and
+    false_alarms_per_hour (the honest operating point: chosen on held-out data, reported on the test); None when no
+    validation threshold meets the budget. Both sweeps must hold that threshold."""
+    chosen = operating_point(validation, max_false_alarms_per_hour)
+    if chosen is None:
+        return None
+    test = testing[np.isclose(testing["threshold"], chosen["threshold"])].iloc[0]
+    return {"threshold": chosen["threshold"], "validation_matched_percentage": chosen["matched_percentage"],
+            "validation_false_alarms_per_hour": chosen["false_alarms_per_hour"],
+            "matched_percentage": float(test["matched_percentage"]),
+            "false_alarms_per_hour": float(test["false_alarms_per_hour"])}  # fmt: skip
+
+
 GRID_COLUMNS = ["average_window_ms", "threshold", "validation_matched_percentage", "validation_false_alarms_per_hour",
                 "matched_percentage", "false_alarms_per_hour"]
 
@@ -100,15 +115,8 @@ def smoothing_grid(validation: tuple, testing: tuple, labels: list[str], setting
     for window in windows_ms:
         at_window = settings.model_copy(update={"average_window_ms": float(window)})
         curves = [keyword_sweep(s, t, labels, at_window, truth, ms, thresholds) for s, t, truth, ms in (validation, testing)]
-        chosen = operating_point(curves[0], settings.max_false_alarms_per_hour)
-        row = dict.fromkeys(GRID_COLUMNS, float("nan")) | {"average_window_ms": float(window)}
-        if chosen is not None:
-            test = curves[1][np.isclose(curves[1]["threshold"], chosen["threshold"])].iloc[0]
-            row.update(threshold=chosen["threshold"], validation_matched_percentage=chosen["matched_percentage"],
-                       validation_false_alarms_per_hour=chosen["false_alarms_per_hour"],
-                       matched_percentage=float(test["matched_percentage"]),
-                       false_alarms_per_hour=float(test["false_alarms_per_hour"]))  # fmt: skip
-        rows.append(row)
+        chosen = validated_point(*curves, settings.max_false_alarms_per_hour) or {}
+        rows.append(dict.fromkeys(GRID_COLUMNS, float("nan")) | {"average_window_ms": float(window)} | chosen)
     return pd.DataFrame(rows, columns=GRID_COLUMNS)
 
 
