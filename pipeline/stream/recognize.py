@@ -104,12 +104,81 @@ class RecognizeCommands:
         return None
 
 
-def detect(scores: np.ndarray, times_ms: np.ndarray, labels: list[str], **settings) -> list[Detection]:
-    """Run a fresh RecognizeCommands(labels, **settings) over scores [N, C] at times_ms [N]."""
+@dataclasses.dataclass(frozen=True)
+class Smoothed:
+    """RecognizeCommands' averaged top label of every result, before any threshold is applied.
+
+    times_ms [N]; index [N] (int, -1 where no decision is made: fewer than `minimum_count` results kept or
+    spanning under a quarter window); score [N] (float64, the averaged score of `index`, NaN where undecided).
+    Only the threshold and the suppression time decide which of these become commands (`commands`), so a
+    threshold sweep smooths once."""
+
+    times_ms: np.ndarray
+    index: np.ndarray
+    score: np.ndarray
+
+
+def smooth(scores: np.ndarray, times_ms: np.ndarray, average_window_ms: float = 500.0,
+           minimum_count: int = 4) -> Smoothed:  # fmt: skip
+    """RecognizeCommands' averaging over scores [N, C] at times_ms [N] in one pass, exactly as `process` does it:
+    the same kept results, summed in the same order in float64, so the averages are bit-identical.
+    Raises ValueError for mismatched shapes, non-finite or decreasing times, or bad settings."""
+    scores = np.asarray(scores, dtype=np.float64)
+    times = np.asarray(times_ms, dtype=np.float64).reshape(-1)
+    if scores.shape[:1] == (0,) and times.size == 0:  # no whole window in the audio: nothing to decide
+        return Smoothed(times, np.zeros(0, dtype=int), np.zeros(0))
+    if scores.ndim != 2 or scores.shape[0] != times.shape[0]:
+        raise ValueError(f"expected scores [N, C] and times [N], got {scores.shape} and {times.shape}")
+    if average_window_ms <= 0 or minimum_count < 1:
+        raise ValueError("need average_window_ms > 0 and minimum_count >= 1")
+    if not np.all(np.isfinite(times)):
+        raise ValueError(f"time_ms must be finite, got {times[~np.isfinite(times)][0]}")
+    back = np.flatnonzero(np.diff(times) < 0)
+    if back.size:
+        i = int(back[0])
+        raise ValueError(f"results must come in time order: got {times[i + 1]} ms after {times[i]} ms")
+    n = times.shape[0]
+    window = float(average_window_ms)
+    last = np.arange(n)
+    start = np.searchsorted(times, times - window, side="left")  # the first result not older than the window
+    count = last - start + 1
+    decided = (count >= minimum_count) & (times - times[start] >= window / 4)
+    total = scores[start].copy()
+    for offset in range(1, int(count.max(initial=1))):  # row by row in time order, as np.mean adds them
+        rows = np.flatnonzero(offset < count)
+        total[rows] += scores[start[rows] + offset]
+    average = total / count[:, None]
+    index = np.where(decided, np.argmax(average, axis=1), -1)
+    score = np.where(decided, average[np.arange(n), np.maximum(index, 0)], np.nan)
+    return Smoothed(times, index, score)
+
+
+def commands(smoothed: Smoothed, labels: list[str], detection_threshold: float = 0.7,
+             suppression_ms: float = 500.0) -> list[Detection]:  # fmt: skip
+    """The Detections RecognizeCommands reports for `smoothed` at this threshold (same state machine as
+    `process`: only results scoring above the threshold can change its state, so only those are visited)."""
+    if suppression_ms < 0:
+        raise ValueError("need suppression_ms >= 0")
+    threshold = float(detection_threshold)
+    previous_label, previous_ms, found = SILENCE, -math.inf, []
+    for i in np.flatnonzero((smoothed.index >= 0) & (smoothed.score > threshold)):
+        label, time_ms = labels[smoothed.index[i]], float(smoothed.times_ms[i])
+        since = math.inf if previous_label == SILENCE or previous_ms == -math.inf else time_ms - previous_ms
+        if label != previous_label and since > suppression_ms:
+            previous_label, previous_ms = label, time_ms
+            if not label.startswith("_"):
+                found.append(Detection(label, time_ms, float(smoothed.score[i])))
+    return found
+
+
+def detect(scores: np.ndarray, times_ms: np.ndarray, labels: list[str], average_window_ms: float = 500.0,
+           detection_threshold: float = 0.7, suppression_ms: float = 500.0, minimum_count: int = 4) -> list[Detection]:  # fmt: skip
+    """What a fresh RecognizeCommands(labels, ...) fed scores [N, C] at times_ms [N] reports (`smooth` then
+    `commands`: the same Detections as calling `process` row by row, tens of times faster)."""
+    if not labels:
+        raise ValueError("labels must not be empty")
     scores = np.asarray(scores)
-    times_ms = np.asarray(times_ms, dtype=np.float64).reshape(-1)
-    if scores.ndim != 2 or scores.shape[0] != times_ms.shape[0]:
-        raise ValueError(f"expected scores [N, C] and times [N], got {scores.shape} and {times_ms.shape}")
-    recognizer = RecognizeCommands(labels, **settings)
-    found = (recognizer.process(row, t) for row, t in zip(scores, times_ms, strict=True))
-    return [d for d in found if d is not None]
+    if scores.ndim == 2 and scores.shape[1] != len(labels):
+        raise ValueError(f"expected {len(labels)} scores, got {scores.shape[1]}")
+    smoothed = smooth(scores, times_ms, average_window_ms, minimum_count)
+    return commands(smoothed, labels, detection_threshold, suppression_ms)

@@ -1,6 +1,7 @@
 """Detection threshold sweep: keywords found vs false accepts per hour, the operating curve of a keyword spotter.
 
-The streaming scores of a recording are computed once; only RecognizeCommands (cheap) runs again per threshold.
+The streaming scores of a recording are computed once, and so is RecognizeCommands' averaging of them
+(`pipeline.stream.recognize.smooth`); only its decisions (`commands`) run again per threshold.
 Three recordings give one curve each (see pipeline.evaluate.run): the keyword recording (matched % and false
 alarms per hour), speech-free real audio (`_background_noise_`: every detection is a false accept) and a
 recording of non-keyword speech (every detection is a false accept). Reporting false accepts per hour at a
@@ -16,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.stream.accuracy import MS_PER_HOUR, match_detections
-from pipeline.stream.run import recognize
+from pipeline.stream.recognize import Smoothed, commands, smooth
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -27,8 +28,9 @@ THRESHOLDS: tuple[float, ...] = tuple(round(float(t), 2) for t in np.arange(0.30
 SWEEP_COLUMNS = ["threshold", "matched_percentage", "correct_percentage", "false_alarms_per_hour"]
 
 
-def _at(settings: StreamParams, threshold: float) -> StreamParams:
-    return settings.model_copy(update={"detection_threshold": float(threshold)})
+def _smoothed(scores: np.ndarray, times_ms: np.ndarray, settings: StreamParams) -> Smoothed:
+    """RecognizeCommands' averaging of one recording, shared by every threshold of a sweep."""
+    return smooth(scores, times_ms, settings.average_window_ms, settings.minimum_count)
 
 
 def keyword_sweep(scores: np.ndarray, times_ms: np.ndarray, labels: list[str], settings: StreamParams,
@@ -37,9 +39,9 @@ def keyword_sweep(scores: np.ndarray, times_ms: np.ndarray, labels: list[str], s
 
     scores [N, C] at END times_ms [N] of a recording `duration_ms` long; `settings` gives everything but the
     threshold (smoothing window, suppression, minimum count, time tolerance)."""
-    rows = []
+    rows, smoothed = [], _smoothed(scores, times_ms, settings)
     for threshold in thresholds:
-        found = recognize(scores, times_ms, labels, _at(settings, threshold))
+        found = commands(smoothed, labels, threshold, settings.suppression_ms)
         stats = match_detections(found, truth, settings.time_tolerance_ms, duration_ms=duration_ms)
         rows.append({"threshold": float(threshold), **{k: round(float(stats[k]), 4) for k in SWEEP_COLUMNS[1:]}})
     return pd.DataFrame(rows, columns=SWEEP_COLUMNS)
@@ -51,7 +53,9 @@ def false_accepts_per_hour(parts: list[tuple[np.ndarray, np.ndarray]], labels: l
     streamed from a fresh RecognizeCommands); `hours` is their total length. Raises ValueError for hours <= 0."""
     if hours <= 0:
         raise ValueError(f"need a positive length of audio, got {hours} hours")
-    return [round(sum(len(recognize(s, t, labels, _at(settings, th))) for s, t in parts) / hours, 4) for th in thresholds]
+    smoothed = [_smoothed(s, t, settings) for s, t in parts]
+    return [round(sum(len(commands(p, labels, th, settings.suppression_ms)) for p in smoothed) / hours, 4)
+            for th in thresholds]  # fmt: skip
 
 
 def speech_free_audio(folder: Path, sample_rate: int) -> list[tuple[str, np.ndarray]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.stream.recognize import Detection, RecognizeCommands, detect
+from pipeline.stream.recognize import Detection, RecognizeCommands, commands, detect, smooth
 
 LABELS = ["_silence_", "_unknown_", "yes", "no"]
 STEP = 30.0  # ms between results, TF's clip_stride_ms
@@ -118,3 +118,45 @@ def test_reset_forgets_state():
     recognizer.reset()
     again = [d for s, t in zip(scores, times, strict=True) if (d := recognizer.process(s, t))]
     assert first == again == [Detection("yes", 150.0, 1.0)]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_detect_reports_exactly_what_the_stateful_recognizer_reports(seed):
+    """`detect` (one vectorised smoothing pass, then only the results above threshold) against `process` row by
+    row: the same Detections, scores bit for bit, over random settings, steps (equal times included) and scores."""
+    rng = np.random.default_rng(seed)
+    labels = [*LABELS, "up"]
+    found = 0
+    for _ in range(40):
+        n = int(rng.integers(0, 300))
+        probs = rng.dirichlet(np.full(len(labels), 0.3), size=-(-n // 8))
+        scores = np.repeat(probs, 8, axis=0)[:n]  # words last a few results, as in a stream
+        times = np.cumsum(rng.choice([0.0, 10.0, 20.0, 30.0, 200.0], size=n)) + rng.uniform(0, 50)
+        settings = {"average_window_ms": float(rng.choice([37.5, 100.0, 500.0, 1000.0])),
+                    "detection_threshold": float(rng.uniform(0.2, 0.9)),
+                    "suppression_ms": float(rng.choice([0.0, 500.0, 1500.0])),
+                    "minimum_count": int(rng.integers(1, 6))}  # fmt: skip
+        recognizer = RecognizeCommands(labels, **settings)
+        expected = [d for s, t in zip(scores, times, strict=True) if (d := recognizer.process(s, t))]
+        assert detect(scores, times, labels, **settings) == expected
+        found += len(expected)
+    assert found > 20  # the comparison covered real detections, not only empty lists
+
+
+def test_one_smoothing_serves_every_threshold():
+    scores, times = sequence(("_silence_", 600), ("yes", 1000), ("_silence_", 600), ("no", 1000), p=0.8)
+    smoothed = smooth(scores, times)
+    for threshold in (0.5, 0.7, 0.75, 0.79, 0.8):
+        assert commands(smoothed, LABELS, threshold) == detect(scores, times, LABELS, detection_threshold=threshold)
+    assert [d.label for d in commands(smoothed, LABELS, 0.75)] == ["yes", "no"]
+    assert commands(smoothed, LABELS, 0.81) == []  # no average exceeds the 0.8 the words score
+    assert smooth(np.zeros((0, 4)), np.zeros(0)).index.size == 0
+
+
+def test_detect_rejects_what_process_rejects():
+    with pytest.raises(ValueError, match="time order: got 99.0 ms after 100.0 ms"):
+        detect(np.ones((3, 4)) / 4, np.array([0.0, 100.0, 99.0]), LABELS)
+    with pytest.raises(ValueError, match="finite"):
+        detect(np.ones((2, 4)) / 4, np.array([0.0, np.nan]), LABELS)
+    with pytest.raises(ValueError, match="expected 4 scores"):
+        detect(np.ones((2, 3)), np.arange(2.0), LABELS)
