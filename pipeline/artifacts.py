@@ -49,6 +49,8 @@ SPLIT_LABELS = Artifact("split", "split", "labels.txt")
 SET_AUDIO = Artifact("split", "split", "{set}_audio.npy")  # int16 [clips, samples]
 SET_LABELS = Artifact("split", "split", "{set}_labels.npy")  # int [clips], indices into labels.txt
 SET_BACKGROUND = Artifact("split", "split", "background_{set}.npy")
+# int16 [clips, samples]: the testing speakers' clips of data.confusable_words (held out of every set; streaming only)
+CONFUSABLE_AUDIO = Artifact("split", "split", "testing_confusable_audio.npy")
 SPLIT_REPORT = Artifact("split", "reports", "split.json")  # counts per set and label (a plain output)
 SPLIT_METRICS = Artifact("split", "reports", "split_metrics.json")  # a few totals for `dvc metrics`
 QUARANTINE = Artifact("split", "reports", "quarantine.csv")

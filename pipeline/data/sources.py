@@ -19,7 +19,7 @@ def generate_synthetic(source: SyntheticSource, params: Params, dest: Path, prog
     Ray Data pipeline (pipeline/data/generate.py): local, in-process or on RAY_ADDRESS's cluster."""
     from pipeline.data.generate import generate_corpus
 
-    words = [*params.data.keywords, *params.data.unknown_words]
+    words = [*params.data.keywords, *params.data.unknown_words, *params.data.confusable_words]  # espeak says all
     voices, plan = None, None
     if source.piper or source.kokoro_blends:
         from pipeline.data.neural import neural_voices, voice_words
@@ -33,7 +33,7 @@ def generate_synthetic(source: SyntheticSource, params: Params, dest: Path, prog
 
 
 def _words(params: Params) -> frozenset[str]:
-    return frozenset([*params.data.keywords, *params.data.unknown_words])
+    return frozenset([*params.data.keywords, *params.data.unknown_words, *params.data.confusable_words])
 
 
 def _fetch_one(source: Source, params: Params, dest: Path, progress: bool) -> dict:

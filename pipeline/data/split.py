@@ -26,6 +26,7 @@ MAX_NUM_WAVS_PER_CLASS = 2**27 - 1  # ~134M, as in TensorFlow's speech_commands 
 _BITS = {"PCM_S8": 8, "PCM_U8": 8, "PCM_16": 16, "PCM_24": 24, "PCM_32": 32, "FLOAT": 32, "DOUBLE": 64}
 LEDGER_COLUMNS = ["path", "source", "status", "set", "label", "check", "reason"]
 LEDGER_STATUSES = ("used", "not_sampled", "quarantined", "skipped", "noise")
+CONFUSABLE_SET = artifacts.CONFUSABLE_AUDIO.name.removesuffix("_audio.npy")  # packed like a set, never trained or scored
 COLUMNS = [
     "path", "source", "word", "label", "label_index", "speaker", "repetition", "set", "index",
     "sample_rate", "channels", "bits", "original_length", "rms", "peak", "sha256",
@@ -221,7 +222,8 @@ def run_split(params: Params, progress: bool = True) -> SplitResult:
         )
     good = decoded[~decoded["path"].isin(set(quarantine["path"]))]
     _check_sets_not_empty(good, params)
-    kept, counts = balance(good, params, rng)
+    near_miss = good["word"].isin(set(params.data.confusable_words))  # held out of every set (streaming only)
+    kept, counts = balance(good[~near_miss], params, rng)
     portions = split_noises(
         load_noises(params.paths.raw, feat.sample_rate),
         params.split.validation_percentage,
@@ -249,12 +251,16 @@ def run_split(params: Params, progress: bool = True) -> SplitResult:
             np.save(tmp, pack_portions(portions, name))
         counts[name]["silence_generated"] = len(rows)
         frames.append(frame)
+    confusable = good[near_miss & (good["set"] == "testing")].sort_values("path")
+    _pack(out, CONFUSABLE_SET, list(confusable["path"]), np.zeros((0, feat.clip_samples), np.int16), params.paths.raw,
+          feat.clip_samples)  # fmt: skip
+    counts["testing"]["confusable"] = len(confusable)
     manifest = pd.concat(frames, ignore_index=True)[COLUMNS]
     sets = check_sets(manifest, labels, params.split.min_class_count)
     docs = build_data_docs(sets.results, reports / "data_docs", reports / "validation.json")
     if not sets.success:
         raise DataError("split: data validation failed: " + "; ".join(sets.failures[:3]) + f" (see {docs})")
-    ledger = _ledger(clips, manifest, quarantine, others)
+    ledger = _ledger(clips, manifest, quarantine, others, list(confusable["path"]), set(params.data.confusable_words))
     with atomic_path(artifacts.FILE_LEDGER.path(params.paths), ".csv") as tmp:
         ledger.to_csv(tmp, index=False)
     with atomic_path(out / "manifest.parquet", ".parquet") as tmp:
@@ -266,19 +272,23 @@ def run_split(params: Params, progress: bool = True) -> SplitResult:
     return SplitResult(manifest, quarantine, summary)
 
 
-def _ledger(clips: pd.DataFrame, manifest: pd.DataFrame, quarantine: pd.DataFrame, others: pd.DataFrame) -> pd.DataFrame:
-    """One row per file of every source: used (in the manifest), not_sampled, quarantined, skipped or noise."""
+def _ledger(clips: pd.DataFrame, manifest: pd.DataFrame, quarantine: pd.DataFrame, others: pd.DataFrame,
+            confusable: list[str], held_out: set[str]) -> pd.DataFrame:  # fmt: skip
+    """One row per file of every source: used (in the manifest, or a testing speaker's confusable word, set
+    `testing_confusable`), not_sampled, quarantined, skipped or noise."""
     reasons = dict(zip(quarantine["path"], quarantine["reason"], strict=True))
     checks = dict(zip(quarantine["path"], quarantine["check"], strict=True))
     where = dict(zip(manifest["path"], manifest["set"], strict=True))  # generated silence rows match no clip
+    where.update(dict.fromkeys(confusable, CONFUSABLE_SET))
     rows = []
-    for row in clips[["path", "source", "label", "set"]].itertuples(index=False):
+    for row in clips[["path", "source", "label", "set", "word"]].itertuples(index=False):
         if row.path in reasons:
             rows.append(_ledger_row(row.path, row.source, "quarantined", checks[row.path], reasons[row.path], label=row.label))
         elif row.path in where:
             rows.append({**_ledger_row(row.path, row.source, "used", label=row.label), "set": where[row.path]})
         else:
-            reason = "an unknown clip beyond split.unknown_percentage"
+            reason = ("a confusable word of a training or validation speaker (data.confusable_words: never trained on)"
+                      if row.word in held_out else "an unknown clip beyond split.unknown_percentage")  # fmt: skip
             rows.append({**_ledger_row(row.path, row.source, "not_sampled", reason=reason, label=row.label), "set": row.set})
     ledger = pd.concat([pd.DataFrame(rows, columns=LEDGER_COLUMNS), others], ignore_index=True)
     return ledger.sort_values("path", ignore_index=True)

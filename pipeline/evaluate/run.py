@@ -131,6 +131,29 @@ def _validation_operating_point(params: Params, predictor, sweep: pd.DataFrame) 
             "false_alarms_per_hour_at_validation_threshold": chosen["false_alarms_per_hour"]}  # fmt: skip
 
 
+def with_confusable_clips(params: Params, clips: np.ndarray, targets: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """The testing clips [N, S] and labels [N] with near-miss words appended as `_unknown_` clips, for the
+    non-keyword recording: a seeded sample of the testing speakers' `data.confusable_words` clips
+    (artifacts.CONFUSABLE_AUDIO), as many per confusable word as the testing set holds per other word, so every
+    other word is about as frequent in the recording. Returns (clips, labels, clips appended); nothing is appended
+    without confusable words, and the recording is then the same as before they existed. Raises DataError when
+    the split output is missing (run the split stage)."""
+    from pipeline.config import UNKNOWN_LABEL
+
+    words = params.data.confusable_words
+    if not words:
+        return clips, targets, 0
+    near_miss = np.load(artifacts.CONFUSABLE_AUDIO.require(params.paths), mmap_mode="r")
+    unknown_index = params.labels.index(UNKNOWN_LABEL)
+    manifest = pd.read_parquet(artifacts.MANIFEST.require(params.paths), columns=["set", "word", "label"])
+    others = manifest[(manifest["set"] == "testing") & (manifest["label"] == UNKNOWN_LABEL)]
+    per_word = len(others) / max(others["word"].nunique(), 1)
+    take = min(len(near_miss), round(per_word * len(words)))
+    rows = np.sort(np.random.default_rng(seed).choice(len(near_miss), size=take, replace=False))
+    appended = np.concatenate([np.asarray(clips), np.asarray(near_miss[rows], dtype=np.asarray(clips).dtype)])
+    return appended, np.concatenate([targets, np.full(take, unknown_index, dtype=targets.dtype)]), int(take)
+
+
 def _false_accept_curves(params: Params, predictor, sweep: pd.DataFrame, clips, targets, noise) -> dict:
     """Add false accepts per hour per threshold on non-keyword speech and on speech-free audio to `sweep` (columns)
     and return their values at the default threshold."""
@@ -147,11 +170,14 @@ def _false_accept_curves(params: Params, predictor, sweep: pd.DataFrame, clips, 
 
     if UNKNOWN_LABEL in labels and np.any(targets == labels.index(UNKNOWN_LABEL)):
         only_unknown = settings.model_copy(update={"unknown_fraction": 1.0})
-        speech, _ = make_recording(clips, targets, labels, noise, only_unknown, rate, params.seed + RECORDING_SEEDS["other_words"])
+        seed = params.seed + RECORDING_SEEDS["other_words"]
+        clips, targets, near_miss = with_confusable_clips(params, clips, targets, seed)
+        speech, _ = make_recording(clips, targets, labels, noise, only_unknown, rate, seed)
         part = [predictor.stream_scores(speech, settings)]
         hours = hours_of(len(speech), rate)
         sweep["non_keyword_false_alarms_per_hour"] = false_accepts_per_hour(part, labels, settings, hours)
         found["non_keyword_false_alarms_per_hour"] = at_default(part, hours)
+        found["non_keyword_confusable_clips"] = near_miss
     for spec in params.evaluate.speech_free_sets:
         if not folder_present("speech_free_sets", spec):
             continue

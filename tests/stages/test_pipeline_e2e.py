@@ -79,6 +79,7 @@ def test_metrics_show_accuracy_and_streaming(pipeline_copy):
     sweep = (work / "reports/evaluate/streaming_sweep.csv").read_text().splitlines()
     assert sweep[0].startswith("threshold,matched_percentage,correct_percentage,false_alarms_per_hour") and len(sweep) == 15
     assert "non_keyword_false_alarms_per_hour" in evaluation["streaming"]
+    assert evaluation["streaming"]["non_keyword_confusable_clips"] > 0  # near-miss words (data.confusable_words) in it
     if (REAL_DEV.parent / "_background_noise_").is_dir():
         assert evaluation["streaming"]["speech_free_hours"] > 0.1  # the six real noise files, 6.7 min
 

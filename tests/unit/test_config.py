@@ -16,6 +16,7 @@ def test_repository_params_load_with_yaml_words_kept_as_words():
     assert len(params.labels) == 12
     assert params.features.frames == 98
     assert params.data.sources[0].kind == "synthetic"
+    assert "so" in params.data.confusable_words and "so" not in params.data.unknown_words
 
 
 @pytest.mark.parametrize(
@@ -80,6 +81,9 @@ SYNTH = {"sources": [{"kind": "synthetic"}]}
         ({"features": {"preprocess": "mfcc", "spec_augment": {"enabled": True, "frequency_mask_bins": 41}}},
          "frequency_mask_bins (41) must fit the features (98 frames x 40 bins)"),
         ({"data": {"unknown_words": [], **SYNTH}}, "data.unknown_words is empty but every source is synthetic"),
+        ({"data": {"confusable_words": ["so", "no"], **SYNTH}}, "words in both keywords and confusable_words: ['no']"),
+        ({"data": {"confusable_words": ["cat"], **SYNTH}}, "words in both unknown_words and confusable_words: ['cat']"),
+        ({"data": {"confusable_words": ["so", "so"], **SYNTH}}, "words must not repeat"),
         ({"evaluate": {"streaming": {"word_interval_ms": 1500, "word_jitter_ms": 400}}},
          "evaluate.streaming.word_interval_ms (1500) must be at least features.clip_duration_ms (1000) plus twice word_jitter_ms (400)"),
         ({"evaluate": {"streaming": {"recording_seconds": 1}}}, "recording_seconds must hold at least one word_interval_ms"),
