@@ -51,7 +51,7 @@ class RecognizeCommands:
     ):
         if not labels:
             raise ValueError("labels must not be empty")
-        if average_window_ms <= 0 or suppression_ms < 0 or minimum_count < 1:
+        if not (average_window_ms > 0 and suppression_ms >= 0 and minimum_count >= 1):  # NaN fails too
             raise ValueError("need average_window_ms > 0, suppression_ms >= 0 and minimum_count >= 1")
         self.labels = list(labels)
         self.average_window_ms = float(average_window_ms)
@@ -88,7 +88,7 @@ class RecognizeCommands:
         if count < self.minimum_count or time_ms - self._results[0][0] < self.average_window_ms / 4:
             self.top = None
             return None
-        average = np.mean([s for _, s in self._results], axis=0)
+        average = _in_order_sum(s for _, s in self._results) / count
         index = int(np.argmax(average))
         label, score = self.labels[index], float(average[index])
         self.top = (label, score)
@@ -102,6 +102,15 @@ class RecognizeCommands:
             if not label.startswith("_"):
                 return Detection(label, time_ms, score)
         return None
+
+
+def _in_order_sum(rows) -> np.ndarray:
+    """The rows added one after another, oldest first (np.sum may pair them up, which rounds differently)."""
+    rows = iter(rows)
+    total = np.array(next(rows), dtype=np.float64)
+    for row in rows:
+        total += row
+    return total
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,12 +134,13 @@ def smooth(scores: np.ndarray, times_ms: np.ndarray, average_window_ms: float = 
     Raises ValueError for mismatched shapes, non-finite or decreasing times, or bad settings."""
     scores = np.asarray(scores, dtype=np.float64)
     times = np.asarray(times_ms, dtype=np.float64).reshape(-1)
+    if not (average_window_ms > 0 and minimum_count >= 1):  # NaN fails too
+        raise ValueError("need average_window_ms > 0 and minimum_count >= 1")
     if scores.shape[:1] == (0,) and times.size == 0:  # no whole window in the audio: nothing to decide
         return Smoothed(times, np.zeros(0, dtype=int), np.zeros(0))
     if scores.ndim != 2 or scores.shape[0] != times.shape[0]:
         raise ValueError(f"expected scores [N, C] and times [N], got {scores.shape} and {times.shape}")
-    if average_window_ms <= 0 or minimum_count < 1:
-        raise ValueError("need average_window_ms > 0 and minimum_count >= 1")
+    minimum_count = int(minimum_count)  # as RecognizeCommands keeps it
     if not np.all(np.isfinite(times)):
         raise ValueError(f"time_ms must be finite, got {times[~np.isfinite(times)][0]}")
     back = np.flatnonzero(np.diff(times) < 0)
@@ -144,7 +154,7 @@ def smooth(scores: np.ndarray, times_ms: np.ndarray, average_window_ms: float = 
     count = last - start + 1
     decided = (count >= minimum_count) & (times - times[start] >= window / 4)
     total = scores[start].copy()
-    for offset in range(1, int(count.max(initial=1))):  # row by row in time order, as np.mean adds them
+    for offset in range(1, int(count.max(initial=1))):  # row by row in time order, as `process` adds them
         rows = np.flatnonzero(offset < count)
         total[rows] += scores[start[rows] + offset]
     average = total / count[:, None]
@@ -175,10 +185,16 @@ def detect(scores: np.ndarray, times_ms: np.ndarray, labels: list[str], average_
            detection_threshold: float = 0.7, suppression_ms: float = 500.0, minimum_count: int = 4) -> list[Detection]:  # fmt: skip
     """What a fresh RecognizeCommands(labels, ...) fed scores [N, C] at times_ms [N] reports (`smooth` then
     `commands`: the same Detections as calling `process` row by row, tens of times faster)."""
+    smoothed = smooth(check_width(scores, labels), times_ms, average_window_ms, minimum_count)
+    return commands(smoothed, labels, detection_threshold, suppression_ms)
+
+
+def check_width(scores: np.ndarray, labels: list[str]) -> np.ndarray:
+    """`scores` as an array, after checking it has one column per label (an empty [0, *] array passes).
+    Raises ValueError for no labels or another number of columns."""
     if not labels:
         raise ValueError("labels must not be empty")
     scores = np.asarray(scores)
-    if scores.ndim == 2 and scores.shape[1] != len(labels):
+    if scores.ndim == 2 and scores.shape[0] and scores.shape[1] != len(labels):
         raise ValueError(f"expected {len(labels)} scores, got {scores.shape[1]}")
-    smoothed = smooth(scores, times_ms, average_window_ms, minimum_count)
-    return commands(smoothed, labels, detection_threshold, suppression_ms)
+    return scores

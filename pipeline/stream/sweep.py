@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.stream.accuracy import MS_PER_HOUR, match_detections
-from pipeline.stream.recognize import Smoothed, commands, smooth
+from pipeline.stream.recognize import Smoothed, check_width, commands, smooth
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -28,9 +28,9 @@ THRESHOLDS: tuple[float, ...] = tuple(round(float(t), 2) for t in np.arange(0.30
 SWEEP_COLUMNS = ["threshold", "matched_percentage", "correct_percentage", "false_alarms_per_hour"]
 
 
-def _smoothed(scores: np.ndarray, times_ms: np.ndarray, settings: StreamParams) -> Smoothed:
-    """RecognizeCommands' averaging of one recording, shared by every threshold of a sweep."""
-    return smooth(scores, times_ms, settings.average_window_ms, settings.minimum_count)
+def _smoothed(scores: np.ndarray, times_ms: np.ndarray, labels: list[str], settings: StreamParams) -> Smoothed:
+    """RecognizeCommands' averaging of one recording (scores [N, len(labels)]), shared by every threshold of a sweep."""
+    return smooth(check_width(scores, labels), times_ms, settings.average_window_ms, settings.minimum_count)
 
 
 def keyword_sweep(scores: np.ndarray, times_ms: np.ndarray, labels: list[str], settings: StreamParams,
@@ -39,7 +39,7 @@ def keyword_sweep(scores: np.ndarray, times_ms: np.ndarray, labels: list[str], s
 
     scores [N, C] at END times_ms [N] of a recording `duration_ms` long; `settings` gives everything but the
     threshold (smoothing window, suppression, minimum count, time tolerance)."""
-    rows, smoothed = [], _smoothed(scores, times_ms, settings)
+    rows, smoothed = [], _smoothed(scores, times_ms, labels, settings)
     for threshold in thresholds:
         found = commands(smoothed, labels, threshold, settings.suppression_ms)
         stats = match_detections(found, truth, settings.time_tolerance_ms, duration_ms=duration_ms)
@@ -53,7 +53,7 @@ def false_accepts_per_hour(parts: list[tuple[np.ndarray, np.ndarray]], labels: l
     streamed from a fresh RecognizeCommands); `hours` is their total length. Raises ValueError for hours <= 0."""
     if hours <= 0:
         raise ValueError(f"need a positive length of audio, got {hours} hours")
-    smoothed = [_smoothed(s, t, settings) for s, t in parts]
+    smoothed = [_smoothed(s, t, labels, settings) for s, t in parts]
     return [round(sum(len(commands(p, labels, th, settings.suppression_ms)) for p in smoothed) / hours, 4)
             for th in thresholds]  # fmt: skip
 

@@ -160,3 +160,26 @@ def test_detect_rejects_what_process_rejects():
         detect(np.ones((2, 4)) / 4, np.array([0.0, np.nan]), LABELS)
     with pytest.raises(ValueError, match="expected 4 scores"):
         detect(np.ones((2, 3)), np.arange(2.0), LABELS)
+
+
+def test_detect_matches_process_at_the_edges():
+    """One class (where np.mean would pair rows up), an empty [0, 0] score array (short audio), a fractional
+    minimum count, NaN scores; a NaN window is refused by both forms."""
+    rng = np.random.default_rng(3)
+    one = ["yes"]
+    scores, times = rng.uniform(0.6, 0.8, size=(400, 1)), np.arange(400) * 20.0
+    for threshold in (0.69, 0.7, 0.71):
+        recognizer = RecognizeCommands(one, detection_threshold=threshold, suppression_ms=0.0)
+        expected = [d for s, t in zip(scores, times, strict=True) if (d := recognizer.process(s, t))]
+        assert detect(scores, times, one, detection_threshold=threshold, suppression_ms=0.0) == expected
+    assert detect(np.zeros((0, 0)), np.zeros(0), LABELS) == []
+    noisy, stamps = sequence(("_silence_", 600), ("yes", 1000), ("no", 1000))
+    noisy[5, 2] = np.nan
+    for settings in ({"minimum_count": 2.5}, {}):
+        recognizer = RecognizeCommands(LABELS, **settings)
+        expected = [d for s, t in zip(noisy, stamps, strict=True) if (d := recognizer.process(s, t))]
+        assert detect(noisy, stamps, LABELS, **settings) == expected
+    with pytest.raises(ValueError, match="average_window_ms > 0"):
+        detect(noisy, stamps, LABELS, average_window_ms=float("nan"))
+    with pytest.raises(ValueError, match="average_window_ms > 0"):
+        RecognizeCommands(LABELS, average_window_ms=float("nan"))
