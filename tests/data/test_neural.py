@@ -147,3 +147,28 @@ def test_float_convolutions_refuse_a_graph_without_integer_convolutions() -> Non
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])  # fmt: skip
     with pytest.raises(DataError, match="no ConvInteger"):
         neural._float_convolutions(helper.make_model(graph).SerializeToString())
+
+
+def test_float_convolutions_keep_a_convolution_whose_sums_could_pass_float32_integers() -> None:
+    """255 x sum |w| >= 2**24: float32 could round a partial sum, so that ConvInteger stays integer."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    small = numpy_helper.from_array(np.full((2, 3, 1), 5, np.int8), "small")
+    large = numpy_helper.from_array(np.full((2, 600, 1), 127, np.int8), "large")  # 255 * 600 * 127 > 2**24
+    nodes = [helper.make_node("DynamicQuantizeLinear", ["a"], ["a_q", "a_s", "a_z"]),
+             helper.make_node("ConvInteger", ["a_q", "small", "a_z"], ["ya"], name="small_conv"),
+             helper.make_node("DynamicQuantizeLinear", ["b"], ["b_q", "b_s", "b_z"]),
+             helper.make_node("ConvInteger", ["b_q", "large", "b_z"], ["yb"], name="large_conv")]  # fmt: skip
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("a", TensorProto.FLOAT, [1, 3, 8]),
+                                           helper.make_tensor_value_info("b", TensorProto.FLOAT, [1, 600, 8])],
+                              [helper.make_tensor_value_info("ya", TensorProto.INT32, None),
+                               helper.make_tensor_value_info("yb", TensorProto.INT32, None)], [small, large])  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString()
+    rewritten = onnx.load_from_string(neural._float_convolutions(model))
+    assert [n.name for n in rewritten.graph.node if n.op_type == "ConvInteger"] == ["large_conv"]
+    inputs = {"a": np.random.default_rng(0).normal(size=(1, 3, 8)).astype(np.float32),
+              "b": np.random.default_rng(1).normal(size=(1, 600, 8)).astype(np.float32)}  # fmt: skip
+    for got, expected in zip(neural._session(rewritten.SerializeToString()).run(None, inputs),
+                             neural._session(model).run(None, inputs), strict=True):  # fmt: skip
+        assert np.array_equal(got, expected)
