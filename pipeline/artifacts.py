@@ -51,6 +51,7 @@ SET_LABELS = Artifact("split", "split", "{set}_labels.npy")  # int [clips], indi
 SET_BACKGROUND = Artifact("split", "split", "background_{set}.npy")
 # int16 [clips, samples]: the testing speakers' clips of data.confusable_words (held out of every set; streaming only)
 CONFUSABLE_AUDIO = Artifact("split", "split", "testing_confusable_audio.npy")
+CONFUSABLE_CLIPS = Artifact("split", "split", "testing_confusable.csv")  # path, word of each row above, in order
 SPLIT_REPORT = Artifact("split", "reports", "split.json")  # counts per set and label (a plain output)
 SPLIT_METRICS = Artifact("split", "reports", "split_metrics.json")  # a few totals for `dvc metrics`
 QUARANTINE = Artifact("split", "reports", "quarantine.csv")

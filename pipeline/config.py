@@ -155,7 +155,8 @@ class DataParams(Strict):
         for other in ("keywords", "unknown_words"):
             overlap = sorted(set(getattr(self, other)) & set(self.confusable_words))
             if overlap:
-                raise ValueError(f"words in both {other} and confusable_words: {overlap}")
+                raise ValueError(f"words in both {other} and confusable_words: {overlap} (data.confusable_words names "
+                                 "near-misses the model never trains on: list your own words' near-misses, or [])")
         names = [s.name for s in self.sources]
         for name in names:
             if not _NAME.match(name):

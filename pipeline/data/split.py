@@ -254,6 +254,8 @@ def run_split(params: Params, progress: bool = True) -> SplitResult:
     confusable = good[near_miss & (good["set"] == "testing")].sort_values("path")
     _pack(out, CONFUSABLE_SET, list(confusable["path"]), np.zeros((0, feat.clip_samples), np.int16), params.paths.raw,
           feat.clip_samples)  # fmt: skip
+    with atomic_path(artifacts.CONFUSABLE_CLIPS.path(params.paths), ".csv") as tmp:
+        confusable[["path", "word"]].to_csv(tmp, index=False)
     counts["testing"]["confusable"] = len(confusable)
     manifest = pd.concat(frames, ignore_index=True)[COLUMNS]
     sets = check_sets(manifest, labels, params.split.min_class_count)
@@ -297,7 +299,7 @@ def _ledger(clips: pd.DataFrame, manifest: pd.DataFrame, quarantine: pd.DataFram
 def _summary(params: Params, clips: pd.DataFrame, manifest: pd.DataFrame, quarantine: pd.DataFrame,
              ledger: pd.DataFrame, counts: dict, bad_fraction: float) -> dict:  # fmt: skip
     """reports/split.json: totals of the file ledger, reasons, mapped folders, per-set and per-label counts."""
-    labels = params.labels
+    labels, confusable = params.labels, set(params.data.confusable_words)
     imports = {name: _import_summary(params.paths.raw / name) for name in sorted(set(clips["source"]))}
     skipped = ledger[ledger["status"] == "skipped"]
     return {
@@ -309,8 +311,8 @@ def _summary(params: Params, clips: pd.DataFrame, manifest: pd.DataFrame, quaran
         "skipped_by_reason": skipped["reason"].value_counts().sort_index().to_dict(),
         "mapped_folders": {name: s["mapped_folders"] for name, s in imports.items() if s.get("mapped_folders")},
         "dataset_roots": {name: s["root"] for name, s in imports.items() if s.get("root", ".") != "."},
-        "words": {word: {"label": label, "clips": int(n)}
-                  for (word, label), n in clips.groupby(["word", "label"]).size().items()},
+        "words": {word: {"label": label, "clips": int(n)} | ({"confusable": True} if word in confusable else {})
+                  for (word, label), n in clips.groupby(["word", "label"]).size().items()},  # confusable: held out
         "sets": {
             name: {**counts[name], "total": int((manifest["set"] == name).sum()),
                    "per_label": manifest[manifest["set"] == name]["label"].value_counts().reindex(labels, fill_value=0).to_dict()}

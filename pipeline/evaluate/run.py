@@ -133,25 +133,29 @@ def _validation_operating_point(params: Params, predictor, sweep: pd.DataFrame) 
 
 def with_confusable_clips(params: Params, clips: np.ndarray, targets: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, int]:
     """The testing clips [N, S] and labels [N] with near-miss words appended as `_unknown_` clips, for the
-    non-keyword recording: a seeded sample of the testing speakers' `data.confusable_words` clips
-    (artifacts.CONFUSABLE_AUDIO), as many per confusable word as the testing set holds per other word, so every
-    other word is about as frequent in the recording. Returns (clips, labels, clips appended); nothing is appended
-    without confusable words, and the recording is then the same as before they existed. Raises DataError when
-    the split output is missing (run the split stage)."""
+    non-keyword recording: of each `data.confusable_words` word, a seeded sample of its testing speakers' clips
+    (artifacts.CONFUSABLE_AUDIO / CONFUSABLE_CLIPS) as large as the testing set's mean number of clips per other
+    word (all of them when fewer), so each near-miss word is about as frequent in the recording as another other
+    word; a word no testing speaker said adds nothing. Returns (clips, labels, clips appended); with no confusable
+    words nothing is read and the recording is the one made before they existed. Raises DataError when the split
+    output is missing (run the split stage)."""
     from pipeline.config import UNKNOWN_LABEL
 
-    words = params.data.confusable_words
-    if not words:
+    if not params.data.confusable_words:
         return clips, targets, 0
     near_miss = np.load(artifacts.CONFUSABLE_AUDIO.require(params.paths), mmap_mode="r")
-    unknown_index = params.labels.index(UNKNOWN_LABEL)
+    words = pd.read_csv(artifacts.CONFUSABLE_CLIPS.require(params.paths))["word"].to_numpy()
     manifest = pd.read_parquet(artifacts.MANIFEST.require(params.paths), columns=["set", "word", "label"])
     others = manifest[(manifest["set"] == "testing") & (manifest["label"] == UNKNOWN_LABEL)]
-    per_word = len(others) / max(others["word"].nunique(), 1)
-    take = min(len(near_miss), round(per_word * len(words)))
-    rows = np.sort(np.random.default_rng(seed).choice(len(near_miss), size=take, replace=False))
-    appended = np.concatenate([np.asarray(clips), np.asarray(near_miss[rows], dtype=np.asarray(clips).dtype)])
-    return appended, np.concatenate([targets, np.full(take, unknown_index, dtype=targets.dtype)]), int(take)
+    per_word = round(len(others) / max(others["word"].nunique(), 1))
+    rng = np.random.default_rng(seed)
+    rows = []
+    for word in params.data.confusable_words:
+        said = np.flatnonzero(words == word)
+        rows += sorted(rng.choice(said, size=min(per_word, said.size), replace=False).tolist())
+    added = np.asarray(near_miss[np.asarray(rows, dtype=np.int64)], dtype=np.asarray(clips).dtype)
+    unknown = np.full(len(rows), params.labels.index(UNKNOWN_LABEL), dtype=targets.dtype)
+    return np.concatenate([np.asarray(clips), added]), np.concatenate([targets, unknown]), len(rows)
 
 
 def _false_accept_curves(params: Params, predictor, sweep: pd.DataFrame, clips, targets, noise) -> dict:

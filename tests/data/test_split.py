@@ -131,44 +131,51 @@ def test_a_speaker_in_two_sets_fails_validation(tmp_path):
 
 
 def test_confusable_words_are_held_out_of_every_set_and_packed_for_the_testing_speakers(tmp_path):
-    """data.confusable_words: the sets are exactly those of the same corpus without them; the testing speakers'
-    clips of those words, and only those, are packed apart (streaming only), and every file keeps its fate."""
+    """data.confusable_words: the sets are exactly those of the same corpus without them; every testing speaker's
+    clip of those words, and only those, is packed apart (streaming only), and every file keeps its fate."""
     from pipeline import artifacts
     from pipeline.evaluate.run import with_confusable_clips
 
     runs = {}
     for name, words, confusable in (("plain", ["yes", "no", "cat", "dog"], []),
-                                    ("near", ["yes", "no", "cat", "dog", "so"], ["so"])):  # fmt: skip
+                                    ("near", ["yes", "no", "cat", "dog", "so", "low"], ["so", "low", "cup"])):  # fmt: skip
         root = tmp_path / name
         write_tone_corpus(root / "corpus", words, speakers=20, reps=2)
         params = make_params(root, data={**WORDS, "confusable_words": confusable}, split=SPLIT)
         fetch_sources(params, progress=False)
         runs[name] = params, run_split(params, progress=False)
     (plain, first), (params, result) = runs["plain"], runs["near"]
-    assert "so" not in set(result.manifest["word"])
+    assert not {"so", "low"} & set(result.manifest["word"])
     pd.testing.assert_frame_equal(first.manifest, result.manifest)
     for name in ("training", "validation", "testing"):
         np.testing.assert_array_equal(np.load(plain.paths.split / f"{name}_audio.npy"), np.load(params.paths.split / f"{name}_audio.npy"))
 
     ledger = pd.read_csv(params.paths.reports / "files.csv").fillna("")
-    near = ledger[ledger["path"].str.startswith("tones/so/")]
+    near = ledger[ledger["path"].str.match(r"tones/(so|low)/")]
     held = near[near["status"] == "used"].sort_values("path")
-    assert len(near) == 40 and (held["set"] == "testing_confusable").all() and 0 < len(held) < 40
-    assert (near.loc[near["status"] != "used", "reason"].str.contains("confusable word")).all()
-    speakers = set(result.manifest.loc[result.manifest["set"] == "testing", "speaker"])
-    assert {p.split("/")[-1].split("_")[0] for p in held["path"]} <= speakers  # testing speakers only
+    rest = near[near["status"] != "used"]
+    assert len(near) == 80 and (held["set"] == "testing_confusable").all() and len(held) > 0
+    assert (rest["status"] == "not_sampled").all() and set(rest["set"]) <= {"training", "validation"}  # no testing clip lost
+    assert rest["reason"].str.contains("confusable word").all()
+    speakers = {p.split("/")[-1].split("_")[0] for p in held["path"]}
+    assert speakers <= set(result.manifest.loc[result.manifest["set"] == "testing", "speaker"])
     packed = np.load(artifacts.CONFUSABLE_AUDIO.path(params.paths))
+    listed = pd.read_csv(artifacts.CONFUSABLE_CLIPS.path(params.paths))
     assert packed.shape == (len(held), 16000) and result.summary["sets"]["testing"]["confusable"] == len(held)
+    assert listed["path"].tolist() == held["path"].tolist() and set(listed["word"]) == {"so", "low"}
     for row, path in enumerate(held["path"]):
         np.testing.assert_array_equal(packed[row], sf.read(params.paths.raw / path, dtype="int16")[0])
 
-    # the non-keyword recording's pool: the testing clips, then as many near-miss clips as one other word has
+    # the non-keyword recording's pool: the testing clips, then per near-miss word as many clips as one other word
+    # has ("cup" was never said: it adds none)
     clips = np.load(params.paths.split / "testing_audio.npy")
     targets = np.load(params.paths.split / "testing_labels.npy")
     pooled, labels, added = with_confusable_clips(params, clips, targets, seed=5)
     testing = result.manifest[(result.manifest["set"] == "testing") & (result.manifest["label"] == "_unknown_")]
-    assert added == min(len(held), round(len(testing) / testing["word"].nunique())) and added > 0
+    per_word = round(len(testing) / testing["word"].nunique())
+    assert added == sum(min(per_word, int((listed["word"] == w).sum())) for w in ("so", "low")) > 0
     assert (labels[len(targets):] == 1).all() and np.array_equal(pooled[: len(clips)], clips)
-    assert all(any(np.array_equal(clip, p) for p in packed) for clip in pooled[len(clips):])
+    words = [listed["word"][next(i for i, p in enumerate(packed) if np.array_equal(clip, p))] for clip in pooled[len(clips):]]
+    assert sorted(set(words)) == ["low", "so"] and abs(words.count("so") - words.count("low")) <= 1
     same = with_confusable_clips(plain, clips, targets, seed=5)
     assert same[0] is clips and same[2] == 0
