@@ -315,16 +315,19 @@ def test_data_generate_writes_espeak_and_neural_voices(tmp_path):
 
     params = yaml.load((Path(__file__).parents[2] / "params.yaml").read_text(encoding="utf-8"), Loader=ParamsLoader)
     params["data"]["keywords"], params["data"]["unknown_words"] = ["stop"], ["bed", "cat"]
+    params["data"]["confusable_words"] = ["so"]  # said by the espeak voices only
     params["data"]["sources"][0]["kokoro_unknown_words"] = 1
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
     result = kws("data", "generate", "--out", tmp_path / "out", "--speakers", 2, "--repetitions", 1, "--no-piper",
                  "--kokoro-blends", 1, "--params", tmp_path / "params.yaml")  # fmt: skip
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output[result.output.index("{") :])
-    # --speakers counts every voice: 1 espeak speaker (3 words) + the Kokoro blend named (stop + 1 unknown word)
-    assert summary["clips"] == 3 and summary["speakers"] == 1
+    # --speakers counts every voice: 1 espeak speaker (3 words + the near-miss word) + the Kokoro blend named
+    # (stop + 1 unknown word, no near-miss word)
+    assert summary["clips"] == 4 and summary["speakers"] == 1
     assert summary["neural"] == {**summary["neural"], "clips": 2, "speakers": 1} and "seconds" not in summary
     assert len(list((tmp_path / "out" / "stop").glob("*.wav"))) == 2
+    assert len(list((tmp_path / "out" / "so").glob("*.wav"))) == 1
     assert (tmp_path / "out" / "_background_noise_").is_dir()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "params.yaml"]  # the temporary folder is gone
 
