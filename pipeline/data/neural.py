@@ -168,15 +168,22 @@ def _float_convolutions(model: bytes) -> bytes:
     float(w_q - w_zero))) -> int32 with the same attributes, feeding the graph's unchanged rescaling. Every product
     and partial sum is an integer, exact in float32 while its magnitude stays under 2**24; a node is rewritten only
     when 255 x (the largest sum of |w_q - w_zero| over one output channel) is under that bound, so the result is the
-    same integers. All 87 of Kokoro's qualify (worst 8.5 M); a node that does not, or whose weights are not constant
-    initializers, is kept as it is. The audio is the same bytes (all 1,071 neural clips of the default corpus
-    compared) in about 12 % less time. Raises DataError when no ConvInteger could be rewritten."""
+    same integers whatever order the kernel sums in. All 87 of Kokoro's qualify (worst 8.5 M); a node that does
+    not, or whose weights are not constant initializers, is kept as it is.
+
+    A 1-D convolution (Kokoro's are all 1-D) is computed as a 2-D one over [N, C, 1, L] (Unsqueeze, kernel
+    [1, k], Squeeze): ONNX Runtime then runs it with its blocked NCHWc kernels, about 11 % faster than its 1-D
+    path. The audio is the same bytes as the int8 kernels' (all 1,071 neural clips of the default corpus
+    compared); a call takes 10-12 % less time than with the int8 kernels (the gain of the float kernels alone
+    depends on the CPU: 12 % on one without VNNI, 1 % on one with it). Raises DataError when no ConvInteger could
+    be rewritten."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     graph = (proto := onnx.load_from_string(model)).graph
+    lift = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0) >= 13  # Unsqueeze axes input
     weights = {init.name: init for init in graph.initializer}
-    nodes, replaced = [], 0
+    nodes, replaced, axis = [], 0, "float_convolutions/axis2"
     for node in graph.node:
         x, w, x_zero, w_zero = (*node.input, "", "", "", "")[:4]
         if node.op_type != "ConvInteger" or w not in weights or (w_zero and w_zero not in weights):
@@ -193,16 +200,32 @@ def _float_convolutions(model: bytes) -> bytes:
             nodes.append(node)
             continue
         name = f"{node.name}/float{replaced}"
-        graph.initializer.append(numpy_helper.from_array(kernel.astype(np.float32), f"{name}/w"))
         nodes.append(helper.make_node("Cast", [x], [f"{name}/x"], to=TensorProto.FLOAT))
         centred = f"{name}/x"
         if x_zero:
             nodes.append(helper.make_node("Cast", [x_zero], [f"{name}/zero"], to=TensorProto.FLOAT))
             nodes.append(helper.make_node("Sub", [f"{name}/x", f"{name}/zero"], [f"{name}/centred"]))
             centred = f"{name}/centred"
-        conv = helper.make_node("Conv", [centred, f"{name}/w"], [f"{name}/y"], name=name)
-        conv.attribute.extend(node.attribute)
-        nodes += [conv, helper.make_node("Cast", [f"{name}/y"], [node.output[0]], to=TensorProto.INT32)]
+        attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if lift and kernel.ndim == 3:
+            if axis not in weights:
+                weights[axis] = numpy_helper.from_array(np.array([2], np.int64), axis)
+                graph.initializer.append(weights[axis])
+            kernel = kernel[:, :, None, :]
+            for key in ("kernel_shape", "dilations", "strides"):
+                if key in attributes:
+                    attributes[key] = [1, *attributes[key]]
+            if "pads" in attributes:
+                attributes["pads"] = [0, attributes["pads"][0], 0, attributes["pads"][1]]
+            nodes.append(helper.make_node("Unsqueeze", [centred, axis], [f"{name}/x2d"]))
+            centred, out = f"{name}/x2d", f"{name}/y2d"
+        else:
+            out = f"{name}/y"
+        graph.initializer.append(numpy_helper.from_array(kernel.astype(np.float32), f"{name}/w"))
+        nodes.append(helper.make_node("Conv", [centred, f"{name}/w"], [out], name=name, **attributes))
+        if out.endswith("2d"):
+            nodes.append(helper.make_node("Squeeze", [out, axis], [f"{name}/y"]))
+        nodes.append(helper.make_node("Cast", [f"{name}/y"], [node.output[0]], to=TensorProto.INT32))
         replaced += 1
     if not replaced:
         raise DataError("the Kokoro model holds no ConvInteger node to rewrite: not the int8 export this code expects")

@@ -105,7 +105,7 @@ def test_bad_voice_definitions_are_rejected() -> None:
         NeuralVoice("kokoro", (500, 500))
 
 
-def _int8_conv_graph(x_zero: int) -> bytes:
+def _int8_conv_graph(x_zero: int, **conv) -> bytes:
     """A one-convolution graph as ONNX Runtime's dynamic quantizer writes it: DynamicQuantizeLinear on the input,
     ConvInteger with int8 weights and a (per-tensor, as ONNX Runtime requires) weight zero point, then the rescaling."""
     from onnx import TensorProto, helper, numpy_helper
@@ -116,7 +116,7 @@ def _int8_conv_graph(x_zero: int) -> bytes:
              numpy_helper.from_array(np.array(0.02, np.float32), "w_scale")]  # fmt: skip
     nodes = [
         helper.make_node("DynamicQuantizeLinear", ["x"], ["x_q", "x_scale", "x_zero"]),
-        helper.make_node("ConvInteger", ["x_q", "w", "x_zero", "w_zero"], ["acc"], name="conv", pads=[2, 2]),
+        helper.make_node("ConvInteger", ["x_q", "w", "x_zero", "w_zero"], ["acc"], name="conv", **(conv or {"pads": [2, 2]})),
         helper.make_node("Cast", ["acc"], ["acc_f"], to=TensorProto.FLOAT),
         helper.make_node("Mul", ["x_scale", "w_scale"], ["scale"]),
         helper.make_node("Mul", ["acc_f", "scale"], ["y"]),
@@ -126,17 +126,26 @@ def _int8_conv_graph(x_zero: int) -> bytes:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString()
 
 
-@pytest.mark.parametrize("offset", [0.0, 0.7])  # input zero point 128 (centred input) and a skewed one
-def test_float_convolutions_give_the_integer_convolution_bit_for_bit(offset: float) -> None:
+@pytest.mark.parametrize(("offset", "conv", "length"), [
+    (0.0, {}, 300),  # input zero point 128 (centred input)
+    (0.7, {}, 300),  # a skewed zero point
+    (0.3, {"dilations": [3], "pads": [6, 6]}, 300),  # Kokoro's dilated residual blocks
+    (0.3, {"strides": [2], "pads": [1, 3]}, 150),  # strided, asymmetric padding
+])
+def test_float_convolutions_give_the_integer_convolution_bit_for_bit(offset: float, conv: dict, length: int) -> None:
+    """Each 1-D ConvInteger becomes a float Conv lifted to 2-D (Unsqueeze, [1, k] kernel, Squeeze) with the same
+    dilation, stride and padding, and gives the same values and shape."""
     import onnx
 
-    model = _int8_conv_graph(int(offset * 10))
-    rewritten = neural._float_convolutions(model)
-    assert [n.op_type for n in onnx.load_from_string(rewritten).graph.node].count("ConvInteger") == 0
+    model = _int8_conv_graph(int(offset * 10), **conv)
+    rewritten = onnx.load_from_string(neural._float_convolutions(model))
+    assert [n.op_type for n in rewritten.graph.node].count("ConvInteger") == 0
+    (lifted,) = [n for n in rewritten.graph.node if n.op_type == "Conv"]
+    assert [list(i.dims) for i in rewritten.graph.initializer if i.name == lifted.input[1]] == [[6, 4, 1, 5]]
     x = (np.random.default_rng(1).normal(size=(1, 4, 300)) + offset).astype(np.float32)
     expected = neural._session(model).run(None, {"x": x})[0]
-    got = neural._session(rewritten).run(None, {"x": x})[0]
-    assert got.shape == (1, 6, 300) and np.array_equal(got, expected)
+    got = neural._session(rewritten.SerializeToString()).run(None, {"x": x})[0]
+    assert got.shape == (1, 6, length) and np.array_equal(got, expected)
 
 
 def test_float_convolutions_refuse_a_graph_without_integer_convolutions() -> None:
