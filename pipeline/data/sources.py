@@ -24,7 +24,7 @@ def generate_synthetic(source: SyntheticSource, params: Params, dest: Path, prog
     if source.piper or source.kokoro_blends:
         from pipeline.data.neural import neural_voices, voice_words
 
-        voices = neural_voices(source.kokoro_blends, params.seed)
+        voices = neural_voices(source.kokoro_blends, params.seed, source.kokoro_male_share)
         voices = voices if source.piper else [v for v in voices if v.engine != "piper"]
         plan = voice_words(voices, params.data.keywords, params.data.unknown_words,
                            source.kokoro_unknown_words, params.seed)  # fmt: skip

@@ -43,6 +43,20 @@ def test_voices_are_distinct_and_stable() -> None:
     assert all(sum(v.weights) == 1000 and len(v.weights) == 5 for v in voices[1:])
 
 
+def test_blends_give_the_male_style_its_share() -> None:
+    """Four of the five Kokoro styles are female: `male_share` is the male style's mean weight in a blend; the
+    default 0.2 weighs every style alike (Dirichlet 0.7 each), 0.5 balances the sexes."""
+    male = neural.KOKORO_STYLES.index("jm_kumo")
+    share = {s: np.mean([v.weights[male] for v in neural_voices(400, seed=1, male_share=s)[1:]]) / 1000 for s in (0.2, 0.5, 0.8)}
+    assert abs(share[0.2] - 0.2) < 0.03 and abs(share[0.5] - 0.5) < 0.03 and abs(share[0.8] - 0.8) < 0.03
+    assert neural_voices(5, seed=3) == neural_voices(5, seed=3, male_share=0.2)
+    assert neural_voices(5, seed=3)[1:] != neural_voices(5, seed=3, male_share=0.5)[1:]
+    assert list(neural.blend_concentration(0.2)) == [0.7] * 5 and list(neural.blend_concentration(0.5)) == [0.7] * 4 + [2.8]
+    for bad in (0.0, 1.0, -0.1):
+        with pytest.raises(DataError, match="kokoro_male_share"):
+            neural_voices(2, seed=1, male_share=bad)
+
+
 def test_blends_say_every_keyword_and_share_out_the_unknown_words(tmp_path: Path) -> None:
     from pipeline.data.neural import voice_words
 
