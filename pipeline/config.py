@@ -363,6 +363,7 @@ class FreezeParams(Strict):
     registered_model_name: str = Field("kws", min_length=1)
     max_int8_drop: float = Field(1.0, ge=0, le=100)
     representative_clips: int = Field(300, ge=10)
+    calibration_draws: int = Field(3, ge=1, le=10)  # int8 calibration sets tried; the best on validation is kept
     latency_repeats: int = Field(50, ge=1)
 
     @field_validator("registered_model_name")

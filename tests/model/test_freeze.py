@@ -103,6 +103,57 @@ def test_export_writes_every_file(frozen):
     assert registered["model_uri"].startswith("models:/m-")
 
 
+def test_int8_calibration_keeps_the_draw_most_accurate_on_validation(frozen):
+    """freeze.calibration_draws seeded calibration sets are converted; the int8 file kept is the one that scores best
+    on the validation set (never the testing set the gate reads), and export.json says which draw it was."""
+    from pipeline.export.tflite import TfliteModel
+
+    params, out = frozen.params, frozen.params.paths.export
+    record = json.loads((out / "export.json").read_text())["tflite"]["int8"]["calibration"]
+    scores = record["validation_accuracy"]
+    assert record["draws"] == params.freeze.calibration_draws == 3 and len(scores) == 3
+    assert record["chosen"] == scores.index(max(scores)) and record["clips"] == 50
+    audio = np.load(params.paths.split / "validation_audio.npy").astype(np.float32) / 32768.0
+    labels = np.load(params.paths.split / "validation_labels.npy")
+    kept = float((TfliteModel(out / "model_int8.tflite").predict(audio).argmax(1) == labels).mean())
+    assert kept == pytest.approx(scores[record["chosen"]], abs=1e-6)
+
+
+def test_int8_calibration_choice_uses_validation_only(tmp_path, monkeypatch):
+    """Three draws whose int8 files get 2, 4 and 3 of 4 validation clips right: the second is kept (file, clips and
+    description), no temporary file is left, and one draw converts once without scoring."""
+    from pipeline.export import freeze
+
+    labels = np.arange(4)
+    right = {0: 2, 1: 4, 2: 3}
+    sets = []
+    monkeypatch.setattr(freeze, "_clips", lambda params, name: sets.append(name) or (np.zeros((4, 8), np.int16), labels))
+    monkeypatch.setattr(freeze, "_representative", lambda params, draw=0: np.full((2, 8), draw, np.float32))
+
+    def convert(saved, out, mode, clips, scheme="float_frontend"):
+        Path(out).write_text(str(int(clips[0, 0])))
+        return {"mode": mode, "path": str(out), "draw": int(clips[0, 0])}
+
+    class Scored:
+        def __init__(self, path):
+            self.draw = int(Path(path).read_text())
+
+        def scores(self, audio):
+            predicted = np.where(labels < right[self.draw], labels, (labels + 1) % 4)
+            return np.eye(4)[predicted]
+
+    monkeypatch.setattr("pipeline.export.tflite.convert", convert)
+    monkeypatch.setattr("pipeline.inference.load_tflite", Scored)
+    params, out = SimpleNamespace(freeze=SimpleNamespace(calibration_draws=3)), tmp_path / "model_int8.tflite"
+    info, clips = freeze.calibrated_int8(params, tmp_path / "saved_model", out)
+    assert out.read_text() == "1" and info["draw"] == 1 and info["path"] == str(out) and clips[0, 0] == 1
+    assert info["calibration"] == {"draws": 3, "chosen": 1, "clips": 2, "validation_accuracy": [0.5, 1.0, 0.75]}
+    assert sets == ["validation"] and [p.name for p in tmp_path.iterdir()] == ["model_int8.tflite"]
+    params.freeze.calibration_draws = 1
+    info, clips = freeze.calibrated_int8(params, tmp_path / "saved_model", out)
+    assert out.read_text() == "0" and info["calibration"] == {"draws": 1, "chosen": 0, "clips": 2}
+
+
 def test_exported_models_agree_with_keras(frozen):
     """SavedModel, TFLite float and int8 load and agree with Keras; export.json's agreement values recomputed."""
     from pipeline.export.tflite import TfliteModel, agreement
