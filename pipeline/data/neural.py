@@ -192,7 +192,7 @@ def _float_convolutions(model: bytes) -> bytes:
 
     A 1-D convolution (Kokoro's are all 1-D) is computed as a 2-D one over [N, C, 1, L] (Unsqueeze, kernel
     [1, k], Squeeze): ONNX Runtime then runs it with its blocked NCHWc kernels, about 11 % faster than its 1-D
-    path. The audio is the same bytes as the int8 kernels' (all 1,071 neural clips of the default corpus
+    path. The audio is the same bytes as the int8 kernels' (all 1,059 neural clips of the default corpus
     compared); a call takes 10-12 % less time than with the int8 kernels (the gain of the float kernels alone
     depends on the CPU: 12 % on one without VNNI, 1 % on one with it). Raises DataError when no ConvInteger could
     be rewritten."""

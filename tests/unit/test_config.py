@@ -26,6 +26,7 @@ def test_repository_params_load_with_yaml_words_kept_as_words():
         ({"seed": 1, "data": {"sources": [{"kind": "synthetic", "speakers": "many"}]}}, "data.sources.0.speakers"),
         ({"seed": 1, "data": {"sources": [{"kind": "ftp"}]}}, "data.sources.0"),
         ({"seed": 1, "data": {"sources": [{"kind": "synthetic", "kokoro_male_share": 1.0}]}}, "data.sources.0.kokoro_male_share"),
+        ({"seed": 1, "data": {"sources": [{"kind": "synthetic"}]}, "freeze": {"calibration_draws": 0}}, "freeze.calibration_draws"),
         ({"seed": 1, "data": {"sources": []}}, "data.sources"),
         ({"seed": 1, "data": {"sources": [{"kind": "url", "url": "file:///x"}]}}, "data.sources.0.url"),
         ({"seed": 1, "data": {"sources": [{"kind": "synthetic"}]}, "split": {"testing_percentage": 120}}, "split.testing_percentage"),
