@@ -226,7 +226,8 @@ def _float_convolutions(model: bytes) -> bytes:
             nodes.append(helper.make_node("Sub", [f"{name}/x", f"{name}/zero"], [f"{name}/centred"]))
             centred = f"{name}/centred"
         attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        if lift and kernel.ndim == 3:
+        lifted = lift and kernel.ndim == 3
+        if lifted:
             if axis not in weights:
                 weights[axis] = numpy_helper.from_array(np.array([2], np.int64), axis)
                 graph.initializer.append(weights[axis])
@@ -242,7 +243,7 @@ def _float_convolutions(model: bytes) -> bytes:
             out = f"{name}/y"
         graph.initializer.append(numpy_helper.from_array(kernel.astype(np.float32), f"{name}/w"))
         nodes.append(helper.make_node("Conv", [centred, f"{name}/w"], [out], name=name, **attributes))
-        if out.endswith("2d"):
+        if lifted:
             nodes.append(helper.make_node("Squeeze", [out, axis], [f"{name}/y"]))
         nodes.append(helper.make_node("Cast", [f"{name}/y"], [node.output[0]], to=TensorProto.INT32))
         replaced += 1

@@ -47,17 +47,21 @@ def calibrated_int8(params: Params, saved: Path, out: Path) -> tuple[dict, np.nd
     from pipeline.inference import load_tflite
 
     audio, labels = _clips(params, "validation")
+
+    def validation_accuracy(path: Path) -> float:
+        return float((load_tflite(path).scores(audio).argmax(1) == labels).mean())
+
     draws = params.freeze.calibration_draws if len(labels) else 1
     clips = _representative(params, 0)
     info = convert(saved, out, "int8", clips)
     if draws == 1:
         return {**info, "calibration": {"draws": 1, "chosen": 0, "clips": len(clips)}}, clips
-    scores = [float((load_tflite(out).scores(audio).argmax(1) == labels).mean())]
+    scores = [validation_accuracy(out)]
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".calibration-") as tmp:
         for draw in range(1, draws):
             candidate, drawn = Path(tmp) / f"draw{draw}.tflite", _representative(params, draw)
             described = convert(saved, candidate, "int8", drawn)
-            scores.append(float((load_tflite(candidate).scores(audio).argmax(1) == labels).mean()))
+            scores.append(validation_accuracy(candidate))
             if scores[-1] > max(scores[:-1]):
                 shutil.move(candidate, out)
                 info, clips = {**described, "path": str(out)}, drawn
