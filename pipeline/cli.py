@@ -49,6 +49,12 @@ def _params(path: Path) -> Params:
     return load_params(path)
 
 
+def _open_unit_interval(value: float | None) -> float | None:
+    if value is not None and not 0 < value < 1:
+        raise typer.BadParameter(f"{value} is not in (0, 1)")
+    return value
+
+
 @data_app.command("generate")
 def data_generate(
     out: Annotated[Path, typer.Option(help="Folder to write the corpus into (replaced only when complete).")] = Path("data/generated"),
@@ -56,6 +62,8 @@ def data_generate(
     repetitions: Annotated[int | None, typer.Option(min=1, max=20, help="Clips per word and speaker.")] = None,
     piper: Annotated[bool | None, typer.Option("--piper/--no-piper", help="Piper's joe voice (default: params.yaml).")] = None,
     kokoro_blends: Annotated[int | None, typer.Option(min=0, max=500, help="Kokoro blends (default: params.yaml; 0: none).")] = None,
+    kokoro_male_share: Annotated[float | None, typer.Option(callback=_open_unit_interval, help="Mean weight of the male "
+        "Kokoro style in a blend, strictly between 0 and 1 (default: params.yaml; 0.5 balances the sexes).")] = None,  # fmt: skip
     params_path: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Generate the offline text-to-speech corpus (espeak and neural voices) in the Speech Commands layout.
@@ -71,6 +79,8 @@ def data_generate(
         source = sized_source(base or SyntheticSource(kind="synthetic"), speakers, piper, kokoro_blends)
         if repetitions is not None:
             source = source.model_copy(update={"repetitions": repetitions})
+        if kokoro_male_share is not None:
+            source = source.model_copy(update={"kokoro_male_share": kokoro_male_share})
         with atomic_dir(out) as tmp:  # an interrupted run leaves no folder that looks complete
             summary = generate_synthetic(source, params, tmp, progress=show_progress())
         typer.echo(json.dumps(summary, indent=2))

@@ -281,6 +281,9 @@ class TrainParams(Strict):
     # loss weight of `_unknown_` clips against 1 for every other class: with more other-word clips
     # (split.unknown_percentage) and a weight below 1, the model sees more varied negatives at the same prior
     unknown_weight: float = Field(1.0, gt=0, le=1)
+    # exponential moving average of the weights (Polyak & Juditsky 1992; Keras' optimizer `use_ema`): the model
+    # keeps avg <- m * avg + (1 - m) * w over every step instead of the last step's weights; null: off
+    ema_momentum: float | None = Field(None, gt=0, lt=1)
     eval_step_interval: int = Field(400, ge=1)
     save_step_interval: int = Field(100, ge=1)
     experiment: str = "kws"

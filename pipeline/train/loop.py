@@ -72,10 +72,13 @@ def _optimizer(params: Params):
     import keras
 
     train = params.train
+    # the weights' moving average lives in the optimizer's variables, so checkpoints carry it and a resumed run
+    # ends with the same average
+    ema = {"use_ema": train.ema_momentum is not None, "ema_momentum": train.ema_momentum or 0.99}
     kinds = {
-        "adam": lambda: keras.optimizers.Adam(learning_rate=train.learning_rate[0]),
-        "adamw": lambda: keras.optimizers.AdamW(learning_rate=train.learning_rate[0], weight_decay=train.weight_decay),
-        "sgd": lambda: keras.optimizers.SGD(learning_rate=train.learning_rate[0], momentum=0.9),
+        "adam": lambda: keras.optimizers.Adam(learning_rate=train.learning_rate[0], **ema),
+        "adamw": lambda: keras.optimizers.AdamW(learning_rate=train.learning_rate[0], weight_decay=train.weight_decay, **ema),
+        "sgd": lambda: keras.optimizers.SGD(learning_rate=train.learning_rate[0], momentum=0.9, **ema),
     }
     return kinds[train.optimizer]()
 
@@ -228,6 +231,8 @@ def train(params: Params, checkpoint_root: Path, log_root: Path, open_run=None, 
         loss, correct = step_fn(inputs, tf.constant(data.labels[rows]), tf.constant(step, tf.int64))
         window.append([float(loss), float(correct)])
         done = step + 1
+        if done == total:  # the weights become their moving average (a no-op without train.ema_momentum); the last
+            optimizer.finalize_variable_values(model.trainable_variables)  # evaluation and checkpoint hold them
         if done % cfg.eval_step_interval == 0 or done == total:
             matrix, val_loss = evaluate_features(model, data.val_features, data.val_labels, len(labels))
             train_loss, train_acc = np.mean(window, axis=0)

@@ -332,6 +332,21 @@ def test_data_generate_writes_espeak_and_neural_voices(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "params.yaml"]  # the temporary folder is gone
 
 
+def test_data_generate_passes_the_male_share_and_refuses_one_outside_0_1(tmp_path, monkeypatch):
+    from pipeline.data import sources
+
+    seen = []
+    monkeypatch.setattr(sources, "generate_synthetic", lambda source, params, out, progress: seen.append(source) or {})
+    result = kws("data", "generate", "--out", tmp_path / "out", "--speakers", 3, "--kokoro-blends", 1,
+                 "--kokoro-male-share", 0.35)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert [(s.kokoro_male_share, s.kokoro_blends) for s in seen] == [(0.35, 1)]
+    for bad in ("0", "1", "-0.2"):
+        refused = kws("data", "generate", "--out", tmp_path / "bad", "--kokoro-male-share", bad)
+        assert refused.exit_code == 2 and f"{float(bad)} is not in (0, 1)" in refused.output, refused.output
+    assert len(seen) == 1 and not (tmp_path / "bad").exists()
+
+
 def test_data_generate_interrupted_leaves_no_corpus(tmp_path, monkeypatch):
     """A generation that fails half-way (here: the third speaker) leaves neither `--out` nor its temporary folder."""
     from pipeline.data import synthetic
