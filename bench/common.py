@@ -12,15 +12,16 @@ SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", 
 
 
 def cpu_facts(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict:
-    """The CPU's model name and which of SPEED_FLAGS it has ("unknown" where /proc/cpuinfo is missing)."""
+    """The CPU's model name and which of SPEED_FLAGS it has: `cpu_flags` is None where /proc/cpuinfo is missing
+    (not Linux), `cpu_model` "unknown" where neither it nor the platform names the CPU (e.g. most ARM boards)."""
     try:
         text = cpuinfo.read_text(encoding="utf-8", errors="replace")
     except OSError:
-        return {"cpu_model": platform.processor() or "unknown", "cpu_flags": "unknown"}
+        return {"cpu_model": platform.processor() or "unknown", "cpu_flags": None}
     fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
     fields = {key.strip(): value.strip() for key, value in fields.items()}
     flags = set((fields.get("flags") or fields.get("Features") or "").split())
-    return {"cpu_model": fields.get("model name") or fields.get("CPU part") or platform.processor() or "unknown",
+    return {"cpu_model": fields.get("model name") or platform.processor() or "unknown",
             "cpu_flags": [flag for flag in SPEED_FLAGS if flag in flags]}  # fmt: skip
 
 

@@ -81,6 +81,8 @@ def data_generate(
             source = source.model_copy(update={"repetitions": repetitions})
         if kokoro_male_share is not None:
             source = source.model_copy(update={"kokoro_male_share": kokoro_male_share})
+            if not source.kokoro_blends:
+                typer.echo("warning: --kokoro-male-share has no effect: the corpus has no Kokoro blends", err=True)
         with atomic_dir(out) as tmp:  # an interrupted run leaves no folder that looks complete
             summary = generate_synthetic(source, params, tmp, progress=show_progress())
         typer.echo(json.dumps(summary, indent=2))

@@ -345,6 +345,8 @@ def test_data_generate_passes_the_male_share_and_refuses_one_outside_0_1(tmp_pat
         refused = kws("data", "generate", "--out", tmp_path / "bad", "--kokoro-male-share", bad)
         assert refused.exit_code == 2 and f"{float(bad)} is not in (0, 1)" in refused.output, refused.output
     assert len(seen) == 1 and not (tmp_path / "bad").exists()
+    unused = kws("data", "generate", "--out", tmp_path / "none", "--speakers", 3, "--kokoro-blends", 0, "--kokoro-male-share", 0.35)
+    assert unused.exit_code == 0 and "warning: --kokoro-male-share has no effect" in unused.output
 
 
 def test_data_generate_interrupted_leaves_no_corpus(tmp_path, monkeypatch):
