@@ -33,6 +33,21 @@ def _sub_spectral_norm(x, sub_bands: int, name: str):
     return layers.Reshape((frames, bins, channels), name=f"{name}_join")(x)
 
 
+def _freq_depthwise(x, stride: int, name: str):
+    """Depthwise (1, 3) convolution with `stride` along frequency, padded as 'same' (output bins ceil(bins / stride)).
+
+    TensorFlow's CPU kernel without oneDNN refuses unequal row and column strides ("Current implementation only
+    supports equal length strides"), so a stride is applied as TF's 'same' padding for that stride, a stride-1
+    'valid' convolution and a 1x1 max pool that keeps every `stride`-th bin: the same outputs, on every CPU."""
+    if stride == 1:
+        return layers.DepthwiseConv2D((1, 3), padding="same", use_bias=False, name=name)(x)
+    bins = x.shape[2]
+    total = max((-(-bins // stride) - 1) * stride + 3 - bins, 0)
+    x = layers.ZeroPadding2D(((0, 0), (total // 2, total - total // 2)), name=f"{name}_pad")(x)
+    x = layers.DepthwiseConv2D((1, 3), padding="valid", use_bias=False, name=name)(x)
+    return layers.MaxPooling2D((1, 1), strides=(1, stride), name=f"{name}_stride")(x)
+
+
 def _block(x, channels: int, stride: int, dilation: int, spec: BcResNetSpec, name: str):
     """BC-ResBlock: 2-D frequency-wise path f2, averaged over frequency, 1-D temporal path f1 broadcast back."""
     transition = x.shape[-1] != channels
@@ -41,7 +56,7 @@ def _block(x, channels: int, stride: int, dilation: int, spec: BcResNetSpec, nam
         x = layers.Conv2D(channels, 1, use_bias=False, name=f"{name}_expand")(x)
         x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_expand_bn")(x)
         x = layers.ReLU(name=f"{name}_expand_relu")(x)
-    x = layers.DepthwiseConv2D((1, 3), strides=(1, stride), padding="same", use_bias=False, name=f"{name}_freq")(x)
+    x = _freq_depthwise(x, stride, name=f"{name}_freq")
     x = _sub_spectral_norm(x, spec.sub_bands, name=f"{name}_ssn")
     f2 = x
     y = layers.AveragePooling2D((1, x.shape[2]), name=f"{name}_freq_avg")(x)

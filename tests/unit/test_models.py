@@ -167,3 +167,26 @@ def test_embedding_head_ensemble_averages_independent_heads():
     parts = [head(x, training=False).numpy() for head in heads]
     np.testing.assert_allclose(logits, np.mean(parts, axis=0), atol=1e-5)
     assert np.abs(parts[0] - parts[1]).max() > 1e-3  # own initialisation per head
+
+
+def test_bc_resnet_frequency_stride_matches_same_padded_strided_depthwise():
+    """Found in CI on an AVX2-only CPU: TF's DepthwiseConv2D refused the (1, 2) stride. The stride is now padding +
+    stride-1 convolution + subsampling; its outputs equal a strided 'same' depthwise convolution computed by hand."""
+    import keras
+    import numpy as np
+
+    from pipeline.models.bc_resnet import _freq_depthwise
+
+    rng = np.random.default_rng(0)
+    for bins in (5, 10, 20):
+        x = rng.standard_normal((2, 4, bins, 3)).astype(np.float32)
+        inputs = keras.Input(x.shape[1:])
+        model = keras.Model(inputs, _freq_depthwise(inputs, 2, name="f"))
+        kernel = model.get_layer("f").get_weights()[0]  # [1, 3, C, 1]
+        out = model(x).numpy()
+        width = -(-bins // 2)
+        pad = max((width - 1) * 2 + 3 - bins, 0) // 2
+        padded = np.pad(x, ((0, 0), (0, 0), (pad, 3), (0, 0)))
+        want = np.stack([sum(padded[:, :, 2 * j + k, :] * kernel[0, k, :, 0] for k in range(3)) for j in range(width)], axis=2)
+        assert out.shape == (2, 4, width, 3)
+        np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
