@@ -62,6 +62,7 @@ DATA_DOCS = Artifact("split", "reports", "data_docs")
 # features: fixed features of the evaluation sets (and training views of a frozen backbone)
 SET_FEATURES = Artifact("features", "features", "{set}_features.npy")
 FRONTEND = Artifact("features", "features", "frontend.json")
+INTEGER_BACKBONE = Artifact("features", "features", "backbone_int8.tflite")  # with features.embedding.integer_views
 
 # train
 MODEL = Artifact("train", "model", "model.keras")

@@ -205,6 +205,16 @@ class EmbeddingParams(Strict):
     # what surrounds the clip in the padded window of the augmented views (1..views-1): `silence` (zeros, as a
     # clip is scored) or `noise` (the view's background noise spans the whole window, as in a recording)
     view_context: Literal["silence", "noise"] = "silence"
+    # also embed every training view through the int8 backbone that model_int8.tflite ships, and train the head on
+    # float and integer embeddings in turn (pipeline/export/integer.py): the int8 file then loses less accuracy.
+    # Like `views`, it applies to the speech_embedding's training views only
+    integer_views: bool = False
+
+    @model_validator(mode="after")
+    def _integer_views_in_clip(self) -> EmbeddingParams:
+        if self.integer_views and self.view_context != "silence":
+            raise ValueError("integer_views needs view_context: silence (the int8 backbone takes clip-length audio)")
+        return self
 
 
 class FeaturesParams(Strict):

@@ -25,14 +25,6 @@ def _clips(params: Params, name: str) -> tuple[np.ndarray, np.ndarray]:
     return audio, labels
 
 
-def _representative(params: Params, draw: int = 0) -> np.ndarray:
-    """Calibration clips [n, S] float32: `freeze.representative_clips` training clips, seeded draw `draw`."""
-    audio, _ = _clips(params, "training")
-    rng = np.random.default_rng(params.seed if draw == 0 else [params.seed, draw])
-    rows = np.sort(rng.choice(len(audio), min(params.freeze.representative_clips, len(audio)), replace=False))
-    return np.asarray(audio[rows], np.float32) / 32768.0
-
-
 def calibrated_int8(params: Params, saved: Path, out: Path) -> tuple[dict, np.ndarray]:
     """The int8 file calibrated on the best of `freeze.calibration_draws` seeded sets of training clips, written to
     `out`; returns (convert's description with a `calibration` record, the chosen clips).
@@ -40,9 +32,11 @@ def calibrated_int8(params: Params, saved: Path, out: Path) -> tuple[dict, np.nd
     Post-training min/max calibration depends on which clips it sees: on one model three draws of 300 clips lost
     1.55, 0.73 and 1.14 points on the generated testing set. Each draw is converted and scored on the validation
     set (selection data, never the testing or real-speech sets the int8 gate reads); the most accurate is kept
-    (the earliest on a tie; draw 0 alone when there is one draw or no validation clip)."""
+    (the earliest on a tie; draw 0 alone when there is one draw or no validation clip). Draw 0 is also the
+    backbone that `features.embedding.integer_views` trained the head on (pipeline/export/integer.py)."""
     import tempfile
 
+    from pipeline.export.integer import calibration_audio
     from pipeline.export.tflite import convert
     from pipeline.inference import load_tflite
 
@@ -52,14 +46,14 @@ def calibrated_int8(params: Params, saved: Path, out: Path) -> tuple[dict, np.nd
         return float((load_tflite(path).scores(audio).argmax(1) == labels).mean())
 
     draws = params.freeze.calibration_draws if len(labels) else 1
-    clips = _representative(params, 0)
+    clips = calibration_audio(params, 0)
     info = convert(saved, out, "int8", clips)
     if draws == 1:
         return {**info, "calibration": {"draws": 1, "chosen": 0, "clips": len(clips)}}, clips
     scores = [validation_accuracy(out)]
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".calibration-") as tmp:
         for draw in range(1, draws):
-            candidate, drawn = Path(tmp) / f"draw{draw}.tflite", _representative(params, draw)
+            candidate, drawn = Path(tmp) / f"draw{draw}.tflite", calibration_audio(params, draw)
             described = convert(saved, candidate, "int8", drawn)
             scores.append(validation_accuracy(candidate))
             if scores[-1] > max(scores[:-1]):

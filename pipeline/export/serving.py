@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from pipeline.errors import KwsError
-from pipeline.features.layers import sequence_capable
+from pipeline.features.layers import FRONTEND_NAME, sequence_capable
 from pipeline.fileio import atomic_dir
 from pipeline.inference import (  # the names a Predictor reads back (pipeline.inference is TensorFlow-free)
     CARD_FILE,
@@ -26,8 +26,6 @@ from pipeline.inference import (  # the names a Predictor reads back (pipeline.i
     SIGNATURE,
     model_card,
 )
-
-FRONTEND_NAME = "frontend"  # name scope of the feature layer: its ops are `.../frontend_1/...` in TFLite
 
 
 def build_serving_model(feature_layer, classifier, clip_samples: int) -> keras.Model:

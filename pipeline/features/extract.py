@@ -32,7 +32,8 @@ def compute_sets(params: Params, sets: dict[str, int], outputs: dict[str, np.nda
     """Fill outputs[set] ([views, clips, *feature_shape]) for each set -> views; one pipeline for all sets."""
     tasks = [t for name, views in sets.items() for t in chunk_tasks(name, len(_load(params, name)), views)]
     count, in_process = plan_workers(len(tasks), workers, local_default=1)
-    split = params.paths.model_copy(update={"split": params.paths.split.resolve()})  # workers may run elsewhere
+    split = params.paths.model_copy(update={"split": params.paths.split.resolve(),  # workers may run elsewhere
+                                            "features": params.paths.features.resolve()})
     args = (params.features, params.seed, split, None if in_process else 1)
     with tqdm(total=sum((t[2] - t[1]) * t[3] for t in tasks), desc="features", unit="clip", disable=not progress,
               mininterval=2) as bar:  # fmt: skip
@@ -42,12 +43,34 @@ def compute_sets(params: Params, sets: dict[str, int], outputs: dict[str, np.nda
             bar.update(result.shape[0] * result.shape[1])
 
 
+def stored_views(params: Params) -> int:
+    """Training views in training_features.npy: `embedding.views`, twice that with `embedding.integer_views`
+    (the float views first, then the same waveforms through the int8 backbone)."""
+    embedding = params.features.embedding
+    return embedding.views * (2 if embedding.integer_views else 1)
+
+
 def training_views(params: Params, progress: bool = False, workers: int | None = None) -> np.ndarray:
-    """[views, clips, *feature_shape]: view 0 clean, the others freshly shifted + noise-mixed (seeded) waveforms."""
+    """[stored_views, clips, *feature_shape]: view 0 clean, the others freshly shifted + noise-mixed (seeded)
+    waveforms; with `embedding.integer_views` the int8 backbone's embeddings of the same waveforms follow."""
     feat = params.features
-    views = np.empty((feat.embedding.views, len(_load(params, "training")), *feat.feature_shape), np.float32)
+    _prepare_integer_backbone(params)
+    views = np.empty((stored_views(params), len(_load(params, "training")), *feat.feature_shape), np.float32)
     compute_sets(params, {"training": feat.embedding.views}, {"training": views}, progress, workers)
     return views
+
+
+def _prepare_integer_backbone(params: Params) -> bool:
+    """Write `<features>/backbone_int8.tflite` when `embedding.integer_views` is on (True), else remove a stale one."""
+    backbone = artifacts.INTEGER_BACKBONE.path(params.paths)
+    if not (params.features.preprocess == "speech_embedding" and params.features.embedding.integer_views):
+        backbone.unlink(missing_ok=True)
+        return False
+    from pipeline.export.integer import write_integer_backbone
+
+    log.info("int8 backbone for the integer training views -> %s", backbone)
+    write_integer_backbone(params, backbone)
+    return True
 
 
 def features_bytes(params: Params) -> int:
@@ -56,13 +79,14 @@ def features_bytes(params: Params) -> int:
     per_clip = 4 * int(np.prod(feat.feature_shape))
     total = sum(len(_load(params, name)) for name in EVAL_SETS) * per_clip
     if feat.preprocess == "speech_embedding":
-        total += feat.embedding.views * len(_load(params, "training")) * per_clip
+        total += stored_views(params) * len(_load(params, "training")) * per_clip
     return total
 
 
 def run_features(params: Params, progress: bool = False, workers: int | None = None) -> dict:
     """Compute the feature layer once per evaluation clip (and per training view for speech_embedding); the
-    training views go straight into a memory-mapped .npy that replaces the output only when complete."""
+    training views go straight into a memory-mapped .npy that replaces the output only when complete. With
+    `embedding.integer_views` the int8 backbone (pipeline/export/integer.py) is written first, then used."""
     feat = params.features
     ensure_space(params.paths.features, features_bytes(params), "the features")
     sets = {name: 1 for name in EVAL_SETS} | ({"training": feat.embedding.views} if feat.preprocess == "speech_embedding" else {})
@@ -70,6 +94,9 @@ def run_features(params: Params, progress: bool = False, workers: int | None = N
     description = {"params": feat.model_dump(mode="json"), "labels": params.labels, "sets": {}}
     has_views = "training" in sets
     training = artifacts.SET_FEATURES.path(params.paths, set="training")
+    integer = _prepare_integer_backbone(params) if has_views else False
+    if integer:
+        shapes["training"] = (stored_views(params), *shapes["training"][1:])
     with atomic_path(training, ".npy") if has_views else contextlib.nullcontext() as train:
         arrays = {name: np.empty(shapes[name], np.float32) for name in EVAL_SETS}
         if has_views:
@@ -82,6 +109,7 @@ def run_features(params: Params, progress: bool = False, workers: int | None = N
         if has_views:
             arrays.pop("training").flush()
             description["sets"]["training"] = {"clips": shapes["training"][1], "views": sets["training"],
+                                               "integer_views": sets["training"] if integer else 0,
                                                "shape": list(shapes["training"][2:])}  # fmt: skip
     if not has_views:  # a stale file must not outlive its settings
         training.unlink(missing_ok=True)

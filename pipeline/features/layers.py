@@ -8,6 +8,8 @@ import numpy as np
 
 from pipeline.config import FeaturesParams
 
+FRONTEND_NAME = "frontend"  # the exported models' name scope of the feature layer: `.../frontend_1/...` in TFLite
+
 
 def sequence_capable(layer) -> bool:
     """Whether a feature layer declares streaming on its own sequence (`sequence`, `stream_geometry`, `steps_for`)."""

@@ -4,7 +4,9 @@ A task is (set name, first clip, end clip, views) and reads only its chunk of `<
 (memory-mapped), so memory stays bounded and any worker computes the same numbers: chunks are fixed at
 CHUNK clips (TensorFlow batches them the same way in every worker) and training view v of the chunk starting
 at clip s is augmented with seed (params seed, v * 1_000_003 + s), never a worker's order. With
-`embedding.view_context: noise` an augmented view is built in the whole padded window the embedding sees.
+`embedding.view_context: noise` an augmented view is built in the whole padded window the embedding sees. With
+`embedding.integer_views` a training task returns 2 x views: the float views, then the same waveforms through
+the int8 backbone (pipeline/export/integer.py) at `<features>/backbone_int8.tflite`.
 On a cluster, the workspace (data/split) must be at the same absolute path on every node (a shared volume).
 """
 
@@ -33,8 +35,9 @@ class FeatureWorker:
         if threads:  # a Ray worker owns one CPU: TensorFlow must not spread over the node's cores
             tf.config.threading.set_intra_op_parallelism_threads(threads)
             tf.config.threading.set_inter_op_parallelism_threads(threads)
-        self.features, self.seed, self.paths = features, seed, paths  # paths.split: absolute
-        self._augment = None
+        self.features, self.seed, self.paths = features, seed, paths  # paths.split, paths.features: absolute
+        self.threads = threads
+        self._augment = self._integer = None
 
     def _audio(self, set_name: str) -> np.ndarray:
         return np.load(artifacts.SET_AUDIO.require(self.paths, set=set_name), mmap_mode="r")
@@ -47,6 +50,16 @@ class FeatureWorker:
             self._augment = make_augmenter(self.features, noise, self.seed)
         return self._augment
 
+    def _integer_backbone(self):
+        if self._integer is None:
+            import os
+
+            from pipeline.export.integer import IntegerBackbone
+
+            path = artifacts.INTEGER_BACKBONE.require(self.paths)
+            self._integer = IntegerBackbone(path, self.threads or os.cpu_count() or 1)
+        return self._integer
+
     def __call__(self, task: tuple[str, int, int, int]) -> np.ndarray:
         import tensorflow as tf
 
@@ -56,10 +69,13 @@ class FeatureWorker:
         feat = self.features
         clean = np.asarray(self._audio(set_name)[start:stop], np.float32) / 32768.0
         window = _pad(clean, _context_samples(feat), feat.embedding.align) if views > 1 else clean
-        out = np.empty((views, stop - start, *feat.feature_shape), np.float32)
+        integer = set_name == "training" and feat.embedding.integer_views
+        out = np.empty(((2 if integer else 1) * views, stop - start, *feat.feature_shape), np.float32)
         for view in range(views):
             clips = clean if not view else self._augmenter()(tf.constant(window), view * VIEW_SEED_STRIDE + start).numpy()
             out[view] = extract(clips, feat, CHUNK)
+            if integer:
+                out[views + view] = self._integer_backbone()(clips)
         return out
 
 

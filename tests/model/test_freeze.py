@@ -128,7 +128,7 @@ def test_int8_calibration_choice_uses_validation_only(tmp_path, monkeypatch):
     right = {0: 2, 1: 4, 2: 3}
     sets = []
     monkeypatch.setattr(freeze, "_clips", lambda params, name: sets.append(name) or (np.zeros((4, 8), np.int16), labels))
-    monkeypatch.setattr(freeze, "_representative", lambda params, draw=0: np.full((2, 8), draw, np.float32))
+    monkeypatch.setattr("pipeline.export.integer.calibration_audio", lambda params, draw=0: np.full((2, 8), draw, np.float32))
 
     def convert(saved, out, mode, clips, scheme="float_frontend"):
         Path(out).write_text(str(int(clips[0, 0])))

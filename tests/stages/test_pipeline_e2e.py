@@ -76,6 +76,9 @@ def test_metrics_show_accuracy_and_streaming(pipeline_copy):
     # issue 18: a truly integer model (<= 500 KB, integer kernels past the spectral frontend) and the threshold sweep
     int8 = json.loads((work / "models/export/export.json").read_text())["tflite"]["int8"]
     assert int8["bytes"] <= 500_000 and int8["int8_mac_fraction"] >= 0.95 and "fallback" not in int8, int8["bytes"]
+    # the head trained on the integer backbone's embeddings too (features.embedding.integer_views), after the float views
+    training = json.loads((work / "data/features/frontend.json").read_text())["sets"]["training"]
+    assert training["integer_views"] == training["views"] == 3 and (work / "data/features/backbone_int8.tflite").is_file()
     sweep = (work / "reports/evaluate/streaming_sweep.csv").read_text().splitlines()
     assert sweep[0].startswith("threshold,matched_percentage,correct_percentage,false_alarms_per_hour") and len(sweep) == 15
     assert "non_keyword_false_alarms_per_hour" in evaluation["streaming"]

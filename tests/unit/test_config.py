@@ -91,6 +91,8 @@ SYNTH = {"sources": [{"kind": "synthetic"}]}
         ({"evaluate": {"streaming": {"recording_seconds": 1}}}, "recording_seconds must hold at least one word_interval_ms"),
         ({"train": {"model": {"name": "embedding_head"}}, "features": {"preprocess": "mfcc"}},
          "train.model embedding_head needs features.preprocess speech_embedding"),
+        ({"features": {"preprocess": "speech_embedding", "embedding": {"integer_views": True, "view_context": "noise"}}},
+         "features.embedding: integer_views needs view_context: silence"),
     ],
 )
 def test_cross_field_rules_are_checked_before_any_work(sections, expected):
