@@ -88,7 +88,7 @@ def write_integer_backbone(params: Params, out: Path) -> Path:
 
 class IntegerBackbone:
     """Runs an int8 backbone file (write_integer_backbone) with LiteRT: audio [B, S] float in [-1, 1] ->
-    embeddings [B, T, 96] float32 (the int8 values times their scale, as the head inside model_int8.tflite reads
+    embeddings [B, T, 96] float32 ((int8 value - zero point) x scale, as the head inside model_int8.tflite reads
     them). One batched invoke per call on `num_threads` threads; integer kernels give the same values per clip
     whatever the batch."""
 

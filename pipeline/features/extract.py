@@ -94,7 +94,7 @@ def run_features(params: Params, progress: bool = False, workers: int | None = N
     description = {"params": feat.model_dump(mode="json"), "labels": params.labels, "sets": {}}
     has_views = "training" in sets
     training = artifacts.SET_FEATURES.path(params.paths, set="training")
-    integer = _prepare_integer_backbone(params) if has_views else False
+    integer = _prepare_integer_backbone(params)  # False (and no stale file) without the speech embedding
     if integer:
         shapes["training"] = (stored_views(params), *shapes["training"][1:])
     with atomic_path(training, ".npy") if has_views else contextlib.nullcontext() as train:
