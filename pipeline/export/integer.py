@@ -26,7 +26,6 @@ import numpy as np
 from pipeline import artifacts
 from pipeline.config import FeaturesParams, Params
 from pipeline.errors import KwsError
-from pipeline.fileio import atomic_path
 
 EMBEDDINGS_OUTPUT = "embeddings"
 
@@ -41,30 +40,28 @@ def calibration_audio(params: Params, draw: int = 0) -> np.ndarray:
 
 
 def backbone_model(features: FeaturesParams):
-    """Keras model audio [None, S] float32 -> {embeddings: [None, T, 96]}: the feature layer alone, inside the
-    `frontend` scope that build_serving_model gives it (so tflite.FLOAT_SCOPE finds the same ops)."""
+    """Keras model audio [None, S] float32 -> {embeddings: [None, T, 96]}: the feature layer alone, in the scope
+    build_serving_model gives it (layers.scoped_frontend), so tflite.FLOAT_SCOPE keeps the same ops float."""
     import keras
 
-    from pipeline.features.layers import FRONTEND_NAME, feature_layer, sequence_capable
+    from pipeline.features.layers import feature_layer, scoped_frontend, sequence_capable
 
     layer = feature_layer(features)
     if not sequence_capable(layer):
         raise KwsError(f"features.preprocess {features.preprocess!r} has no pretrained backbone to quantize; "
                        "integer views need 'speech_embedding'")  # fmt: skip
-    audio = keras.Input((features.clip_samples,), dtype="float32", name="audio")
-    wave = keras.Input((features.clip_samples,), dtype="float32", name="waveform")
-    frontend = keras.Model(wave, layer(wave), name=FRONTEND_NAME)
-    embeddings = keras.layers.Identity(name=EMBEDDINGS_OUTPUT)(frontend(audio))
+    audio, embedded = scoped_frontend(layer, features.clip_samples)
+    embeddings = keras.layers.Identity(name=EMBEDDINGS_OUTPUT)(embedded)
     return keras.Model(audio, {EMBEDDINGS_OUTPUT: embeddings}, name="serving")
 
 
 def write_integer_backbone(params: Params, out: Path) -> Path:
-    """Convert the backbone (backbone_model) to int8 past its float part, calibrated on calibration_audio(params,
-    0), and write it atomically to `out`. Raises KwsError when the conversion fails."""
+    """Convert the backbone (backbone_model) to int8 past its float part with tflite.convert, calibrated on
+    calibration_audio(params, 0), and write it atomically to `out`. Raises KwsError when the conversion fails."""
     import keras
     import tensorflow as tf
 
-    from pipeline.export.tflite import CALIBRATION_CLIPS, _convert_bytes, check_builtin_only
+    from pipeline.export.tflite import convert
 
     model = backbone_model(params.features)
     spec = tf.TensorSpec([None, params.features.clip_samples], tf.float32, name="audio")
@@ -73,16 +70,7 @@ def write_integer_backbone(params: Params, out: Path) -> Path:
         archive.track(model)
         archive.add_endpoint("serve", lambda audio: model(audio, training=False), input_signature=[spec])
         archive.write_out(tmp, verbose=False)
-        try:
-            content = _convert_bytes(Path(tmp), "int8", calibration_audio(params, 0), "float_frontend", CALIBRATION_CLIPS)
-        except KwsError:
-            raise
-        except Exception as error:  # the converter raises long MLIR dumps
-            first = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
-            raise KwsError(f"int8 conversion of the backbone failed: {first}") from error
-    check_builtin_only(content)
-    with atomic_path(Path(out), ".tflite") as tmp_file:
-        tmp_file.write_bytes(content)
+        convert(Path(tmp), Path(out), "int8", calibration_audio(params, 0))
     return Path(out)
 
 
@@ -111,4 +99,4 @@ class IntegerBackbone:
             self._batch = len(clips)
         self.interpreter.set_tensor(self.input["index"], clips)
         self.interpreter.invoke()
-        return np.array(self.interpreter.get_tensor(self.interpreter.get_output_details()[0]["index"]), np.float32)
+        return np.array(self.interpreter.get_tensor(self.output["index"]), np.float32)

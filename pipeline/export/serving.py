@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from pipeline.errors import KwsError
-from pipeline.features.layers import FRONTEND_NAME, sequence_capable
+from pipeline.features.layers import FRONTEND_NAME, scoped_frontend, sequence_capable
 from pipeline.fileio import atomic_dir
 from pipeline.inference import (  # the names a Predictor reads back (pipeline.inference is TensorFlow-free)
     CARD_FILE,
@@ -30,10 +30,8 @@ from pipeline.inference import (  # the names a Predictor reads back (pipeline.i
 
 def build_serving_model(feature_layer, classifier, clip_samples: int) -> keras.Model:
     """Input `audio` float32 [None, clip_samples] -> any feature layer -> classifier -> softmax `scores`."""
-    audio = keras.Input((int(clip_samples),), dtype="float32", name=INPUT_NAME)
-    wave = keras.Input((int(clip_samples),), dtype="float32", name="waveform")
-    frontend = keras.Model(wave, feature_layer(wave), name=FRONTEND_NAME)  # a fixed scope, whatever the layer is
-    logits = classifier(frontend(audio))
+    audio, features = scoped_frontend(feature_layer, clip_samples, INPUT_NAME)
+    logits = classifier(features)
     scores = keras.layers.Softmax(dtype="float32", name=OUTPUT_NAME)(logits)
     return keras.Model(audio, {OUTPUT_NAME: scores}, name="serving")
 

@@ -11,6 +11,17 @@ from pipeline.config import FeaturesParams
 FRONTEND_NAME = "frontend"  # the exported models' name scope of the feature layer: `.../frontend_1/...` in TFLite
 
 
+def scoped_frontend(layer, clip_samples: int, input_name: str = "audio"):
+    """(Keras input audio [None, clip_samples] float32, its features): `layer` wrapped as the model named
+    FRONTEND_NAME, the fixed scope every exported model gives its feature layer, whatever the layer is
+    (pipeline/export/tflite.py finds the ops that stay float by it)."""
+    import keras
+
+    audio = keras.Input((int(clip_samples),), dtype="float32", name=input_name)
+    wave = keras.Input((int(clip_samples),), dtype="float32", name="waveform")
+    return audio, keras.Model(wave, layer(wave), name=FRONTEND_NAME)(audio)
+
+
 def sequence_capable(layer) -> bool:
     """Whether a feature layer declares streaming on its own sequence (`sequence`, `stream_geometry`, `steps_for`)."""
     return "sequence" in getattr(layer, "capabilities", frozenset())
