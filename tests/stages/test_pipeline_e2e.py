@@ -19,7 +19,12 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 def _run(args: list[str], cwd: Path, env: dict, timeout: int = 1800) -> subprocess.CompletedProcess:
-    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    try:
+        done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as late:  # say which stage was running, not only that it was late
+        said = late.stdout.decode(errors="replace") if isinstance(late.stdout, bytes) else late.stdout or ""
+        stages = [line for line in said.splitlines() if line.startswith("Running stage")]
+        pytest.fail(f"{' '.join(args)} ran past {timeout} s; stages started: {stages}\n{said[-2000:]}")
     assert done.returncode == 0, f"{' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     return done
 
@@ -46,7 +51,8 @@ def pipeline_copy(tmp_path_factory):
            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}  # fmt: skip
     env.pop("MLFLOW_TRACKING_URI", None)
     env.pop("MLFLOW_ARTIFACT_ROOT", None)
-    first = _run(["dvc", "repro"], work, env, timeout=2400)
+    env.pop("KWS_WORKERS", None)  # conftest's in-process default would halve generation's speed: run as `make run` does
+    first = _run(["dvc", "repro"], work, env, timeout=3000)
     return work, env, first
 
 
