@@ -91,7 +91,8 @@ def run_features(params: Params, progress: bool = False, workers: int | None = N
     ensure_space(params.paths.features, features_bytes(params), "the features")
     sets = {name: 1 for name in EVAL_SETS} | ({"training": feat.embedding.views} if feat.preprocess == "speech_embedding" else {})
     shapes = {name: (views, len(_load(params, name)), *feat.feature_shape) for name, views in sets.items()}
-    description = {"params": feat.model_dump(mode="json"), "labels": params.labels, "sets": {}}
+    # spec_augment is the train stage's (masks drawn per training step), so it does not belong to the features
+    description = {"params": feat.model_dump(mode="json", exclude={"spec_augment"}), "labels": params.labels, "sets": {}}
     has_views = "training" in sets
     training = artifacts.SET_FEATURES.path(params.paths, set="training")
     integer = _prepare_integer_backbone(params)  # False (and no stale file) without the speech embedding

@@ -142,6 +142,17 @@ def test_dvc_yaml_deps_cover_each_stage_imports_and_outs_cover_its_artifacts(con
     assert contract_violations(dvc, params_raw) == []
 
 
+def test_features_stage_tracks_every_features_key_but_the_training_masks(contract):
+    """A new features key must rerun the features stage; spec_augment (applied by train) must not."""
+    from pipeline.config import FeaturesParams
+
+    dvc, _ = contract
+    listed = {key.split(".", 1)[1] for key in dvc["stages"]["features"]["params"]
+              if isinstance(key, str) and key.startswith("features.")}  # fmt: skip
+    assert listed == set(FeaturesParams.model_fields) - {"spec_augment"}
+    assert "features" in dvc["stages"]["train"]["params"]  # the masks do rerun training
+
+
 def test_every_stage_writes_at_least_one_declared_artifact(contract):
     dvc, _ = contract
     assert all(artifacts.written_by(stage) for stage in ("split", "features", "train", "evaluate", "freeze"))
