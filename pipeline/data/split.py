@@ -15,7 +15,7 @@ import soundfile as sf
 from tqdm import tqdm
 
 from pipeline import artifacts
-from pipeline.config import SILENCE_LABEL, UNKNOWN_LABEL, Params, SourceSplit
+from pipeline.config import SILENCE_LABEL, UNKNOWN_LABEL, Params, SourceSplit, SyntheticSource
 from pipeline.data.background import SETS, load_noises, pack_portions, silence_rows, split_noises
 from pipeline.data.layout import hash_name, parse_clip, scan_tree
 from pipeline.errors import DataError
@@ -28,7 +28,7 @@ LEDGER_COLUMNS = ["path", "source", "status", "set", "label", "check", "reason"]
 LEDGER_STATUSES = ("used", "not_sampled", "quarantined", "skipped", "noise")
 CONFUSABLE_SET = artifacts.CONFUSABLE_AUDIO.name.removesuffix("_audio.npy")  # packed like a set, never trained or scored
 COLUMNS = [
-    "path", "source", "word", "label", "label_index", "speaker", "repetition", "set", "index",
+    "path", "source", "word", "label", "label_index", "speaker", "engine", "repetition", "set", "index",
     "sample_rate", "channels", "bits", "original_length", "rms", "peak", "sha256",
 ]  # fmt: skip
 
@@ -80,6 +80,25 @@ def probe(path: Path) -> dict:
     }
 
 
+def speaker_engines(params: Params) -> dict[str, dict[str, str]]:
+    """Source name -> {speaker id -> engine} for each synthetic source: "piper" or "kokoro" for its neural voices
+    (pipeline/data/neural.py's list, the one the download stage speaks with), "espeak" for any other speaker."""
+    from pipeline.data.neural import neural_voices
+
+    engines = {}
+    for source in params.data.sources:
+        if isinstance(source, SyntheticSource):
+            voices = neural_voices(source.kokoro_blends, params.seed, source.kokoro_male_share)
+            engines[source.name] = {v.speaker_id: v.engine for v in voices if source.piper or v.engine != "piper"}
+    return engines
+
+
+def clip_engine(engines: dict[str, dict[str, str]], source: str, speaker: str) -> str:
+    """The engine that spoke a clip: espeak, piper or kokoro for a synthetic source, "" for any other source
+    (recorded or imported clips) and for the split's silence clips."""
+    return engines[source].get(speaker, "espeak") if source in engines else ""
+
+
 def scan_raw(params: Params, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(clips, others): one row per word clip of every source folder under `paths.raw`, with its probe and set;
     and one ledger row per file the download stage skipped, rejected or took as background noise."""
@@ -87,6 +106,7 @@ def scan_raw(params: Params, progress: bool = True) -> tuple[pd.DataFrame, pd.Da
     rules = {s.name: s.split for s in params.data.sources}
     keywords = set(params.data.keywords)
     rows, others = [], []
+    engines = speaker_engines(params)
     found = {name: scan_tree(raw / name) for name in rules if (raw / name).is_dir()}
     wavs = [(name, clip.rel) for name, inventory in found.items() for clip in inventory.clips]
     for name, rel in tqdm(wavs, desc="scan", unit="clip", disable=not progress, mininterval=1):
@@ -99,6 +119,7 @@ def scan_raw(params: Params, progress: bool = True) -> tuple[pd.DataFrame, pd.Da
                 "word": clip.word,
                 "label": label,
                 "speaker": clip.speaker,
+                "engine": clip_engine(engines, name, clip.speaker),
                 "repetition": clip.repetition,
                 "set": assign_set(clip.name, rules[name], params.split.validation_percentage, params.split.testing_percentage),
                 **probe(raw / name / rel),
@@ -240,7 +261,7 @@ def run_split(params: Params, progress: bool = True) -> SplitResult:
             portions, name, max(want - real_silence, 0), feat.clip_samples, feat.sample_rate,
             params.split.background_volume, rng,
         )  # fmt: skip
-        silence = pd.DataFrame(rows).assign(label=SILENCE_LABEL, set=name)
+        silence = pd.DataFrame(rows).assign(label=SILENCE_LABEL, set=name, engine="")
         frame = pd.concat([words, silence], ignore_index=True) if rows else words.reset_index(drop=True)
         frame["index"] = np.arange(len(frame))
         frame["label_index"] = frame["label"].map(labels.index)
@@ -298,7 +319,8 @@ def _ledger(clips: pd.DataFrame, manifest: pd.DataFrame, quarantine: pd.DataFram
 
 def _summary(params: Params, clips: pd.DataFrame, manifest: pd.DataFrame, quarantine: pd.DataFrame,
              ledger: pd.DataFrame, counts: dict, bad_fraction: float) -> dict:  # fmt: skip
-    """reports/split.json: totals of the file ledger, reasons, mapped folders, per-set and per-label counts."""
+    """reports/split.json: totals of the file ledger, reasons, mapped folders, per-set, per-label and per-engine
+    counts."""
     labels, confusable = params.labels, set(params.data.confusable_words)
     imports = {name: _import_summary(params.paths.raw / name) for name in sorted(set(clips["source"]))}
     skipped = ledger[ledger["status"] == "skipped"]
@@ -315,7 +337,9 @@ def _summary(params: Params, clips: pd.DataFrame, manifest: pd.DataFrame, quaran
                   for (word, label), n in clips.groupby(["word", "label"]).size().items()},  # confusable: held out
         "sets": {
             name: {**counts[name], "total": int((manifest["set"] == name).sum()),
-                   "per_label": manifest[manifest["set"] == name]["label"].value_counts().reindex(labels, fill_value=0).to_dict()}
+                   "per_label": manifest[manifest["set"] == name]["label"].value_counts().reindex(labels, fill_value=0).to_dict(),
+                   # clips per engine that spoke them (espeak, piper, kokoro; "" for other sources and silence)
+                   "per_engine": manifest[manifest["set"] == name]["engine"].value_counts().sort_index().to_dict()}
             for name in SETS
         },
     }  # fmt: skip

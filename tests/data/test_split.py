@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 
@@ -69,6 +70,7 @@ def test_manifest_sets_and_balance(split_run):
         assert group["label_index"].tolist() == [["_silence_", "_unknown_", "yes", "no"].index(x) for x in group["label"]]
     words = manifest[manifest["label"] != "_silence_"]
     assert words.groupby("speaker")["set"].nunique().max() == 1
+    assert set(manifest["engine"]) == {""}  # imported clips: no generating engine known
 
 
 def test_packed_arrays_match_the_manifest(split_run):
@@ -115,6 +117,32 @@ def test_too_many_bad_files_fail_with_the_list_written(split_run, tmp_path):
     with pytest.raises(DataError, match="max_bad_fraction"):
         run_split(strict, progress=False)
     assert len(pd.read_csv(strict.paths.reports / "quarantine.csv")) == 6
+
+
+def test_manifest_names_the_engine_that_spoke_each_generated_clip(tmp_path):
+    """A synthetic source's clips: `engine` is piper or kokoro for the speaker ids of its neural voices (the list
+    the download stage generates with), espeak for every other speaker; split.json counts clips per engine."""
+    from pipeline.data.neural import neural_voices
+    from tests.conftest import speaker_id
+
+    raw = tmp_path / "raw" / "synthetic"
+    write_tone_corpus(raw, ["yes", "no", "cat", "dog"], speakers=20, reps=2)
+    voices = neural_voices(3, seed=1)  # what a source with piper and kokoro_blends 3 speaks with, seed 1
+    for i, voice in enumerate(voices):
+        for word in ("yes", "no", "cat", "dog"):
+            sf.write(raw / word / f"{voice.speaker_id}_nohash_0.wav", tone_clip(word, 50 + i, 0), 16000, subtype="PCM_16")
+    source = {"kind": "synthetic", "name": "synthetic", "speakers": 20, "piper": True, "kokoro_blends": 3}
+    params = make_params(tmp_path, sources=[source], data=WORDS, split={**SPLIT, "unknown_percentage": 100})
+    manifest = run_split(params, progress=False).manifest
+    engine = dict(zip(manifest["speaker"], manifest["engine"], strict=False))
+    assert {engine[v.speaker_id] for v in voices} == {"piper", "kokoro"}
+    assert all(engine[v.speaker_id] == v.engine for v in voices)
+    assert {engine[speaker_id(s)] for s in range(20)} == {"espeak"}
+    assert set(manifest.loc[manifest["label"] == "_silence_", "engine"]) == {""}
+    summary = json.loads((params.paths.reports / "split.json").read_text())
+    for name, counts in summary["sets"].items():
+        assert counts["per_engine"] == manifest[manifest["set"] == name]["engine"].value_counts().sort_index().to_dict()
+    assert sum(c["per_engine"].get("kokoro", 0) for c in summary["sets"].values()) == int((manifest["engine"] == "kokoro").sum()) > 0
 
 
 def test_a_speaker_in_two_sets_fails_validation(tmp_path):
