@@ -77,7 +77,7 @@ def _stored_features_match(params: Params) -> bool:
 
 def prepare_data(params: Params, cache: dict) -> tuple[object, str, float]:
     """(TrainData, where its features came from, seconds spent computing features here), cached per settings."""
-    from pipeline.train.loop import TrainData, load_train_data
+    from pipeline.train.loop import TrainData, epoch_rows, load_train_data
 
     key = json.dumps(params.features.model_dump(mode="json"), sort_keys=True)
     if key in cache:
@@ -106,6 +106,7 @@ def prepare_data(params: Params, cache: dict) -> tuple[object, str, float]:
         data = TrainData(audio, np.asarray(labels, np.int32), np.asarray(noise, np.float32) / 32768.0,
                          np.asarray(val_features, np.float32), np.asarray(val_labels, np.int32), files)  # fmt: skip
         data.views = views  # set after construction: older TrainData has no `views` field
+        data.epoch = epoch_rows(params, len(labels))  # train.neural_repeats, as the train stage samples
         source = "computed by the benchmark from " + str(split)
     cache[key] = (data, source)
     return data, source, seconds
@@ -129,7 +130,7 @@ def bench_model(params: Params, data, name: str, args: argparse.Namespace, real=
 
     from pipeline.models import build_model
     from pipeline.train.loop import _optimizer, evaluate_features, make_step
-    from pipeline.train.schedule import batch_indices, learning_rate_at, total_steps
+    from pipeline.train.schedule import learning_rate_at, total_steps
 
     cfg, feat, labels = params.train, params.features, params.labels
     views = getattr(data, "views", None)
@@ -146,7 +147,7 @@ def bench_model(params: Params, data, name: str, args: argparse.Namespace, real=
     step = 0
     while True:
         optimizer.learning_rate.assign(learning_rate_at(step, cfg.steps, cfg.learning_rate))
-        rows = np.sort(batch_indices(len(data.audio), args.batch, params.seed, step))
+        rows = data.batch_rows(args.batch, params.seed, step)
         if views is None:
             inputs = tf.constant(data.audio[rows].astype(np.float32) / 32768.0)
         else:

@@ -291,6 +291,9 @@ class TrainParams(Strict):
     # loss weight of `_unknown_` clips against 1 for every other class: with more other-word clips
     # (split.unknown_percentage) and a weight below 1, the model sees more varied negatives at the same prior
     unknown_weight: float = Field(1.0, gt=0, le=1)
+    # each training clip a neural voice spoke (the split manifest's engine: piper or kokoro) enters every epoch this
+    # many times: oversampling the few neural-voice clips against the many espeak ones; 1: every clip once
+    neural_repeats: int = Field(1, ge=1, le=100)
     # exponential moving average of the weights (Polyak & Juditsky 1992; Keras' optimizer `use_ema`): the model
     # keeps avg <- m * avg + (1 - m) * w over every step instead of the last step's weights; null: off
     ema_momentum: float | None = Field(None, gt=0, lt=1)
@@ -437,6 +440,12 @@ class Params(Strict):
                     "data.unknown_words is empty but every source is synthetic: _unknown_ would get no clips "
                     "(add unknown words or set split.unknown_percentage 0 and split.min_class_count 0)"
                 )
+        neural = [s for s in self.data.sources if isinstance(s, SyntheticSource) and (s.piper or s.kokoro_blends)]
+        if self.train.neural_repeats > 1 and not neural:
+            raise ValueError(
+                f"train.neural_repeats is {self.train.neural_repeats} but no data.sources entry has neural voices "
+                "(a synthetic source with piper or kokoro_blends): set train.neural_repeats 1"
+            )
         stream = self.evaluate.streaming
         if stream.word_interval_ms - feat.clip_duration_ms < 2 * stream.word_jitter_ms:
             raise ValueError(

@@ -46,6 +46,43 @@ class TrainData:
     val_labels: np.ndarray
     files: list[Path]
     views: np.ndarray | None = None  # [views, clips, ...] precomputed features of a frozen backbone
+    epoch: np.ndarray | None = None  # rows of one epoch (epoch_rows); None: every clip once
+
+    def batch_rows(self, batch_size: int, seed: int, step: int) -> np.ndarray:
+        """Rows of training batch `step` [batch_size] int64: sorted places of seeded permutations of the epoch,
+        so without repeats the rows themselves are sorted."""
+        epoch = np.arange(len(self.labels)) if self.epoch is None else self.epoch
+        return epoch[np.sort(batch_indices(len(epoch), batch_size, seed, step))]
+
+
+NEURAL_ENGINES = ("piper", "kokoro")
+
+
+def epoch_rows(params: Params, clips: int) -> np.ndarray | None:
+    """Rows of one training epoch [clips + (train.neural_repeats - 1) * neural clips] int64: every training clip
+    once, then each clip a neural voice spoke (the split manifest's `engine`: piper or kokoro) `neural_repeats - 1`
+    more times. None when `neural_repeats` is 1. Oversampling, not a loss weight: a batch holds that many more
+    neural-voice clips, so their gradient is as steady as the espeak voices'.
+
+    Raises DataError when the manifest predates the `engine` column or does not match the packed training set."""
+    import pandas as pd
+
+    from pipeline import artifacts
+
+    repeats = params.train.neural_repeats
+    if repeats == 1:
+        return None
+    path = artifacts.MANIFEST.require(params.paths)
+    manifest = pd.read_parquet(path)
+    if "engine" not in manifest.columns:
+        raise DataError(f"{path}: no 'engine' column (written by an older split stage); rerun the split stage")
+    training = manifest[manifest["set"] == "training"].sort_values("index")
+    if len(training) != clips:
+        raise DataError(f"{path}: {len(training)} training rows but {clips} packed training clips; rerun the split stage")
+    neural = np.flatnonzero(training["engine"].isin(NEURAL_ENGINES).to_numpy())
+    if not len(neural):
+        raise DataError(f"train.neural_repeats is {repeats} but no training clip of {path} was spoken by a neural voice")
+    return np.concatenate([np.arange(clips), np.tile(neural, repeats - 1)])
 
 
 def load_train_data(params: Params) -> TrainData:
@@ -65,7 +102,7 @@ def load_train_data(params: Params) -> TrainData:
     if len(audio) == 0:
         raise DataError(f"{files[0]}: the training set is empty")
     return TrainData(audio, np.asarray(labels, np.int32), np.asarray(noise, np.float32) / 32768.0,
-                     np.asarray(val_x), np.asarray(val_y, np.int32), files, views)  # fmt: skip
+                     np.asarray(val_x), np.asarray(val_y, np.int32), files, views, epoch_rows(params, len(labels)))  # fmt: skip
 
 
 def _optimizer(params: Params):
@@ -223,7 +260,7 @@ def train(params: Params, checkpoint_root: Path, log_root: Path, open_run=None, 
     began, window, total = time.perf_counter(), list(state.window), result.steps
     for step in range(state.step, total):
         optimizer.learning_rate.assign(learning_rate_at(step, cfg.steps, cfg.learning_rate))
-        rows = np.sort(batch_indices(len(data.audio), cfg.batch_size, params.seed, step))
+        rows = data.batch_rows(cfg.batch_size, params.seed, step)
         if data.views is None:
             inputs = tf.constant(data.audio[rows].astype(np.float32) / 32768.0)
         else:

@@ -93,6 +93,10 @@ SYNTH = {"sources": [{"kind": "synthetic"}]}
          "train.model embedding_head needs features.preprocess speech_embedding"),
         ({"features": {"preprocess": "speech_embedding", "embedding": {"integer_views": True, "view_context": "noise"}}},
          "features.embedding: integer_views needs view_context: silence"),
+        # a synthetic source without piper or Kokoro blends has no neural voice to oversample, nor has a local one
+        ({"train": {"neural_repeats": 4}}, "train.neural_repeats is 4 but no data.sources entry has neural voices"),
+        ({"train": {"neural_repeats": 2}, "data": {"sources": [{"kind": "local", "name": "mine", "path": "x"}]}},
+         "train.neural_repeats is 2 but no data.sources entry has neural voices"),
     ],
 )
 def test_cross_field_rules_are_checked_before_any_work(sections, expected):
@@ -116,6 +120,8 @@ def test_cross_field_rules_are_checked_before_any_work(sections, expected):
         {"features": {"preprocess": "speech_embedding", "clip_duration_ms": 1500},
          "evaluate": {"streaming": {"word_jitter_ms": 200}}},
         {"data": {"unknown_words": [], "sources": [{"kind": "local", "name": "mine", "path": "x"}]}},
+        {"train": {"neural_repeats": 10}, "data": {"sources": [{"kind": "synthetic", "kokoro_blends": 2}]}},
+        {"train": {"neural_repeats": 10}, "data": {"sources": [{"kind": "synthetic", "piper": True}]}},
     ],
 )
 def test_cross_field_rules_accept_what_works(sections):

@@ -66,3 +66,52 @@ def test_unknown_weight_scales_the_unknown_clips_share_of_the_update(tmp_path):
     for a, b in zip(alone, nearly_ignored, strict=True):
         np.testing.assert_allclose(b, a, rtol=1e-3, atol=1e-5)
     assert max(float(np.abs(a - p).max()) for a, p in zip(alone, plain, strict=True)) > 1e-3
+
+
+def _manifest(params, engines: list[str]) -> None:
+    """A split manifest whose training set is `engines` (one row per packed clip), plus two validation rows."""
+    import pandas as pd
+
+    rows = [{"set": "training", "index": i, "engine": e} for i, e in enumerate(engines)]
+    rows += [{"set": "validation", "index": i, "engine": "kokoro"} for i in range(2)]
+    params.paths.split.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows[::-1]).to_parquet(params.paths.split / "manifest.parquet", index=False)  # stored out of order
+
+
+def test_neural_repeats_puts_each_neural_voice_clip_that_many_times_in_every_epoch(tmp_path):
+    """train.neural_repeats 3: a piper or kokoro clip is drawn 3 times per epoch, an espeak or imported clip once,
+    in the manifest's training order; the batches of one epoch hold exactly that multiset, the same on a rerun."""
+    from pipeline.train.loop import TrainData, epoch_rows
+
+    source = [{"kind": "synthetic", "name": "synthetic", "kokoro_blends": 2, "piper": True}]
+    params = make_params(tmp_path, sources=source, train={"neural_repeats": 3})
+    engines = ["espeak", "kokoro", "espeak", "piper", "", "espeak", "kokoro", "espeak"]
+    _manifest(params, engines)
+    epoch = epoch_rows(params, len(engines))
+    assert np.bincount(epoch, minlength=8).tolist() == [1, 3, 1, 3, 1, 1, 3, 1]
+    data = TrainData(np.zeros((8, 1), np.int16), np.zeros(8, np.int32), np.zeros(1, np.float32), np.zeros((0, 1)),
+                     np.zeros(0, np.int32), [], None, epoch)  # fmt: skip
+    drawn = np.concatenate([data.batch_rows(7, params.seed, step) for step in range(2)])  # 14 rows: one epoch
+    assert sorted(drawn.tolist()) == sorted(epoch.tolist())
+    np.testing.assert_array_equal(data.batch_rows(7, params.seed, 5), data.batch_rows(7, params.seed, 5))
+    assert epoch_rows(make_params(tmp_path, sources=source), len(engines)) is None  # 1 (the default): every clip once
+
+
+def test_neural_repeats_refuses_a_manifest_it_cannot_read_the_engines_of(tmp_path):
+    import pandas as pd
+
+    from pipeline.errors import DataError
+    from pipeline.train.loop import epoch_rows
+
+    source = [{"kind": "synthetic", "name": "synthetic", "kokoro_blends": 2}]
+    params = make_params(tmp_path, sources=source, train={"neural_repeats": 2})
+    with pytest.raises(DataError, match="manifest.parquet: not found; run the split stage first"):
+        epoch_rows(params, 3)
+    _manifest(params, ["espeak", "espeak", "espeak"])
+    with pytest.raises(DataError, match="no training clip of .* was spoken by a neural voice"):
+        epoch_rows(params, 3)
+    with pytest.raises(DataError, match="3 training rows but 4 packed training clips; rerun the split stage"):
+        epoch_rows(params, 4)
+    pd.DataFrame({"set": ["training"], "index": [0]}).to_parquet(params.paths.split / "manifest.parquet")
+    with pytest.raises(DataError, match="no 'engine' column"):
+        epoch_rows(params, 1)
