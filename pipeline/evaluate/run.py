@@ -212,7 +212,7 @@ def run_evaluate(params: Params) -> dict:
     test_features = np.load(artifacts.SET_FEATURES.require(paths, set="testing"))
     test_targets = np.load(artifacts.SET_LABELS.require(paths, set="testing")).astype(np.int64)
     test_scores = scorer.scores_from_features(test_features)
-    manifest = pd.read_parquet(artifacts.MANIFEST.require(paths), columns=["set", "source", "index", "path", "label"])
+    manifest = pd.read_parquet(artifacts.MANIFEST.require(paths), columns=["set", "source", "engine", "index", "path", "label"])
     testing = manifest[manifest["set"] == "testing"].sort_values("index")
     linked = {"testing": run.dataset(testing.reset_index(drop=True), "testing", "testing", split_digest(paths.split),
                                      str(paths.split))}  # fmt: skip
@@ -221,6 +221,11 @@ def run_evaluate(params: Params) -> dict:
         for source, rows in testing.groupby("source"):
             index = rows["index"].to_numpy()
             metrics["testing"][f"accuracy_{source}"] = round(float((test_scores[index].argmax(1) == test_targets[index]).mean()), 6)
+    spoken = testing[testing["engine"] != ""]  # generated clips by the engine that spoke them (not silence)
+    if spoken["engine"].nunique() > 1:  # e.g. espeak against the neural voices (train.neural_repeats weighs the latter)
+        for engine, rows in spoken.groupby("engine"):
+            index = rows["index"].to_numpy()
+            metrics["testing"][f"accuracy_engine_{engine}"] = round(float((test_scores[index].argmax(1) == test_targets[index]).mean()), 6)
     for extra in params.evaluate.extra_sets:
         if not folder_present("extra_sets", extra):
             continue

@@ -71,6 +71,8 @@ def test_metrics_show_accuracy_and_streaming(pipeline_copy):
     metrics = json.loads(shown)
     evaluation = json.loads((work / "reports/evaluation.json").read_text())
     assert evaluation["testing"]["accuracy"] > 0.8
+    # the generated testing clips scored by the engine that spoke them (the manifest's engine column)
+    assert {"accuracy_engine_espeak", "accuracy_engine_kokoro"} <= set(evaluation["testing"])
     assert evaluation["streaming"]["matched_percentage"] > 0
     assert evaluation["streaming"]["mode"] == "sequence"  # the shared 80 ms embedding sequence, not re-embedded windows
     source = json.loads((work / "data/raw/synthetic/source.json").read_text())
