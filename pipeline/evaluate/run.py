@@ -197,6 +197,14 @@ def _false_accept_curves(params: Params, predictor, sweep: pd.DataFrame, clips, 
     return found
 
 
+def _accuracy_by(rows: pd.DataFrame, column: str, correct: np.ndarray, prefix: str) -> dict[str, float]:
+    """{prefix + value: accuracy} of the manifest `rows` grouped by `column` (`correct` [clips] bool, indexed by
+    the rows' `index`); {} when the rows hold fewer than two values."""
+    if rows[column].nunique() < 2:
+        return {}
+    return {f"{prefix}{value}": round(float(correct[group["index"].to_numpy()].mean()), 6) for value, group in rows.groupby(column)}
+
+
 def run_evaluate(params: Params) -> dict:
     """Write `reports/evaluate/*` and add the figures to the training run in MLflow."""
     from pipeline.evaluate.sets import load_folder_set
@@ -217,15 +225,11 @@ def run_evaluate(params: Params) -> dict:
     linked = {"testing": run.dataset(testing.reset_index(drop=True), "testing", "testing", split_digest(paths.split),
                                      str(paths.split))}  # fmt: skip
     metrics: dict[str, dict] = {"testing": score_set("testing", test_scores, test_targets, labels, paths, list(testing["path"]))}
-    if testing["source"].nunique() > 1:  # e.g. the real profile: generated and real clips scored apart
-        for source, rows in testing.groupby("source"):
-            index = rows["index"].to_numpy()
-            metrics["testing"][f"accuracy_{source}"] = round(float((test_scores[index].argmax(1) == test_targets[index]).mean()), 6)
-    spoken = testing[testing["engine"] != ""]  # generated clips by the engine that spoke them (not silence)
-    if spoken["engine"].nunique() > 1:  # e.g. espeak against the neural voices (train.neural_repeats weighs the latter)
-        for engine, rows in spoken.groupby("engine"):
-            index = rows["index"].to_numpy()
-            metrics["testing"][f"accuracy_engine_{engine}"] = round(float((test_scores[index].argmax(1) == test_targets[index]).mean()), 6)
+    correct = test_scores.argmax(1) == test_targets
+    # e.g. the real profile: generated and real clips scored apart
+    metrics["testing"] |= _accuracy_by(testing, "source", correct, "accuracy_")
+    # generated clips by the engine that spoke them (not silence): espeak against the neural voices
+    metrics["testing"] |= _accuracy_by(testing[testing["engine"] != ""], "engine", correct, "accuracy_engine_")
     for extra in params.evaluate.extra_sets:
         if not folder_present("extra_sets", extra):
             continue
