@@ -73,7 +73,7 @@ def test_threshold_sweep_is_written_with_its_false_alarm_curves(evaluated):
     assert list(sweep.columns) == ["threshold", "matched_percentage", "correct_percentage", "false_alarms_per_hour",
                                    "non_keyword_false_alarms_per_hour", "speech_free_false_alarms_per_hour",
                                    "validation_matched_percentage", "validation_false_alarms_per_hour"]  # fmt: skip
-    assert sweep["threshold"].tolist() == pytest.approx([0.3 + 0.05 * i for i in range(14)])
+    assert sweep["threshold"].tolist() == pytest.approx([0.3 + 0.01 * i for i in range(70)])  # 0.30-0.99
     at_default = sweep[np.isclose(sweep["threshold"], params.evaluate.streaming.detection_threshold)].iloc[0]
     assert at_default["matched_percentage"] == pytest.approx(streaming["matched_percentage"], abs=1e-3)
     assert at_default["false_alarms_per_hour"] == pytest.approx(streaming["false_alarms_per_hour"], abs=1e-3)

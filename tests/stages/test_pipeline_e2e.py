@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from pipeline.config import ParamsLoader
+from pipeline.stream.sweep import THRESHOLDS
 from tests.conftest import REAL_DEV, REPO
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -88,7 +89,8 @@ def test_metrics_show_accuracy_and_streaming(pipeline_copy):
     training = json.loads((work / "data/features/frontend.json").read_text())["sets"]["training"]
     assert training["integer_views"] == training["views"] == 3 and (work / "data/features/backbone_int8.tflite").is_file()
     sweep = (work / "reports/evaluate/streaming_sweep.csv").read_text().splitlines()
-    assert sweep[0].startswith("threshold,matched_percentage,correct_percentage,false_alarms_per_hour") and len(sweep) == 15
+    assert sweep[0].startswith("threshold,matched_percentage,correct_percentage,false_alarms_per_hour")
+    assert [float(row.split(",")[0]) for row in sweep[1:]] == list(THRESHOLDS)  # 0.30-0.99 by 0.01
     assert "non_keyword_false_alarms_per_hour" in evaluation["streaming"]
     assert evaluation["streaming"]["non_keyword_confusable_clips"] > 0  # near-miss words (data.confusable_words) in it
     if (REAL_DEV.parent / "_background_noise_").is_dir():

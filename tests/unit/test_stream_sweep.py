@@ -97,3 +97,16 @@ def test_smoothing_grid_chooses_the_window_on_validation_and_reports_testing():
         smoothing_grid(validation, testing, NAMES, budget, [])
     with pytest.raises(ValueError, match="finite and > 0"):
         smoothing_grid(validation, testing, NAMES, budget, [500, float("nan"), 0])
+
+
+def test_default_grid_finds_the_operating_point_of_a_confident_model():
+    # keywords score 0.99, an other word is taken for "no" at 0.965: the only thresholds that keep every keyword and
+    # drop the false alarm lie in (0.965, 0.99]; a grid stopping at 0.95 (the old one) had none within 10/h
+    scores, times = stream([(2000, 2, 0.99), (10000, 3, 0.99), (20000, 3, 0.965)], 36)
+    truth = pd.DataFrame({"label": ["yes", "no"], "time_ms": [3000.0, 11000.0]})
+    sweep = keyword_sweep(scores, times, NAMES, SETTINGS, truth, 36_000)
+    assert sweep["threshold"].iloc[0] == 0.3 and sweep["threshold"].iloc[-1] == 0.99
+    assert np.allclose(np.diff(sweep["threshold"]), 0.01)
+    best = operating_point(sweep, 10)
+    assert best == {"threshold": 0.99, "matched_percentage": 100.0, "correct_percentage": 100.0, "false_alarms_per_hour": 0.0}
+    assert operating_point(sweep[sweep["threshold"] <= 0.95], 10) is None
