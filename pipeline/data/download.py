@@ -19,11 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlsplit
 
-from tqdm import tqdm
-
 from pipeline.config import UrlSource
 from pipeline.errors import DataError, DownloadError
 from pipeline.fileio import atomic_dir, write_text
+from pipeline.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +94,7 @@ def _stream(
             raise DataError(f"{url}: size mismatch: expected {expected_size} bytes, server reports {total}")
         hasher = _sha256_file(part) if offset else hashlib.sha256()
         received = offset
-        bar = tqdm(total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
-                   desc=part.name.removesuffix(".part"), disable=not progress, leave=False)  # fmt: skip
+        bar = progress_bar(total, part.name.removesuffix(".part"), "B", progress, initial=offset, leave=False)
         try:
             with part.open("ab" if offset else "wb") as fh:
                 while True:

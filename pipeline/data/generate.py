@@ -13,12 +13,11 @@ import logging
 import time
 from pathlib import Path
 
-from tqdm import tqdm
-
 from pipeline.compute import map_tasks
 from pipeline.config import SyntheticSource
 from pipeline.data.render import write_blob
 from pipeline.errors import DataError
+from pipeline.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -94,14 +93,14 @@ def run_corpus(tasks: list[tuple], source: SyntheticSource, seed: int, out_dir: 
     counts = {kind: {"files": 0, "bytes": 0} for kind in ("espeak", "neural", "noise")}
     local_default = None if estimate_seconds(tasks, source) > LOCAL_RAY_MIN_S else 1
     try:
-        with tqdm(total=sum(_clips(t, source) for t in tasks), desc="generated corpus", unit="clip",
-                  disable=not progress) as bar:  # fmt: skip
+        with progress_bar(sum(_clips(t, source) for t in tasks), "generated corpus", "clip", progress,
+                          total_work=estimate_seconds(tasks, source)) as bar:  # fmt: skip
             for index, files in map_tasks(CorpusWorker, args, tasks, workers, local_default=local_default):
                 kind = counts[tasks[index][0]]
                 for rel, blob in files:
                     kind["bytes"] += write_blob(out_dir / rel, blob)
                 kind["files"] += len(files)
-                bar.update(len(files) if tasks[index][0] != "noise" else 0)
+                bar.update(len(files) if tasks[index][0] != "noise" else 0, work=estimate_seconds([tasks[index]], source))
     finally:
         from pipeline.data.synthetic import stop_speech_server
 

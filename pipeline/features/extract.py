@@ -11,13 +11,13 @@ import contextlib
 import logging
 
 import numpy as np
-from tqdm import tqdm
 
 from pipeline import artifacts
 from pipeline.compute import map_tasks, plan_workers
 from pipeline.config import Params
-from pipeline.features.tasks import FeatureWorker, chunk_tasks
+from pipeline.features.tasks import FeatureWorker, chunk_tasks, output_views
 from pipeline.fileio import atomic_path, ensure_space, write_json
+from pipeline.progress import progress_bar
 
 log = logging.getLogger(__name__)
 EVAL_SETS = ("validation", "testing")
@@ -35,8 +35,8 @@ def compute_sets(params: Params, sets: dict[str, int], outputs: dict[str, np.nda
     split = params.paths.model_copy(update={"split": params.paths.split.resolve(),  # workers may run elsewhere
                                             "features": params.paths.features.resolve()})
     args = (params.features, params.seed, split, None if in_process else 1)
-    with tqdm(total=sum((t[2] - t[1]) * t[3] for t in tasks), desc="features", unit="clip", disable=not progress,
-              mininterval=2) as bar:  # fmt: skip
+    total = sum((stop - start) * output_views(params.features, name, views) for name, start, stop, views in tasks)
+    with progress_bar(total, "features (clip views)", "clip", progress, mininterval=2) as bar:
         for index, result in map_tasks(FeatureWorker, args, tasks, count, local_default=1):
             name, start, stop, _ = tasks[index]
             outputs[name][:, start:stop] = result

@@ -26,6 +26,12 @@ def chunk_tasks(set_name: str, clips: int, views: int = 1) -> list[tuple[str, in
     return [(set_name, start, min(start + CHUNK, clips), views) for start in range(0, clips, CHUNK)]
 
 
+def output_views(features: FeaturesParams, set_name: str, views: int) -> int:
+    """Arrays a chunk task of `views` views returns per clip: the training set's views are embedded twice, by the
+    float and by the int8 backbone, with `features.embedding.integer_views`."""
+    return 2 * views if set_name == "training" and features.embedding.integer_views else views
+
+
 class FeatureWorker:
     """Builds the frontend (and the embedding) once per process; called on a chunk task -> [views, n, *shape]."""
 
@@ -69,8 +75,8 @@ class FeatureWorker:
         feat = self.features
         clean = np.asarray(self._audio(set_name)[start:stop], np.float32) / 32768.0
         window = _pad(clean, _context_samples(feat), feat.embedding.align) if views > 1 else clean
-        integer = set_name == "training" and feat.embedding.integer_views
-        out = np.empty(((2 if integer else 1) * views, stop - start, *feat.feature_shape), np.float32)
+        integer = output_views(feat, set_name, views) > views
+        out = np.empty((output_views(feat, set_name, views), stop - start, *feat.feature_shape), np.float32)
         for view in range(views):
             clips = clean if not view else self._augmenter()(tf.constant(window), view * VIEW_SEED_STRIDE + start).numpy()
             out[view] = extract(clips, feat, CHUNK)
