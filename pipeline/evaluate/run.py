@@ -87,6 +87,26 @@ def streaming_accuracy(params: Params, predictor) -> dict:
     return {k: round(float(v), 6) if isinstance(v, float) else v for k, v in stats.items()}
 
 
+def describe_streaming(stats: dict, settings) -> str:
+    """One line for the stage log from `streaming_accuracy`'s figures and `evaluate.streaming` (`settings`): matched
+    keywords and false alarms per hour at the default threshold, the best within the false-alarm budget and the
+    non-keyword recordings' false alarms, those present."""
+    line = (f"streaming ({settings.recording_seconds / 3600:g} h testing recording, {stats.get('truth_keywords', 0):,} "
+            f"keywords): {stats['matched_percentage']:.1f} % matched at {stats['false_alarms_per_hour']:g} false alarms/h "
+            f"at threshold {settings.detection_threshold:g}")  # fmt: skip
+    if "threshold_chosen_on_validation" in stats:
+        line += f" (validation chose {stats['threshold_chosen_on_validation']:g})"
+    budget = settings.max_false_alarms_per_hour
+    if "threshold_at_budget" in stats:
+        line += f"; within {budget:g}/h: {stats['matched_percentage_at_budget']:.1f} % at {stats['threshold_at_budget']:g}"
+    else:
+        line += f"; no threshold keeps within {budget:g}/h"
+    for key, what in (("non_keyword_false_alarms_per_hour", "other words only"), ("speech_free_false_alarms_per_hour", "speech-free audio")):
+        if key in stats:
+            line += f"; {what}: {stats[key]:g}/h"
+    return line
+
+
 # Seed of each streamed recording, as an offset from params.seed: the keyword recordings of the testing and the
 # validation clips, and the testing set's other-words-only recording.
 RECORDING_SEEDS = {"testing": 0, "other_words": 1, "validation": 2}

@@ -152,3 +152,19 @@ def test_unheard_word_goes_to_unknown_more_often_than_chance(tiny_trained):
     scorer = load_keras(params.paths.model / "model.keras", params.features).scores
     clips = np.stack([tone_clip("dog", 60 + i, 0, slot=3) for i in range(10)])  # 'dog' is an unknown word, new speakers
     assert (scorer(clips).argmax(1) == params.labels.index("_unknown_")).mean() > 1 / len(params.labels)
+
+
+def test_the_stage_log_states_the_streaming_operating_points():
+    from pipeline.config import StreamParams
+    from pipeline.evaluate.run import describe_streaming
+
+    settings = StreamParams(recording_seconds=3600, detection_threshold=0.79, max_false_alarms_per_hour=10)
+    stats = {"truth_keywords": 1261, "matched_percentage": 64.155432, "false_alarms_per_hour": 26.0,
+             "threshold_chosen_on_validation": 0.79, "matched_percentage_at_budget": 52.3394, "threshold_at_budget": 0.88,
+             "non_keyword_false_alarms_per_hour": 354.0, "speech_free_false_alarms_per_hour": 0.0}  # fmt: skip
+    assert describe_streaming(stats, settings) == (
+        "streaming (1 h testing recording, 1,261 keywords): 64.2 % matched at 26 false alarms/h at threshold 0.79 "
+        "(validation chose 0.79); within 10/h: 52.3 % at 0.88; other words only: 354/h; speech-free audio: 0/h")
+    none_in_budget = {"truth_keywords": 10, "matched_percentage": 90.0, "false_alarms_per_hour": 52.0,
+                      "matched_percentage_at_budget": 0.0}  # fmt: skip
+    assert describe_streaming(none_in_budget, settings).endswith("at threshold 0.79; no threshold keeps within 10/h")
