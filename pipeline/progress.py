@@ -47,7 +47,9 @@ class LogProgress:
         self.last, spent = now, now - self.started
         line = f"{self.desc}: {_amount(self.n, self.unit)}"
         if self.total:
-            line += f" of {_amount(self.total, self.unit)} ({100 * self.n / self.total:.0f} %)"
+            line += f" of {_amount(self.total, self.unit)}"
+            # with unequal items the share of the work is what the time left follows
+            line += f" ({100 * self.work / self.total_work:.0f} % of the estimated work)" if self.total_work else f" ({100 * self.n / self.total:.0f} %)"
         line += f", {spent:.0f} s"
         done, todo = (self.work, self.total_work) if self.total_work else (self.n - self.start_n, (self.total or 0) - self.start_n)
         if todo and 0.02 * todo <= done < todo:

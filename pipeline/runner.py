@@ -26,9 +26,12 @@ QUIET_ENV = {
 
 
 def quiet_environment() -> None:
-    """No analytics or telemetry: this tool must never wait on the network."""
+    """No analytics or telemetry: this tool must never wait on the network. Without a terminal, no MLflow artifact
+    progress bars either: in a log they are carriage-return garble (our own steps log plain lines there)."""
     for key, value in QUIET_ENV.items():
         os.environ.setdefault(key, value)
+    if not show_progress():
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def show_progress() -> bool:

@@ -74,5 +74,7 @@ def describe_import(summary: dict) -> str:
     """One log line for a source's summary: counts, with the skipped and rejected files counted, not listed."""
     lists = {key: len(summary[key]) for key in ("skipped", "rejected") if key in summary}
     shown = {k: v for k, v in summary.items() if k not in lists and k != "neural"}
+    if summary.get("neural") and "clips" in shown:  # source.json's `clips` counts the espeak voices' clips only
+        shown["clips"] = f"{shown['clips']:,} espeak + {summary['neural']['clips']:,} neural"
     extra = "" if not summary.get("rejected") else f" (rejected files are quarantined by the split stage, e.g. {summary['rejected'][0]})"
     return ", ".join(f"{k} {v}" for k, v in {**shown, **lists}.items()) + extra

@@ -68,3 +68,26 @@ def test_real_dev_clips_in_test_set_layout(tmp_path):
     assert table.loc["yes", "clips"] == 189
     assert table.drop(index=["_silence_", "_background_noise_", *"yes no up down left right on off stop go".split()])["clips"].sum() == 179
     assert 50 < table.loc["yes", "speakers"] < 189
+
+
+def test_the_import_line_counts_the_neural_clips_beside_the_espeak_ones():
+    from pipeline.data.sources import describe_import
+
+    generated = {"kind": "synthetic", "clips": 30080, "speakers": 320, "neural": {"clips": 1059, "speakers": 65}}
+    assert describe_import(generated) == "kind synthetic, clips 30,080 espeak + 1,059 neural, speakers 320"
+    assert describe_import({"kind": "local", "clips": 12, "skipped": ["a.txt"]}) == "kind local, clips 12, skipped 1"
+
+
+def test_no_mlflow_progress_bars_in_a_log(monkeypatch):
+    import os
+
+    from pipeline import runner
+
+    monkeypatch.delenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", raising=False)
+    monkeypatch.setattr(runner, "show_progress", lambda: False)
+    runner.quiet_environment()
+    assert os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] == "false"
+    monkeypatch.delenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+    monkeypatch.setattr(runner, "show_progress", lambda: True)
+    runner.quiet_environment()
+    assert "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR" not in os.environ

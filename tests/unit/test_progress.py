@@ -67,6 +67,6 @@ def test_time_left_follows_the_work_when_items_cost_unequal_time(caplog):
     early = LogProgress(1000, "features", "clip", every_s=30, clock=clock)
     clock.now = 100
     early.update(10)  # 1 % done: too early to estimate
-    assert caplog.messages == ["generated corpus: 16 clips of 1,016 clips (2 %), 31 s, about 31 s left",
-                               "generated corpus: 17 clips of 1,016 clips (2 %), 62 s, about 60 s left",
+    assert caplog.messages == ["generated corpus: 16 clips of 1,016 clips (50 % of the estimated work), 31 s, about 31 s left",
+                               "generated corpus: 17 clips of 1,016 clips (51 % of the estimated work), 62 s, about 60 s left",
                                "features: 10 clips of 1,000 clips (1 %), 38 s"]  # fmt: skip
