@@ -91,10 +91,11 @@ def run_corpus(tasks: list[tuple], source: SyntheticSource, seed: int, out_dir: 
     started, out_dir = time.perf_counter(), Path(out_dir)
     args = (seed, source.repetitions, source.neural_repetitions, source.noise_seconds, sample_rate, clip_samples)
     counts = {kind: {"files": 0, "bytes": 0} for kind in ("espeak", "neural", "noise")}
-    local_default = None if estimate_seconds(tasks, source) > LOCAL_RAY_MIN_S else 1
+    work = estimate_seconds(tasks, source)
+    local_default = None if work > LOCAL_RAY_MIN_S else 1
     try:
         with progress_bar(sum(_clips(t, source) for t in tasks), "generated corpus", "clip", progress,
-                          total_work=estimate_seconds(tasks, source)) as bar:  # fmt: skip
+                          total_work=work) as bar:  # fmt: skip
             for index, files in map_tasks(CorpusWorker, args, tasks, workers, local_default=local_default):
                 kind = counts[tasks[index][0]]
                 for rel, blob in files:

@@ -75,8 +75,9 @@ class FeatureWorker:
         feat = self.features
         clean = np.asarray(self._audio(set_name)[start:stop], np.float32) / 32768.0
         window = _pad(clean, _context_samples(feat), feat.embedding.align) if views > 1 else clean
-        integer = output_views(feat, set_name, views) > views
-        out = np.empty((output_views(feat, set_name, views), stop - start, *feat.feature_shape), np.float32)
+        arrays = output_views(feat, set_name, views)
+        integer = arrays > views
+        out = np.empty((arrays, stop - start, *feat.feature_shape), np.float32)
         for view in range(views):
             clips = clean if not view else self._augmenter()(tf.constant(window), view * VIEW_SEED_STRIDE + start).numpy()
             out[view] = extract(clips, feat, CHUNK)
