@@ -85,6 +85,7 @@ STREAMING_TRUTH = Artifact("evaluate", "reports", "evaluate/streaming_truth.csv"
 STREAMING_DETECTIONS = Artifact("evaluate", "reports", "evaluate/streaming_detections.csv")
 STREAMING_SWEEP = Artifact("evaluate", "reports", "evaluate/streaming_sweep.csv")  # threshold, matched %, false alarms/h
 STREAMING_SWEEP_PNG = Artifact("evaluate", "reports", "evaluate/streaming_sweep.png")
+STREAMING_SWEEP_SET = Artifact("evaluate", "reports", "evaluate/streaming_sweep_{set}.csv")  # an extra set's recording
 
 # freeze
 SAVED_MODEL = Artifact("freeze", "export", "saved_model")

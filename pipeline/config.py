@@ -342,6 +342,7 @@ class ExtraSet(Strict):
     path: Path
     layout: Literal["auto", "speech_commands", "test_set"] = "auto"
     optional: bool = True
+    streaming: bool = False  # also stream a recording of its clips, made as the testing recording (pipeline.evaluate.run)
 
 
 class SpeechFreeSet(Strict):

@@ -52,10 +52,11 @@ def folder_present(section: str, spec) -> bool:
     return False
 
 
-def streaming_accuracy(params: Params, predictor) -> dict:
+def streaming_accuracy(params: Params, predictor, voices: dict[str, pd.DataFrame] | None = None) -> dict:
     """Score a long seeded recording made from testing clips, as TensorFlow's test_streaming_accuracy does, and
     sweep the detection threshold over it, over speech-free real audio and over a non-keyword speech recording
-    (`reports/evaluate/streaming_sweep.{csv,png}`). Raises DataError for a missing non-optional speech-free set."""
+    (`reports/evaluate/streaming_sweep.{csv,png}`; `voices`: the sweeps of `extra_set_streaming` by set name, drawn
+    beside it in the PNG). Raises DataError for a missing non-optional speech-free set."""
     from pipeline.stream.accuracy import match_detections
     from pipeline.stream.recording import write_truth_csv
     from pipeline.stream.run import recognize
@@ -83,7 +84,8 @@ def streaming_accuracy(params: Params, predictor) -> dict:
     with atomic_path(artifacts.STREAMING_SWEEP.path(paths), ".csv") as tmp:
         sweep.to_csv(tmp, index=False)
     plot_sweep(sweep, artifacts.STREAMING_SWEEP_PNG.path(paths),
-               f"Threshold sweep ({settings.recording_seconds:g} s testing recording, default {settings.detection_threshold:g})")
+               f"Threshold sweep ({settings.recording_seconds:g} s testing recording, default {settings.detection_threshold:g})",
+               voices)
     return {k: round(float(v), 6) if isinstance(v, float) else v for k, v in stats.items()}
 
 
@@ -107,9 +109,65 @@ def describe_streaming(stats: dict, settings) -> str:
     return line
 
 
+def describe_set_streaming(name: str, figures: dict, settings) -> str:
+    """One line for the stage log from `extra_set_streaming`'s figures for set `name`."""
+    budget = settings.max_false_alarms_per_hour
+    line = (f"streaming ({settings.recording_seconds / 3600:g} h {name} recording, {figures['streaming_keywords']:,} "
+            f"keywords, the testing recording's noise): {figures['streaming_matched_percentage']:.1f} % matched at "
+            f"{figures['streaming_false_alarms_per_hour']:g} false alarms/h at threshold {settings.detection_threshold:g}")  # fmt: skip
+    if "streaming_threshold_at_budget" in figures:
+        return line + (f"; within {budget:g}/h: {figures['streaming_matched_percentage_at_budget']:.1f} % at "
+                       f"{figures['streaming_threshold_at_budget']:g}")  # fmt: skip
+    return line + f"; no threshold keeps within {budget:g}/h"
+
+
 # Seed of each streamed recording, as an offset from params.seed: the keyword recordings of the testing and the
-# validation clips, and the testing set's other-words-only recording.
-RECORDING_SEEDS = {"testing": 0, "other_words": 1, "validation": 2}
+# validation clips, the testing set's other-words-only recording, and (offset + position in evaluate.extra_sets)
+# the recordings of extra sets with `streaming: true`.
+RECORDING_SEEDS = {"testing": 0, "other_words": 1, "validation": 2, "extra_sets": 3}
+
+
+def extra_set_streaming(params: Params, predictor, position: int, clips: np.ndarray, targets: np.ndarray) -> tuple[dict, pd.DataFrame] | None:
+    """Stream a recording of extra set `evaluate.extra_sets[position]`'s clips [N, S] (labels [N]), made as the
+    testing recording is (`evaluate.streaming`: length, word spacing, other-word share, noise volume) and over the
+    testing recording's background noise, so that its curve differs from the testing recording's in the voices only.
+
+    Writes its threshold sweep to `streaming_sweep_<name>.csv` and returns (figures, sweep): streaming_keywords,
+    streaming_matched_percentage and streaming_false_alarms_per_hour at the default threshold, and the best
+    matched % within `max_false_alarms_per_hour` with its threshold (0 and no threshold when none keeps within).
+    None, with a warning, for a set without the keyword clips, or the other-word clips, the recording needs."""
+    from pipeline.config import UNKNOWN_LABEL
+    from pipeline.stream.recording import make_recording
+    from pipeline.stream.sweep import keyword_sweep, operating_point
+
+    spec, settings, labels = params.evaluate.extra_sets[position], params.evaluate.streaming, params.labels
+    keywords = [i for i, label in enumerate(labels) if not label.startswith("_")]
+    unknown = labels.index(UNKNOWN_LABEL) if UNKNOWN_LABEL in labels else -1
+    if not np.isin(targets, keywords).any():
+        log.warning("evaluate.extra_sets %s: not streamed, it holds no keyword clips", spec.name)
+        return None
+    if settings.unknown_fraction > 0 and not np.any(targets == unknown):
+        log.warning("evaluate.extra_sets %s: not streamed, it holds no %s clips for the recording's other words "
+                    "(evaluate.streaming.unknown_fraction %g)", spec.name, UNKNOWN_LABEL, settings.unknown_fraction)  # fmt: skip
+        return None
+    noise = np.load(artifacts.SET_BACKGROUND.require(params.paths, set="testing"))
+    rate = params.features.sample_rate
+    audio, truth = make_recording(clips, targets, labels, noise, settings, rate,
+                                  params.seed + RECORDING_SEEDS["extra_sets"] + position)  # fmt: skip
+    scores, times_ms = predictor.stream_scores(audio, settings)
+    duration_ms = len(audio) * 1000 / rate
+    sweep = keyword_sweep(scores, times_ms, labels, settings, truth, duration_ms)
+    with atomic_path(artifacts.STREAMING_SWEEP_SET.path(params.paths, set=spec.name), ".csv") as tmp:
+        sweep.to_csv(tmp, index=False)
+    default = keyword_sweep(scores, times_ms, labels, settings, truth, duration_ms, [settings.detection_threshold]).iloc[0]
+    best = operating_point(sweep, settings.max_false_alarms_per_hour)
+    figures = {"streaming_keywords": int((~truth["label"].str.startswith("_")).sum()),
+               "streaming_matched_percentage": float(default["matched_percentage"]),
+               "streaming_false_alarms_per_hour": float(default["false_alarms_per_hour"]),
+               "streaming_matched_percentage_at_budget": best["matched_percentage"] if best else 0.0}  # fmt: skip
+    if best:
+        figures["streaming_threshold_at_budget"] = best["threshold"]
+    return figures, sweep
 
 
 def set_recording(params: Params, set_name: str) -> tuple[np.ndarray, pd.DataFrame, tuple]:
@@ -250,7 +308,8 @@ def run_evaluate(params: Params) -> dict:
     metrics["testing"] |= _accuracy_by(testing, "source", correct, "accuracy_")
     # generated clips by the engine that spoke them (not silence): espeak against the neural voices
     metrics["testing"] |= _accuracy_by(testing[testing["engine"] != ""], "engine", correct, "accuracy_engine_")
-    for extra in params.evaluate.extra_sets:
+    voices: dict[str, pd.DataFrame] = {}
+    for position, extra in enumerate(params.evaluate.extra_sets):
         if not folder_present("extra_sets", extra):
             continue
         folder = load_folder_set(extra.path, labels, feat.sample_rate, feat.clip_samples)
@@ -258,11 +317,15 @@ def run_evaluate(params: Params) -> dict:
         linked[extra.name] = run.dataset(frame, extra.name, "evaluation", content_digest(folder.audio, folder.labels), str(extra.path))
         metrics[extra.name] = score_set(extra.name, scorer.scores(folder.audio), folder.labels, labels, paths, folder.paths)
         metrics[extra.name]["skipped_files"] = len(folder.skipped)
-    metrics["streaming"] = streaming_accuracy(params, scorer)
+        streamed = extra_set_streaming(params, scorer, position, folder.audio, folder.labels) if extra.streaming else None
+        if streamed:
+            metrics[extra.name] |= {k: round(v, 6) if isinstance(v, float) else v for k, v in streamed[0].items()}
+            voices[extra.name] = streamed[1]
+    metrics["streaming"] = streaming_accuracy(params, scorer, voices)
     write_json(artifacts.EVALUATION.path(paths), metrics)
     for name, values in metrics.items():  # test/accuracy, real_dev/accuracy, streaming/false_alarms_per_hour, ...
         run.results("test" if name == "testing" else name, values, dataset=linked.get(name))
-    for report in [*sorted(out.glob("confusion_*.png")), *sorted(out.glob("streaming_sweep.*")), *sorted(out.glob("per_class_*.json")), *sorted(out.glob("clips_*.csv"))]:
+    for report in [*sorted(out.glob("confusion_*.png")), *sorted(out.glob("streaming_sweep*")), *sorted(out.glob("per_class_*.json")), *sorted(out.glob("clips_*.csv"))]:
         run.artifact(report, "evaluate")
     run.artifact(artifacts.EVALUATION.path(paths), "evaluate")
     run.refresh_note()

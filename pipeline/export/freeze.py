@@ -221,7 +221,8 @@ def register_model(params: Params, report: dict) -> dict:
     card = model_card(name=name, version=version, run_name=run.name, run_id=run_id, model=params.train.model.name,
                       preprocess=params.features.preprocess, labels=params.labels,
                       sources=[s.model_dump(mode="json") for s in params.data.sources], evaluation=evaluation,
-                      matrices=matrices, export=report)  # fmt: skip
+                      matrices=matrices, export=report,
+                      alarm_budget=params.evaluate.streaming.max_false_alarms_per_hour)  # fmt: skip
     card_path = artifacts.MODEL_CARD.path(paths)
     write_text(card_path, card)
     attach_card(name, version, model_uri, run_id, card_path, card_summary(card))

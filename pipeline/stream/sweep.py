@@ -138,8 +138,9 @@ def best_smoothing(grid: pd.DataFrame) -> dict | None:
     return {k: float(v) for k, v in best.items()}
 
 
-def plot_sweep(sweep: pd.DataFrame, out_path: Path, title: str) -> None:
-    """Matched % against false alarms per hour (log x), one point per threshold, written atomically as PNG."""
+def plot_sweep(sweep: pd.DataFrame, out_path: Path, title: str, voices: dict[str, pd.DataFrame] | None = None) -> None:
+    """Matched % against false alarms per hour (log x), one point per threshold, written atomically as PNG;
+    `voices`: further keyword recordings' sweeps (same columns) by name, drawn as their own curves."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -151,12 +152,17 @@ def plot_sweep(sweep: pd.DataFrame, out_path: Path, title: str) -> None:
     x = np.maximum(sweep["false_alarms_per_hour"].to_numpy(float), 0.1)  # 0 FA/h drawn at 0.1 on the log axis
     ax.plot(x, sweep["matched_percentage"], marker="o", label="keyword recording")
     for value, y, threshold in zip(x, sweep["matched_percentage"], sweep["threshold"], strict=True):
+        if round(threshold * 100) % 5:  # label every 0.05: 70 labels overlap
+            continue
         ax.annotate(f"{threshold:.2f}", (value, y), fontsize=7, xytext=(3, -9), textcoords="offset points")
     for column, name in (("speech_free_false_alarms_per_hour", "speech-free audio"),
                          ("non_keyword_false_alarms_per_hour", "non-keyword speech")):  # fmt: skip
         if column in sweep:
             ax.plot(np.maximum(sweep[column].to_numpy(float), 0.1), sweep["matched_percentage"], ls="--", marker=".",
                     label=f"false alarms on {name}")  # fmt: skip
+    for name, curve in (voices or {}).items():
+        ax.plot(np.maximum(curve["false_alarms_per_hour"].to_numpy(float), 0.1), curve["matched_percentage"], marker="s",
+                markersize=3, label=f"{name} recording (same noise)")  # fmt: skip
     ax.set_xscale("log")
     ax.set_xlabel("false alarms per hour (0 drawn at 0.1)")
     ax.set_ylabel("keywords matched (%)")

@@ -46,9 +46,10 @@ def licence_lines(sources: list[Mapping], preprocess: str, extra_sets: list[str]
 
 
 def model_card(*, name: str, version: int, run_name: str, run_id: str, model: str, preprocess: str, labels: list[str],
-               sources: list[Mapping], evaluation: Mapping, matrices: Mapping[str, np.ndarray], export: Mapping) -> str:
+               sources: list[Mapping], evaluation: Mapping, matrices: Mapping[str, np.ndarray], export: Mapping,
+               alarm_budget: float = 10.0) -> str:
     """Markdown model card. `evaluation`: evaluation.json; `matrices`: set -> confusion matrix (rows true);
-    `export`: export.json (int8 vs float per set)."""  # fmt: skip
+    `export`: export.json (int8 vs float per set); `alarm_budget`: evaluate.streaming.max_false_alarms_per_hour."""  # fmt: skip
     sets = [s for s in evaluation if s != "streaming"]
     extra = [s for s in sets if s != "testing"]
     out = [f"# {name} version {version}: keyword spotter ({model})", "",
@@ -83,6 +84,14 @@ def model_card(*, name: str, version: int, run_name: str, run_id: str, model: st
                 f"keywords, mode {stream.get('mode')}): {stream.get('correct_percentage', 0):.1f} % of keywords correct, "
                 f"{stream.get('false_alarms_per_hour', 0):.1f} false alarms per hour "
                 f"({stream.get('false_positives')} false positives)."]  # fmt: skip
+        for name, values in evaluation.items():  # extra sets streamed in the same noise (evaluate.extra_sets[].streaming)
+            if isinstance(values, Mapping) and "streaming_matched_percentage" in values:
+                within = (f"{values['streaming_matched_percentage_at_budget']:.1f} % at threshold {values['streaming_threshold_at_budget']:g}"
+                          if "streaming_threshold_at_budget" in values else "no threshold")  # fmt: skip
+                out.append(f"\nThe same recording made of `{name}` clips ({values.get('streaming_keywords')} keywords, same "
+                           f"noise): {values['streaming_matched_percentage']:.1f} % of keywords matched at "
+                           f"{values['streaming_false_alarms_per_hour']:.1f} false alarms per hour; within "
+                           f"{alarm_budget:g} per hour, {within}.")  # fmt: skip
     out += ["", "## Known confusions", ""]
     for s, matrix in matrices.items():
         top = confusions(labels, matrix)

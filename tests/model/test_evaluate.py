@@ -25,7 +25,8 @@ def evaluated(tiny_trained, tmp_path_factory):
                                               ("_unknown_", "cat_aa000003_nohash_0.wav.wav", 2)]):  # fmt: skip
         (extra / folder).mkdir(exist_ok=True)
         sf.write(extra / folder / name, tone_clip("w", 40 + i, 0, slot=slot), 16000, subtype="PCM_16")
-    sets = [{"name": "mine", "path": str(extra)}, {"name": "absent", "path": str(extra / "nope"), "optional": True}]
+    sets = [{"name": "mine", "path": str(extra), "streaming": True},
+            {"name": "absent", "path": str(extra / "nope"), "optional": True}]
     quiet = tmp_path_factory.mktemp("speech_free")  # 12 s + 6 s of noise recordings, no speech
     rng = np.random.default_rng(3)
     for name, seconds in (("hum.wav", 12), ("hiss.wav", 6)):
@@ -93,6 +94,41 @@ def test_threshold_sweep_is_written_with_its_false_alarm_curves(evaluated):
     assert streaming["false_alarms_per_hour_at_validation_threshold"] == pytest.approx(chosen["false_alarms_per_hour"])
 
 
+def test_an_extra_set_with_streaming_gets_its_own_recording_and_sweep(evaluated):
+    from pipeline.stream.sweep import SWEEP_COLUMNS, THRESHOLDS
+
+    params, metrics = evaluated
+    mine, settings = metrics["mine"], params.evaluate.streaming
+    sweep = pd.read_csv(params.paths.reports / "evaluate" / "streaming_sweep_mine.csv")
+    assert list(sweep.columns) == SWEEP_COLUMNS and sweep["threshold"].tolist() == pytest.approx(list(THRESHOLDS))
+    # a 60 s recording, a word every 2 s, 30 % of them other words: the set's 2 keyword clips fill the rest
+    assert 15 <= mine["streaming_keywords"] <= 28
+    at_default = sweep[np.isclose(sweep["threshold"], settings.detection_threshold)].iloc[0]
+    assert mine["streaming_matched_percentage"] == pytest.approx(at_default["matched_percentage"], abs=1e-4)
+    assert mine["streaming_false_alarms_per_hour"] == pytest.approx(at_default["false_alarms_per_hour"], abs=1e-4)
+    within = sweep[sweep["false_alarms_per_hour"] <= settings.max_false_alarms_per_hour]
+    assert mine["streaming_matched_percentage_at_budget"] == pytest.approx(within["matched_percentage"].max() if len(within) else 0.0)
+    assert ("streaming_threshold_at_budget" in mine) == bool(len(within))
+    # its own recording: other clips than the testing recording's, so (almost surely) another curve
+    testing = pd.read_csv(params.paths.reports / "evaluate" / "streaming_sweep.csv")
+    assert not np.allclose(testing["matched_percentage"], sweep["matched_percentage"])
+
+
+def test_an_extra_set_without_other_words_is_not_streamed(tiny_trained, caplog):
+    from pipeline.evaluate.run import extra_set_streaming
+
+    root, _, _ = tiny_trained
+    params = parse_params(tiny_params_dict(root, evaluate={"extra_sets": [{"name": "kw", "path": "/x", "streaming": True}]}))
+    clips = np.stack([tone_clip("yes", 40, 0, slot=0), tone_clip("no", 41, 0, slot=1)])
+    yes, no = params.labels.index("yes"), params.labels.index("no")
+    with caplog.at_level("WARNING"):
+        assert extra_set_streaming(params, None, 0, clips, np.array([yes, no])) is None
+    assert "evaluate.extra_sets kw: not streamed, it holds no _unknown_ clips" in caplog.text
+    silence = params.labels.index("_silence_")
+    assert extra_set_streaming(params, None, 0, clips, np.array([silence, silence])) is None
+    assert "kw: not streamed, it holds no keyword clips" in caplog.text
+
+
 def test_missing_required_speech_free_set_is_an_error(tiny_trained):
     from pipeline.errors import DataError
 
@@ -130,7 +166,8 @@ def test_metrics_reach_the_training_run(evaluated, mlflow_env):
     assert clips["correct"].mean() == pytest.approx(metrics["mine"]["accuracy"], abs=1e-6)
     logged = {a.path for a in client.list_artifacts(run.info.run_id, "evaluate")}
     assert {"evaluate/clips_testing.csv", "evaluate/clips_mine.csv", "evaluate/streaming_sweep.csv",
-            "evaluate/streaming_sweep.png"} <= logged  # fmt: skip
+            "evaluate/streaming_sweep.png", "evaluate/streaming_sweep_mine.csv"} <= logged  # fmt: skip
+    assert run.data.metrics["mine/streaming_matched_percentage"] == pytest.approx(metrics["mine"]["streaming_matched_percentage"])
     assert "streaming/speech_free_false_alarms_per_hour" in run.data.metrics
 
 
@@ -168,3 +205,17 @@ def test_the_stage_log_states_the_streaming_operating_points():
     none_in_budget = {"truth_keywords": 10, "matched_percentage": 90.0, "false_alarms_per_hour": 52.0,
                       "matched_percentage_at_budget": 0.0}  # fmt: skip
     assert describe_streaming(none_in_budget, settings).endswith("at threshold 0.79; no threshold keeps within 10/h")
+
+
+def test_the_stage_log_states_an_extra_sets_stream():
+    from pipeline.config import StreamParams
+    from pipeline.evaluate.run import describe_set_streaming
+
+    settings = StreamParams(recording_seconds=3600, detection_threshold=0.79, max_false_alarms_per_hour=10)
+    figures = {"streaming_keywords": 1248, "streaming_matched_percentage": 65.3846, "streaming_false_alarms_per_hour": 26.0,
+               "streaming_matched_percentage_at_budget": 48.3974, "streaming_threshold_at_budget": 0.92}  # fmt: skip
+    assert describe_set_streaming("real_dev", figures, settings) == (
+        "streaming (1 h real_dev recording, 1,248 keywords, the testing recording's noise): 65.4 % matched at "
+        "26 false alarms/h at threshold 0.79; within 10/h: 48.4 % at 0.92")
+    del figures["streaming_threshold_at_budget"]
+    assert describe_set_streaming("real_dev", figures, settings).endswith("; no threshold keeps within 10/h")
