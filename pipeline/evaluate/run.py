@@ -84,7 +84,7 @@ def streaming_accuracy(params: Params, predictor, voices: dict[str, pd.DataFrame
     with atomic_path(artifacts.STREAMING_SWEEP.path(paths), ".csv") as tmp:
         sweep.to_csv(tmp, index=False)
     plot_sweep(sweep, artifacts.STREAMING_SWEEP_PNG.path(paths),
-               f"Threshold sweep ({settings.recording_seconds:g} s testing recording, default {settings.detection_threshold:g})",
+               f"Threshold sweep ({settings.recording_seconds:g} s recordings, default {settings.detection_threshold:.2f})",
                voices)
     return {k: round(float(v), 6) if isinstance(v, float) else v for k, v in stats.items()}
 
@@ -95,12 +95,12 @@ def describe_streaming(stats: dict, settings) -> str:
     non-keyword recordings' false alarms, those present."""
     line = (f"streaming ({settings.recording_seconds / 3600:g} h testing recording, {stats.get('truth_keywords', 0):,} "
             f"keywords): {stats['matched_percentage']:.1f} % matched at {stats['false_alarms_per_hour']:g} false alarms/h "
-            f"at threshold {settings.detection_threshold:g}")  # fmt: skip
+            f"at threshold {settings.detection_threshold:.2f}")  # fmt: skip
     if "threshold_chosen_on_validation" in stats:
-        line += f" (validation chose {stats['threshold_chosen_on_validation']:g})"
+        line += f" (validation chose {stats['threshold_chosen_on_validation']:.2f})"
     budget = settings.max_false_alarms_per_hour
     if "threshold_at_budget" in stats:
-        line += f"; within {budget:g}/h: {stats['matched_percentage_at_budget']:.1f} % at {stats['threshold_at_budget']:g}"
+        line += f"; within {budget:g}/h: {stats['matched_percentage_at_budget']:.1f} % at {stats['threshold_at_budget']:.2f}"
     else:
         line += f"; no threshold keeps within {budget:g}/h"
     for key, what in (("non_keyword_false_alarms_per_hour", "other words only"), ("speech_free_false_alarms_per_hour", "speech-free audio")):
@@ -114,10 +114,10 @@ def describe_set_streaming(name: str, figures: dict, settings) -> str:
     budget = settings.max_false_alarms_per_hour
     line = (f"streaming ({settings.recording_seconds / 3600:g} h {name} recording, {figures['streaming_keywords']:,} "
             f"keywords, the testing recording's noise): {figures['streaming_matched_percentage']:.1f} % matched at "
-            f"{figures['streaming_false_alarms_per_hour']:g} false alarms/h at threshold {settings.detection_threshold:g}")  # fmt: skip
+            f"{figures['streaming_false_alarms_per_hour']:g} false alarms/h at threshold {settings.detection_threshold:.2f}")  # fmt: skip
     if "streaming_threshold_at_budget" in figures:
         return line + (f"; within {budget:g}/h: {figures['streaming_matched_percentage_at_budget']:.1f} % at "
-                       f"{figures['streaming_threshold_at_budget']:g}")  # fmt: skip
+                       f"{figures['streaming_threshold_at_budget']:.2f}")  # fmt: skip
     return line + f"; no threshold keeps within {budget:g}/h"
 
 

@@ -222,6 +222,7 @@ def register_model(params: Params, report: dict) -> dict:
                       preprocess=params.features.preprocess, labels=params.labels,
                       sources=[s.model_dump(mode="json") for s in params.data.sources], evaluation=evaluation,
                       matrices=matrices, export=report,
+                      threshold=params.evaluate.streaming.detection_threshold,
                       alarm_budget=params.evaluate.streaming.max_false_alarms_per_hour)  # fmt: skip
     card_path = artifacts.MODEL_CARD.path(paths)
     write_text(card_path, card)

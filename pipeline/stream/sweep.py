@@ -148,9 +148,9 @@ def plot_sweep(sweep: pd.DataFrame, out_path: Path, title: str, voices: dict[str
 
     from pipeline.fileio import atomic_path
 
-    fig, ax = plt.subplots(figsize=(6, 4.2))
+    fig, ax = plt.subplots(figsize=(6, 5))
     x = np.maximum(sweep["false_alarms_per_hour"].to_numpy(float), 0.1)  # 0 FA/h drawn at 0.1 on the log axis
-    ax.plot(x, sweep["matched_percentage"], marker="o", label="keyword recording")
+    ax.plot(x, sweep["matched_percentage"], marker="o", label="testing recording")
     for value, y, threshold in zip(x, sweep["matched_percentage"], sweep["threshold"], strict=True):
         if round(threshold * 100) % 5:  # label every 0.05: 70 labels overlap
             continue
@@ -168,7 +168,7 @@ def plot_sweep(sweep: pd.DataFrame, out_path: Path, title: str, voices: dict[str
     ax.set_ylabel("keywords matched (%)")
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)  # below the axes: no curve hidden
     fig.tight_layout()
     with atomic_path(out_path, ".png") as tmp:
         fig.savefig(tmp, dpi=110)

@@ -23,6 +23,11 @@ def _percent(value: float) -> str:
     return f"{100 * value:.1f} %"
 
 
+def _within(figures: Mapping, matched: str, threshold: str) -> str:
+    """'52.3 % at threshold 0.88', or 'no threshold' when the figures hold none within the false-alarm budget."""
+    return f"{figures[matched]:.1f} % at threshold {figures[threshold]:.2f}" if threshold in figures else "no threshold"
+
+
 def confusions(labels: list[str], matrix: np.ndarray, top: int = 5) -> list[tuple[str, str, int, int]]:
     """The `top` largest off-diagonal cells: (true label, predicted label, count, clips of the true label)."""
     matrix = np.asarray(matrix)
@@ -47,9 +52,10 @@ def licence_lines(sources: list[Mapping], preprocess: str, extra_sets: list[str]
 
 def model_card(*, name: str, version: int, run_name: str, run_id: str, model: str, preprocess: str, labels: list[str],
                sources: list[Mapping], evaluation: Mapping, matrices: Mapping[str, np.ndarray], export: Mapping,
-               alarm_budget: float = 10.0) -> str:
+               threshold: float = 0.7, alarm_budget: float = 10.0) -> str:
     """Markdown model card. `evaluation`: evaluation.json; `matrices`: set -> confusion matrix (rows true);
-    `export`: export.json (int8 vs float per set); `alarm_budget`: evaluate.streaming.max_false_alarms_per_hour."""  # fmt: skip
+    `export`: export.json (int8 vs float per set); `threshold`, `alarm_budget`: evaluate.streaming's
+    detection_threshold and max_false_alarms_per_hour, which the streaming figures were measured at."""  # fmt: skip
     sets = [s for s in evaluation if s != "streaming"]
     extra = [s for s in sets if s != "testing"]
     out = [f"# {name} version {version}: keyword spotter ({model})", "",
@@ -81,17 +87,17 @@ def model_card(*, name: str, version: int, run_name: str, run_id: str, model: st
     if stream:
         out += ["", "## Streaming", "",
                 f"On a {stream.get('duration_ms', 0) / 1000:.0f} s recording of testing clips ({stream.get('truth_keywords')} "
-                f"keywords, mode {stream.get('mode')}): {stream.get('correct_percentage', 0):.1f} % of keywords correct, "
-                f"{stream.get('false_alarms_per_hour', 0):.1f} false alarms per hour "
-                f"({stream.get('false_positives')} false positives)."]  # fmt: skip
+                f"keywords, mode {stream.get('mode')}) at threshold {threshold:.2f}: {stream.get('matched_percentage', 0):.1f} % "
+                f"of keywords matched ({stream.get('correct_percentage', 0):.1f} % with the right label), "
+                f"{stream.get('false_alarms_per_hour', 0):.1f} false alarms per hour ({stream.get('false_positives')} false "
+                f"positives); within {alarm_budget:g} per hour, " + _within(stream, "matched_percentage_at_budget", "threshold_at_budget") + "."]  # fmt: skip
         for name, values in evaluation.items():  # extra sets streamed in the same noise (evaluate.extra_sets[].streaming)
             if isinstance(values, Mapping) and "streaming_matched_percentage" in values:
-                within = (f"{values['streaming_matched_percentage_at_budget']:.1f} % at threshold {values['streaming_threshold_at_budget']:g}"
-                          if "streaming_threshold_at_budget" in values else "no threshold")  # fmt: skip
                 out.append(f"\nThe same recording made of `{name}` clips ({values.get('streaming_keywords')} keywords, same "
-                           f"noise): {values['streaming_matched_percentage']:.1f} % of keywords matched at "
-                           f"{values['streaming_false_alarms_per_hour']:.1f} false alarms per hour; within "
-                           f"{alarm_budget:g} per hour, {within}.")  # fmt: skip
+                           f"noise) at threshold {threshold:.2f}: {values['streaming_matched_percentage']:.1f} % of keywords "
+                           f"matched, {values['streaming_false_alarms_per_hour']:.1f} false alarms per hour; within "
+                           f"{alarm_budget:g} per hour, "
+                           + _within(values, "streaming_matched_percentage_at_budget", "streaming_threshold_at_budget") + ".")  # fmt: skip
     out += ["", "## Known confusions", ""]
     for s, matrix in matrices.items():
         top = confusions(labels, matrix)

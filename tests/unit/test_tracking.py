@@ -220,18 +220,22 @@ def test_model_card_has_intervals_confusions_int8_and_licences():
                   "real_dev": {"accuracy": 0.892, "clips": 2201, "macro_f1": 0.88, "streaming_keywords": 1248,
                                "streaming_matched_percentage": 65.4, "streaming_false_alarms_per_hour": 26.0,
                                "streaming_matched_percentage_at_budget": 48.4, "streaming_threshold_at_budget": 0.92},
-                  "streaming": {"duration_ms": 600000.0, "truth_keywords": 210, "mode": "sequence",
-                                "correct_percentage": 68.9, "false_alarms_per_hour": 42.0, "false_positives": 7}}  # fmt: skip
+                  "streaming": {"duration_ms": 600000.0, "truth_keywords": 210, "mode": "sequence", "matched_percentage": 70.5,
+                                "correct_percentage": 68.9, "false_alarms_per_hour": 42.0, "false_positives": 7,
+                                "matched_percentage_at_budget": 52.3, "threshold_at_budget": 0.88}}  # fmt: skip
     export = {"tflite": {"int8": {"scheme": "float_frontend", "int8_mac_fraction": 0.987, "float_part": "the spectral frontend"}},
               "testing": {"accuracy": {"float": 0.9, "int8": 0.895}, "top1_agreement_with_keras": {"int8": 0.99}},
               "real_dev": {"accuracy": {"float": 0.892, "int8": 0.8919}, "top1_agreement_with_keras": {"int8": 0.995}}}  # fmt: skip
     sources = [{"kind": "synthetic", "name": "synthetic", "piper": True, "kokoro_blends": 64}]
     card = model_card(name="kws", version=3, run_name="exp-1", run_id="abc", model="embedding_head",
                       preprocess="speech_embedding", labels=labels, sources=sources, evaluation=evaluation,
-                      matrices={"real_dev": matrix}, export=export, alarm_budget=10)  # fmt: skip
+                      matrices={"real_dev": matrix}, export=export, threshold=0.79, alarm_budget=10)  # fmt: skip
     low, high = wilson_interval(round(0.892 * 2201), 2201)
-    assert ("The same recording made of `real_dev` clips (1248 keywords, same noise): 65.4 % of keywords matched at "
-            "26.0 false alarms per hour; within 10 per hour, 48.4 % at threshold 0.92.") in card
+    assert ("On a 600 s recording of testing clips (210 keywords, mode sequence) at threshold 0.79: 70.5 % of keywords "
+            "matched (68.9 % with the right label), 42.0 false alarms per hour (7 false positives); within 10 per hour, "
+            "52.3 % at threshold 0.88.") in card
+    assert ("The same recording made of `real_dev` clips (1248 keywords, same noise) at threshold 0.79: 65.4 % of keywords "
+            "matched, 26.0 false alarms per hour; within 10 per hour, 48.4 % at threshold 0.92.") in card
     assert f"| real_dev | 2201 | 89.2 % | {100 * low:.1f} % – {100 * high:.1f} % |" in card
     assert "42.0 false alarms per hour" in card and "`no` heard as `_unknown_` 7 of 50" in card
     assert "real_dev: 89.2 % → 89.2 %, agreement 99.5 %" in card and "float_frontend" in card
