@@ -60,7 +60,7 @@ def streaming_accuracy(params: Params, predictor, voices: dict[str, pd.DataFrame
     from pipeline.stream.accuracy import match_detections
     from pipeline.stream.recording import write_truth_csv
     from pipeline.stream.run import recognize
-    from pipeline.stream.sweep import keyword_sweep, operating_point, plot_sweep
+    from pipeline.stream.sweep import keyword_sweep, plot_sweep
 
     feat, settings = params.features, params.evaluate.streaming
     paths, labels = params.paths, params.labels
@@ -76,10 +76,7 @@ def streaming_accuracy(params: Params, predictor, voices: dict[str, pd.DataFrame
 
     sweep = keyword_sweep(scores, times_ms, labels, settings, truth, duration_ms)
     stats.update(_false_accept_curves(params, predictor, sweep, clips, targets, noise))
-    best = operating_point(sweep, settings.max_false_alarms_per_hour)
-    stats["matched_percentage_at_budget"] = best["matched_percentage"] if best else 0.0  # 0: no threshold meets it
-    if best:
-        stats["threshold_at_budget"] = best["threshold"]
+    stats.update(at_budget(sweep, settings.max_false_alarms_per_hour))
     stats.update(_validation_operating_point(params, predictor, sweep))
     with atomic_path(artifacts.STREAMING_SWEEP.path(paths), ".csv") as tmp:
         sweep.to_csv(tmp, index=False)
@@ -87,6 +84,24 @@ def streaming_accuracy(params: Params, predictor, voices: dict[str, pd.DataFrame
                f"Threshold sweep ({settings.recording_seconds:g} s recordings, default {settings.detection_threshold:.2f})",
                voices)
     return {k: round(float(v), 6) if isinstance(v, float) else v for k, v in stats.items()}
+
+
+def at_budget(sweep: pd.DataFrame, budget: float) -> dict:
+    """matched_percentage_at_budget (0 when no threshold keeps within `budget` false alarms/h) and, when one does,
+    threshold_at_budget: `operating_point` of a keyword recording's sweep."""
+    from pipeline.stream.sweep import operating_point
+
+    best = operating_point(sweep, budget)
+    if best is None:
+        return {"matched_percentage_at_budget": 0.0}
+    return {"matched_percentage_at_budget": best["matched_percentage"], "threshold_at_budget": best["threshold"]}
+
+
+def _within(matched: float, threshold: float | None, budget: float) -> str:
+    """The log's '; within 10/h: 52.3 % at 0.88' (or that no threshold keeps within the budget)."""
+    if threshold is None:
+        return f"; no threshold keeps within {budget:g}/h"
+    return f"; within {budget:g}/h: {matched:.1f} % at {threshold:.2f}"
 
 
 def describe_streaming(stats: dict, settings) -> str:
@@ -98,11 +113,7 @@ def describe_streaming(stats: dict, settings) -> str:
             f"at threshold {settings.detection_threshold:.2f}")  # fmt: skip
     if "threshold_chosen_on_validation" in stats:
         line += f" (validation chose {stats['threshold_chosen_on_validation']:.2f})"
-    budget = settings.max_false_alarms_per_hour
-    if "threshold_at_budget" in stats:
-        line += f"; within {budget:g}/h: {stats['matched_percentage_at_budget']:.1f} % at {stats['threshold_at_budget']:.2f}"
-    else:
-        line += f"; no threshold keeps within {budget:g}/h"
+    line += _within(stats["matched_percentage_at_budget"], stats.get("threshold_at_budget"), settings.max_false_alarms_per_hour)
     for key, what in (("non_keyword_false_alarms_per_hour", "other words only"), ("speech_free_false_alarms_per_hour", "speech-free audio")):
         if key in stats:
             line += f"; {what}: {stats[key]:g}/h"
@@ -111,14 +122,11 @@ def describe_streaming(stats: dict, settings) -> str:
 
 def describe_set_streaming(name: str, figures: dict, settings) -> str:
     """One line for the stage log from `extra_set_streaming`'s figures for set `name`."""
-    budget = settings.max_false_alarms_per_hour
     line = (f"streaming ({settings.recording_seconds / 3600:g} h {name} recording, {figures['streaming_keywords']:,} "
             f"keywords, the testing recording's noise): {figures['streaming_matched_percentage']:.1f} % matched at "
             f"{figures['streaming_false_alarms_per_hour']:g} false alarms/h at threshold {settings.detection_threshold:.2f}")  # fmt: skip
-    if "streaming_threshold_at_budget" in figures:
-        return line + (f"; within {budget:g}/h: {figures['streaming_matched_percentage_at_budget']:.1f} % at "
-                       f"{figures['streaming_threshold_at_budget']:.2f}")  # fmt: skip
-    return line + f"; no threshold keeps within {budget:g}/h"
+    return line + _within(figures["streaming_matched_percentage_at_budget"], figures.get("streaming_threshold_at_budget"),
+                          settings.max_false_alarms_per_hour)  # fmt: skip
 
 
 # Seed of each streamed recording, as an offset from params.seed: the keyword recordings of the testing and the
@@ -138,7 +146,7 @@ def extra_set_streaming(params: Params, predictor, position: int, clips: np.ndar
     None, with a warning, for a set without the keyword clips, or the other-word clips, the recording needs."""
     from pipeline.config import UNKNOWN_LABEL
     from pipeline.stream.recording import make_recording
-    from pipeline.stream.sweep import keyword_sweep, operating_point
+    from pipeline.stream.sweep import keyword_sweep
 
     spec, settings, labels = params.evaluate.extra_sets[position], params.evaluate.streaming, params.labels
     keywords = [i for i, label in enumerate(labels) if not label.startswith("_")]
@@ -160,14 +168,11 @@ def extra_set_streaming(params: Params, predictor, position: int, clips: np.ndar
     with atomic_path(artifacts.STREAMING_SWEEP_SET.path(params.paths, set=spec.name), ".csv") as tmp:
         sweep.to_csv(tmp, index=False)
     default = keyword_sweep(scores, times_ms, labels, settings, truth, duration_ms, [settings.detection_threshold]).iloc[0]
-    best = operating_point(sweep, settings.max_false_alarms_per_hour)
-    figures = {"streaming_keywords": int((~truth["label"].str.startswith("_")).sum()),
-               "streaming_matched_percentage": float(default["matched_percentage"]),
-               "streaming_false_alarms_per_hour": float(default["false_alarms_per_hour"]),
-               "streaming_matched_percentage_at_budget": best["matched_percentage"] if best else 0.0}  # fmt: skip
-    if best:
-        figures["streaming_threshold_at_budget"] = best["threshold"]
-    return figures, sweep
+    figures = {"keywords": int((~truth["label"].str.startswith("_")).sum()),
+               "matched_percentage": float(default["matched_percentage"]),
+               "false_alarms_per_hour": float(default["false_alarms_per_hour"]),
+               **at_budget(sweep, settings.max_false_alarms_per_hour)}  # fmt: skip
+    return {f"streaming_{k}": round(v, 6) if isinstance(v, float) else v for k, v in figures.items()}, sweep
 
 
 def set_recording(params: Params, set_name: str) -> tuple[np.ndarray, pd.DataFrame, tuple]:
@@ -319,7 +324,7 @@ def run_evaluate(params: Params) -> dict:
         metrics[extra.name]["skipped_files"] = len(folder.skipped)
         streamed = extra_set_streaming(params, scorer, position, folder.audio, folder.labels) if extra.streaming else None
         if streamed:
-            metrics[extra.name] |= {k: round(v, 6) if isinstance(v, float) else v for k, v in streamed[0].items()}
+            metrics[extra.name] |= streamed[0]
             voices[extra.name] = streamed[1]
     metrics["streaming"] = streaming_accuracy(params, scorer, voices)
     write_json(artifacts.EVALUATION.path(paths), metrics)
