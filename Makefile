@@ -32,7 +32,7 @@ test-fast: setup
 REAL_SOURCES = [{kind: local, name: real_dev, path: ../shared/data/speech_commands_test_v0.02_dev, background_noise: ../shared/data/_background_noise_, split: {salt: real-speakers, validation_percentage: 15, testing_percentage: 30}}]
 .PHONY: run-real
 run-real: setup
-	$(UV) run dvc exp run --force --name real -S 'data.sources=$(REAL_SOURCES)' -S 'evaluate.extra_sets=[]' -S train.model.l2=0.01 -S split.unknown_percentage=10 -S train.unknown_weight=1 -S train.neural_repeats=1 -S features.embedding.integer_views=false -S features.spec_augment.enabled=false -S evaluate.streaming.detection_threshold=0.75
+	$(UV) run dvc exp run --force --name real -S 'data.sources=$(REAL_SOURCES)' -S 'evaluate.extra_sets=[]' -S train.model.l2=0.01 -S split.unknown_percentage=10 -S train.unknown_weight=1 -S train.neural_repeats=1 -S features.embedding.integer_views=false -S features.spec_augment.enabled=false -S train.hard_negatives.hours=0 -S evaluate.streaming.detection_threshold=0.75
 
 # A shared MLflow server on PostgreSQL (a local cluster in .mlflow-postgres/, artifacts proxied into mlartifacts-server/);
 # then `export MLFLOW_TRACKING_URI=http://127.0.0.1:5000` on every machine that runs the pipeline.

@@ -278,6 +278,21 @@ class FeaturesParams(Strict):
         return self
 
 
+class HardNegatives(Strict):
+    """A second training round on the first round's false alarms (pipeline/train/hard_negatives.py).
+
+    The first round's head scores `hours` hours of recordings made of *training* clips and training noise (the
+    `evaluate.streaming` recording settings); every 80 ms window at least `exclude_ms` from each keyword where a
+    keyword scores above `min_score` joins the training set as `_unknown_` (another word within
+    `unknown_within_ms`) or `_silence_`, and a new head trains from scratch on the set with them.
+    """
+
+    hours: float = Field(0.0, ge=0, le=24)  # 0: off (one round)
+    min_score: float = Field(0.7, gt=0, lt=1)
+    exclude_ms: float = Field(1200.0, ge=0)
+    unknown_within_ms: float = Field(600.0, ge=0)
+
+
 class TrainParams(Strict):
     """Model choice and the seed's schedule: `steps[i]` steps at `learning_rate[i]`."""
 
@@ -297,6 +312,7 @@ class TrainParams(Strict):
     # exponential moving average of the weights (Polyak & Juditsky 1992; Keras' optimizer `use_ema`): the model
     # keeps avg <- m * avg + (1 - m) * w over every step instead of the last step's weights; null: off
     ema_momentum: float | None = Field(None, gt=0, lt=1)
+    hard_negatives: HardNegatives = HardNegatives()
     eval_step_interval: int = Field(400, ge=1)
     save_step_interval: int = Field(100, ge=1)
     experiment: str = "kws"
@@ -448,6 +464,17 @@ class Params(Strict):
                 "(a synthetic source with piper or kokoro_blends): set train.neural_repeats 1"
             )
         stream = self.evaluate.streaming
+        mining = self.train.hard_negatives
+        if mining.hours and feat.preprocess != "speech_embedding":
+            raise ValueError(
+                f"train.hard_negatives.hours ({mining.hours:g}) needs features.preprocess speech_embedding (the "
+                f"windows are mined on its 80 ms sequence), not {feat.preprocess}: set train.hard_negatives.hours 0"
+            )
+        if mining.hours and mining.hours * 3_600_000 < stream.word_interval_ms:
+            raise ValueError(
+                f"train.hard_negatives.hours ({mining.hours:g}) must hold at least one "
+                f"evaluate.streaming.word_interval_ms ({stream.word_interval_ms:g} ms), or be 0 (off)"
+            )
         if stream.word_interval_ms - feat.clip_duration_ms < 2 * stream.word_jitter_ms:
             raise ValueError(
                 f"evaluate.streaming.word_interval_ms ({stream.word_interval_ms:g}) must be at least "

@@ -64,13 +64,28 @@ def sequence_scores(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Scores [N, C] of every run of `window_vectors` consecutive embeddings and its END time [N] in ms."""
     vectors = embed_recording(audio, embed_fn, hop, span, chunk_vectors, progress)
-    n = 0 if len(vectors) < window_vectors else len(vectors) - window_vectors + 1
-    if n == 0:
+    windows = sequence_windows(vectors, window_vectors)
+    if not len(windows):
         return np.zeros((0, 0), np.float32), np.zeros(0, np.float64)
-    windows = np.lib.stride_tricks.sliding_window_view(vectors, window_vectors, axis=0)  # [n, D, N], a view
-    parts = []
-    for start in range(0, n, batch_size):
-        batch = np.ascontiguousarray(windows[start : start + batch_size].transpose(0, 2, 1))
-        parts.append(np.asarray(head_fn(batch), np.float32))
-    last = np.arange(n, dtype=np.float64) + window_vectors - 1  # the newest vector of each window
-    return np.concatenate(parts), (last * hop + span) * 1000.0 / sample_rate
+    return window_scores(windows, head_fn, batch_size), window_end_ms(len(windows), window_vectors, hop, span, sample_rate)
+
+
+def sequence_windows(vectors: np.ndarray, window_vectors: int) -> np.ndarray:
+    """Every run of `window_vectors` consecutive vectors of a sequence [M, D] -> [M - N + 1, N, D] (a strided view,
+    no copy; [0, N, D] when the sequence is shorter than one window)."""
+    if len(vectors) < window_vectors:
+        return np.zeros((0, window_vectors, vectors.shape[-1] if vectors.ndim == 2 else 0), np.float32)
+    return np.lib.stride_tricks.sliding_window_view(vectors, window_vectors, axis=0).transpose(0, 2, 1)
+
+
+def window_scores(windows: np.ndarray, head_fn: HeadFn, batch_size: int = 512) -> np.ndarray:
+    """head_fn over windows [n, N, D] in batches of `batch_size` -> scores [n, C] float32."""
+    parts = [np.asarray(head_fn(np.ascontiguousarray(windows[start : start + batch_size])), np.float32)
+             for start in range(0, len(windows), batch_size)]  # fmt: skip
+    return np.concatenate(parts)
+
+
+def window_end_ms(count: int, window_vectors: int, hop: int, span: int, sample_rate: int) -> np.ndarray:
+    """END time [count] in ms of each window of `sequence_windows`: the end of its newest vector's audio."""
+    last = np.arange(count, dtype=np.float64) + window_vectors - 1  # the newest vector of each window
+    return (last * hop + span) * 1000.0 / sample_rate

@@ -23,7 +23,7 @@ from pipeline.fileio import atomic_path, write_json
 
 log = logging.getLogger(__name__)
 PACKAGE = Path(__file__).resolve().parents[1]
-CODE_FOLDERS = ("train", "models", "features")  # what the train stage runs (its deps in dvc.yaml)
+CODE_FOLDERS = ("train", "models", "features", "stream")  # what the train stage runs (its deps in dvc.yaml)
 
 
 def fingerprint(config: dict, data_files: list[Path], code: str = "") -> str:
@@ -82,6 +82,24 @@ class Checkpoints:
         for old in self.files()[self.keep :]:
             old.unlink(missing_ok=True)
         return path
+
+    def save_arrays(self, name: str, **arrays: np.ndarray) -> Path:
+        """Keep arrays a later step of this run needs (e.g. the mined hard negatives) beside the checkpoints, as
+        `<name>.npz`, fsynced; they go with `clear()`."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        path = self.dir / f"{name}.npz"
+        with atomic_path(path, ".npz", durable=True) as tmp:
+            with open(tmp, "wb") as handle:
+                np.savez(handle, **arrays)
+        return path
+
+    def load_arrays(self, name: str) -> dict[str, np.ndarray] | None:
+        """The arrays of `save_arrays(name)`, or None when missing or unreadable."""
+        try:
+            with np.load(self.dir / f"{name}.npz") as saved:
+                return {key: saved[key] for key in saved.files}
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            return None
 
     def remember_run(self, run_id: str) -> None:
         """Record the MLflow run as soon as it is opened, so a kill before the first checkpoint still finds it."""

@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.config import UNKNOWN_LABEL, Params
+from pipeline.config import SILENCE_LABEL, UNKNOWN_LABEL, Params
 from pipeline.errors import DataError
 from pipeline.metrics import accuracy, confusion_matrix, format_confusion
 from pipeline.train.checkpoint import Checkpoints, Resumed, code_fingerprint, fingerprint
@@ -33,6 +33,7 @@ class TrainResult:
     checkpoints: Checkpoints | None = None
     run: object | None = None  # the MLflow run the curve went to (continued when resumed)
     log_dir: Path | None = None  # TensorBoard folder, named like the MLflow run
+    hard_negatives: dict[str, int] | None = None  # windows mined per label (train.hard_negatives), None when off
 
 
 @dataclass
@@ -53,6 +54,17 @@ class TrainData:
         so without repeats the rows themselves are sorted."""
         epoch = np.arange(len(self.labels)) if self.epoch is None else self.epoch
         return epoch[np.sort(batch_indices(len(epoch), batch_size, seed, step))]
+
+    def with_negatives(self, windows: np.ndarray, labels: np.ndarray) -> TrainData:
+        """A copy whose every view ends with the hard negatives windows [K, *feature_shape] (labels [K]), each
+        once in the epoch. Precomputed views only (a frozen backbone's features)."""
+        if self.views is None:
+            raise ValueError("hard negatives are embedding windows: they need precomputed training views")
+        count, clips = len(self.views), len(self.labels)
+        views = np.concatenate([self.views, np.broadcast_to(windows, (count, *windows.shape))], axis=1)
+        epoch = np.arange(clips) if self.epoch is None else self.epoch
+        return replace(self, views=views, labels=np.concatenate([self.labels, labels.astype(np.int32)]),
+                       epoch=np.concatenate([epoch, np.arange(clips, clips + len(labels))]))  # fmt: skip
 
 
 NEURAL_ENGINES = ("piper", "kokoro")
@@ -208,9 +220,24 @@ def _board(log_root: Path, run) -> Path:
     return tensorboard_dir(log_root, name, run.run_id)
 
 
+HARD_NEGATIVES = "hard_negatives"  # the mined windows, kept beside the checkpoints for a resumed second round
+
+
+def _reset(model, values: list[np.ndarray]) -> None:
+    """Give every model variable (weights and random-generator states) its value from `values`."""
+    for variable, value in zip(model.variables, values, strict=True):
+        variable.assign(value)
+
+
 def train(params: Params, checkpoint_root: Path, log_root: Path, open_run=None, progress: bool = False,
           hparams: dict | None = None, close_stale=None) -> TrainResult:
     """Train `train.model` on the training set; resume from a matching checkpoint if one exists.
+
+    With `train.hard_negatives.hours` there are two rounds of the `train.steps` schedule, numbered on one step
+    axis (2 x the schedule): the first round's head mines hard negatives from training recordings
+    (pipeline/train/hard_negatives.py), then the model restarts from its initial weights with a new optimizer and
+    trains on the training set plus them. The mined windows are kept with the checkpoints, so a run interrupted in
+    the second round resumes to the same model.
 
     `open_run(run_id | None)` returns the MLflow run to log to: the interrupted run's id when resuming (its curve
     continues), None for a fresh start. TensorBoard scalars (and `hparams`, for its HParams view) go to
@@ -224,18 +251,40 @@ def train(params: Params, checkpoint_root: Path, log_root: Path, open_run=None, 
 
     from pipeline.models import build_model
     from pipeline.tracking.tensorboard import log_hparams
+    from pipeline.train.hard_negatives import Mined, mine, training_recordings
 
     cfg, feat, labels = params.train, params.features, params.labels
     keras.utils.set_random_seed(params.seed)
     tf.config.experimental.enable_op_determinism()
     data = load_train_data(params)
+    mining = cfg.hard_negatives
+    per_round, rounds = total_steps(cfg.steps), 2 if mining.hours else 1
+    # made before the first step, so a training set that cannot make them fails in seconds
+    recordings = training_recordings(params) if rounds > 1 else []
     model = build_model(cfg.model, feat.feature_shape, len(labels))
+    initial = [v.numpy() for v in model.variables]
     optimizer = _optimizer(params)
     config = {"seed": params.seed, "train": cfg.model_dump(mode="json"), "features": feat.model_dump(mode="json"), "labels": labels}
+    if rounds > 1:  # the recordings the negatives are mined from
+        config["recordings"] = params.evaluate.streaming.model_dump(
+            include={"word_interval_ms", "word_jitter_ms", "unknown_fraction", "background_volume"})
     checkpoints = Checkpoints(checkpoint_root, fingerprint(config, data.files, code_fingerprint(model.to_json())))
     state = checkpoints.restore(model, optimizer)
-    result = TrainResult(model=model, steps=total_steps(cfg.steps), resumed_from=state.step, seconds=0.0,
-                         checkpoints=checkpoints, history=state.history)  # fmt: skip
+    round_data, mined = data, None
+    if state.step > per_round:  # resumed in the second round: its training set holds the mined windows
+        saved = checkpoints.load_arrays(HARD_NEGATIVES)
+        if saved is None:
+            log.warning("%s: the hard negatives of the second round are missing or unreadable; training from step 0",
+                        checkpoints.dir / f"{HARD_NEGATIVES}.npz")  # fmt: skip
+            checkpoints.clear()
+            _reset(model, initial)
+            optimizer, state = _optimizer(params), Resumed(run_id=state.run_id)
+        else:
+            mined = Mined(saved["windows"], saved["labels"])
+            round_data = data.with_negatives(mined.windows, mined.labels)
+    result = TrainResult(model=model, steps=rounds * per_round, resumed_from=state.step, seconds=0.0,
+                         checkpoints=checkpoints, history=state.history,
+                         hard_negatives=mined.counts(labels) if mined else None)  # fmt: skip
     if not state.step:
         stale = checkpoints.stale()
         if stale:
@@ -259,24 +308,37 @@ def train(params: Params, checkpoint_root: Path, log_root: Path, open_run=None, 
         log_hparams(writer, hparams, log_dir.name)
     began, window, total = time.perf_counter(), list(state.window), result.steps
     for step in range(state.step, total):
-        optimizer.learning_rate.assign(learning_rate_at(step, cfg.steps, cfg.learning_rate))
-        rows = data.batch_rows(cfg.batch_size, params.seed, step)
-        if data.views is None:
-            inputs = tf.constant(data.audio[rows].astype(np.float32) / 32768.0)
+        round_index, local = divmod(step, per_round)  # batches, augmentation and learning rate follow the round
+        if round_index and not local:  # the first round's model (just trained, or restored) mines; a new head starts
+            mined = mine(model, recordings, params)
+            checkpoints.save_arrays(HARD_NEGATIVES, windows=mined.windows, labels=mined.labels)
+            result.hard_negatives = counts = mined.counts(labels)
+            log.info("hard negatives: %d windows of %g h of training recordings where a keyword scored above %.2f "
+                     "more than %g ms from every keyword (%d as %s, %d as %s); a new head trains with them for %d steps",
+                     len(mined.labels), mining.hours, mining.min_score, mining.exclude_ms, counts[UNKNOWN_LABEL],
+                     UNKNOWN_LABEL, counts[SILENCE_LABEL], SILENCE_LABEL, per_round)  # fmt: skip
+            round_data = data.with_negatives(mined.windows, mined.labels)
+            _reset(model, initial)
+            optimizer = _optimizer(params)
+            step_fn = make_step(params, model, optimizer, data.noise, precomputed=True)
+        optimizer.learning_rate.assign(learning_rate_at(local, cfg.steps, cfg.learning_rate))
+        rows = round_data.batch_rows(cfg.batch_size, params.seed, local)
+        if round_data.views is None:
+            inputs = tf.constant(round_data.audio[rows].astype(np.float32) / 32768.0)
         else:
-            inputs = tf.constant(data.views[step % len(data.views), rows])
-        loss, correct = step_fn(inputs, tf.constant(data.labels[rows]), tf.constant(step, tf.int64))
+            inputs = tf.constant(round_data.views[local % len(round_data.views), rows])
+        loss, correct = step_fn(inputs, tf.constant(round_data.labels[rows]), tf.constant(local, tf.int64))
         window.append([float(loss), float(correct)])
         done = step + 1
-        if done == total:  # the weights become their moving average (a no-op without train.ema_momentum); the last
-            optimizer.finalize_variable_values(model.trainable_variables)  # evaluation and checkpoint hold them
-        if done % cfg.eval_step_interval == 0 or done == total:
+        if done % per_round == 0:  # the weights become their moving average (a no-op without train.ema_momentum);
+            optimizer.finalize_variable_values(model.trainable_variables)  # the evaluation and checkpoint hold them
+        if done % cfg.eval_step_interval == 0 or done % per_round == 0:
             matrix, val_loss = evaluate_features(model, data.val_features, data.val_labels, len(labels))
             train_loss, train_acc = np.mean(window, axis=0)
             window = []
             entry = {"step": done, "validation_accuracy": accuracy(matrix), "validation_loss": val_loss,
                      "train_accuracy": float(train_acc), "train_loss": float(train_loss),
-                     "learning_rate": learning_rate_at(step, cfg.steps, cfg.learning_rate)}  # fmt: skip
+                     "learning_rate": learning_rate_at(local, cfg.steps, cfg.learning_rate)}  # fmt: skip
             result.history.append(entry)
             print(f"Step {done}: Validation accuracy = {entry['validation_accuracy']:.1%} (N={int(matrix.sum())})")
             print(format_confusion(matrix), flush=True)
@@ -287,7 +349,7 @@ def train(params: Params, checkpoint_root: Path, log_root: Path, open_run=None, 
             writer.flush()
             if run is not None:
                 _log_step(run, checkpoints, entry, matrix, labels)
-        if done % cfg.save_step_interval == 0 or done == total:
+        if done % cfg.save_step_interval == 0 or done % per_round == 0:
             checkpoints.save(done, model, optimizer, Resumed(done, result.history, window, run.run_id if run else None))
     if result.history:
         result.train_accuracy, result.train_loss = result.history[-1]["train_accuracy"], result.history[-1]["train_loss"]

@@ -97,6 +97,8 @@ def run_train(params: Params, progress: bool = False) -> dict:
         "parameters": int(model.count_params()),
         "steps": result.steps,
     }
+    if result.hard_negatives is not None:  # train.hard_negatives: the windows the second round added
+        metrics["hard_negatives"] = sum(result.hard_negatives.values())
     run_facts = {"resumed_from_step": result.resumed_from, "wall_seconds": round(result.seconds, 2)}
     paths = params.paths
     out.mkdir(parents=True, exist_ok=True)
@@ -109,6 +111,10 @@ def run_train(params: Params, progress: bool = False) -> dict:
     write_text(artifacts.MODEL_SUMMARY.path(paths), summary)
     plot_confusion(matrix, labels, artifacts.VALIDATION_CONFUSION.path(paths), f"validation, step {final.get('step', result.steps)}")
     run.metrics({"train/wall_seconds": run_facts["wall_seconds"]}, step=result.steps)
+    if result.hard_negatives is not None:
+        run.metrics({"train/hard_negatives": metrics["hard_negatives"]}
+                    | {f"train/hard_negatives_{name.strip('_')}": n for name, n in result.hard_negatives.items()},
+                    step=result.steps)  # fmt: skip
     run.tags({"train/parameters": metrics["parameters"], "train/steps": metrics["steps"],
               "train/resumed_from_step": run_facts["resumed_from_step"], "tensorboard_dir": str(result.log_dir)})  # fmt: skip
     run.refresh_note()
