@@ -74,6 +74,22 @@ def make_params(tmp_path: Path, sources: list[dict] | None = None, **sections: d
     return parse_params(raw)
 
 
+
+def write_head_inputs(params: Params, clips: int, views: int = 2) -> None:
+    """The train stage's inputs for a head on precomputed embeddings, without running split or features: noise
+    clips labelled with every class in turn, training noise, random views and validation features (real shapes)."""
+    rng = np.random.default_rng(0)
+    split, feats = params.paths.split, params.paths.features
+    split.mkdir(parents=True), feats.mkdir(parents=True)
+    shape, classes = params.features.feature_shape, len(params.labels)
+    np.save(split / "training_audio.npy", rng.integers(-3000, 3000, (clips, 16000)).astype(np.int16))
+    np.save(split / "training_labels.npy", np.arange(clips) % classes)
+    np.save(split / "background_training.npy", rng.integers(-3000, 3000, 48000).astype(np.int16))
+    np.save(split / "validation_labels.npy", rng.integers(0, classes, 10).astype(np.int64))
+    np.save(feats / "validation_features.npy", rng.standard_normal((10, *shape)).astype(np.float32))
+    np.save(feats / "training_features.npy", rng.standard_normal((views, clips, *shape)).astype(np.float32))
+
+
 TINY_WORDS = {"keywords": ["yes", "no"], "unknown_words": ["cat", "dog"]}
 TINY_SPLIT = {"validation_percentage": 30, "testing_percentage": 30, "silence_percentage": 25, "unknown_percentage": 25}
 TINY_TRAIN = {

@@ -9,11 +9,11 @@ import pytest
 import pipeline.train.loop as loop
 from pipeline.errors import ConfigError
 from pipeline.train.hard_negatives import recording_seconds, select
-from tests.conftest import make_params
+from tests.conftest import make_params, write_head_inputs
 
 LABELS = ["_silence_", "_unknown_", "yes", "no"]
 EMBEDDING = {"preprocess": "speech_embedding"}
-STEPS, SAVE_EVERY = 8, 3
+STEPS, SAVE_EVERY, CLIPS = 8, 3, 36
 
 
 def _scores(top: list[int], value: list[float]) -> np.ndarray:
@@ -70,20 +70,6 @@ def _params(tmp_path, hours: float = 0.02):
     return make_params(tmp_path, features={"preprocess": "speech_embedding", "embedding": {"views": 2}}, train=train)
 
 
-def _write_inputs(params, clips: int = 36) -> None:
-    """The train stage's inputs for an embedding head: noise clips of every class, random views, real shapes."""
-    rng = np.random.default_rng(0)
-    split, feats = params.paths.split, params.paths.features
-    split.mkdir(parents=True), feats.mkdir(parents=True)
-    shape, classes = params.features.feature_shape, len(params.labels)
-    np.save(split / "training_audio.npy", rng.integers(-3000, 3000, (clips, 16000)).astype(np.int16))
-    np.save(split / "training_labels.npy", np.arange(clips) % classes)
-    np.save(split / "background_training.npy", rng.integers(-3000, 3000, 48000).astype(np.int16))
-    np.save(split / "validation_labels.npy", rng.integers(0, classes, 10).astype(np.int64))
-    np.save(feats / "validation_features.npy", rng.standard_normal((10, *shape)).astype(np.float32))
-    np.save(feats / "training_features.npy", rng.standard_normal((2, clips, *shape)).astype(np.float32))
-
-
 class Interrupted(Exception):
     pass
 
@@ -119,7 +105,7 @@ def _train(params, root, monkeypatch, stop_after: int | None = None):
 def test_two_rounds_train_a_new_head_on_the_mined_windows(tmp_path, monkeypatch):
     pytest.importorskip("tensorflow")
     params = _params(tmp_path)
-    _write_inputs(params)
+    write_head_inputs(params, CLIPS)
     result, calls = _train(params, tmp_path, monkeypatch)
     assert result.steps == 2 * STEPS and calls == list(range(STEPS)) * 2, "each round runs the schedule from its step 0"
     assert [h["step"] for h in result.history] == [4, 8, 12, 16]
@@ -135,11 +121,11 @@ def test_a_run_interrupted_in_the_second_round_resumes_to_the_same_model(tmp_pat
     pytest.importorskip("tensorflow")
     whole_root, parts_root = tmp_path / "whole", tmp_path / "parts"
     params = _params(whole_root)
-    _write_inputs(params)
+    write_head_inputs(params, CLIPS)
     whole, _ = _train(params, whole_root, monkeypatch)
 
     params = _params(parts_root)
-    _write_inputs(params)
+    write_head_inputs(params, CLIPS)
     with pytest.raises(Interrupted):
         _train(params, parts_root, monkeypatch, stop_after=STEPS + 5)  # the checkpoint of step 12 survives
     resumed, calls = _train(params, parts_root, monkeypatch)
@@ -152,7 +138,7 @@ def test_a_run_interrupted_in_the_second_round_resumes_to_the_same_model(tmp_pat
 def test_lost_mined_windows_restart_training_from_step_0_with_a_warning(tmp_path, monkeypatch, caplog):
     pytest.importorskip("tensorflow")
     params = _params(tmp_path)
-    _write_inputs(params)
+    write_head_inputs(params, CLIPS)
     with pytest.raises(Interrupted):
         _train(params, tmp_path, monkeypatch, stop_after=STEPS + 5)
     (folder,) = (tmp_path / "ckpt").iterdir()

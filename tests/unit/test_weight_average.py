@@ -7,9 +7,9 @@ import pytest
 
 import pipeline.train.loop as loop
 from pipeline.train.loop import make_step
-from tests.conftest import make_params
+from tests.conftest import make_params, write_head_inputs
 
-STEPS, SAVE_EVERY, MOMENTUM = 12, 4, 0.8
+STEPS, SAVE_EVERY, MOMENTUM, CLIPS = 12, 4, 0.8, 24
 
 
 def _params(tmp_path, ema):
@@ -17,20 +17,6 @@ def _params(tmp_path, ema):
              "save_step_interval": SAVE_EVERY, "ema_momentum": ema,
              "model": {"name": "embedding_head", "head": "conv", "filters": 8, "dropout": 0.0, "l2": 0.0}}  # fmt: skip
     return make_params(tmp_path, features={"preprocess": "speech_embedding", "embedding": {"views": 2}}, train=train)
-
-
-def _write_views(params, clips: int = 24) -> None:
-    """The train stage's inputs for a precomputed-embedding model: random features, real shapes."""
-    rng = np.random.default_rng(0)
-    split, feats = params.paths.split, params.paths.features
-    split.mkdir(parents=True), feats.mkdir(parents=True)
-    shape, classes = params.features.feature_shape, len(params.labels)
-    np.save(split / "training_audio.npy", np.zeros((clips, 16000), np.int16))
-    np.save(split / "training_labels.npy", rng.integers(0, classes, clips).astype(np.int64))
-    np.save(split / "background_training.npy", np.zeros(16000, np.int16))
-    np.save(split / "validation_labels.npy", rng.integers(0, classes, 10).astype(np.int64))
-    np.save(feats / "validation_features.npy", rng.standard_normal((10, *shape)).astype(np.float32))
-    np.save(feats / "training_features.npy", rng.standard_normal((2, clips, *shape)).astype(np.float32))
 
 
 class Interrupted(Exception):
@@ -61,7 +47,7 @@ def _train(params, tmp_path, monkeypatch, stop_after: int | None = None):
 def test_the_model_ends_as_the_moving_average_of_its_weights(tmp_path, monkeypatch):
     pytest.importorskip("tensorflow")
     params = _params(tmp_path, MOMENTUM)
-    _write_views(params)
+    write_head_inputs(params, CLIPS)
     result, trajectory = _train(params, tmp_path, monkeypatch)
     assert len(trajectory) == STEPS
     average = [w.copy() for w in trajectory[0]]  # Keras starts the average at the first step's weights
@@ -77,11 +63,11 @@ def test_an_interrupted_run_resumes_to_the_same_average(tmp_path, monkeypatch):
     pytest.importorskip("tensorflow")
     whole_dir, parts_dir = tmp_path / "whole", tmp_path / "parts"
     params = _params(whole_dir, MOMENTUM)
-    _write_views(params)
+    write_head_inputs(params, CLIPS)
     whole, _ = _train(params, whole_dir, monkeypatch)
 
     params = _params(parts_dir, MOMENTUM)
-    _write_views(params)
+    write_head_inputs(params, CLIPS)
     with pytest.raises(Interrupted):
         _train(params, parts_dir, monkeypatch, stop_after=SAVE_EVERY + 2)  # the checkpoint of step 4 survives
     resumed, steps_after = _train(params, parts_dir, monkeypatch)
@@ -94,7 +80,7 @@ def test_an_interrupted_run_resumes_to_the_same_average(tmp_path, monkeypatch):
 def test_without_a_momentum_the_model_keeps_its_last_weights(tmp_path, monkeypatch):
     pytest.importorskip("tensorflow")
     params = _params(tmp_path, None)
-    _write_views(params)
+    write_head_inputs(params, CLIPS)
     result, trajectory = _train(params, tmp_path, monkeypatch)
     for got, last in zip(result.model.trainable_variables, trajectory[-1], strict=True):
         np.testing.assert_array_equal(got.numpy(), last)
