@@ -63,6 +63,8 @@ def model_params(base: Params, name: str, scratch_preprocess: str | None) -> Par
     elif feat["preprocess"] == EMBEDDING_PREPROCESS:
         feat["preprocess"] = "mfcc"
     raw["train"]["model"] = raw["train"]["model"] if base.train.model.name == name else {"name": name}
+    if feat["preprocess"] != EMBEDDING_PREPROCESS:  # hard negatives are mined on the embedding's sequence only
+        raw["train"]["hard_negatives"]["hours"] = 0
     return parse_params(raw, f"params.yaml (benchmark of {name})")
 
 

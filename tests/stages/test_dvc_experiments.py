@@ -42,6 +42,7 @@ def _tiny_params(corpus: Path) -> dict:
     tiny = tiny_params_dict(corpus.parent, features={"preprocess": "mfcc"},
                             train={"steps": [60, 20], "eval_step_interval": 20, "save_step_interval": 40,
                                    "neural_repeats": 1,  # the tone corpus has no neural voices to oversample
+                                   "hard_negatives": {"hours": 0},  # mined on the speech embedding's sequence only
                                    "model": {"name": "tiny_conv", "filters": 8, "dropout": 0.5}},
                             evaluate={"extra_sets": [], "streaming": {"recording_seconds": 20}},
                             freeze={"representative_clips": 20, "latency_repeats": 2, "max_int8_drop": 100})  # fmt: skip
