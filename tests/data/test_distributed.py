@@ -48,12 +48,42 @@ def _ray(*args: str, timeout: float = START_TIMEOUT_S) -> subprocess.CompletedPr
     return subprocess.run([str(RAY), *args], env=ENV, capture_output=True, text=True, timeout=timeout)
 
 
-def _start_node(*args: str, attempts: int = 3) -> None:
+def _cluster_pids(markers: tuple[str, ...]) -> list[int]:
+    """Processes (not this one) whose command line holds one of `markers` (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if any(marker.encode() in cmdline for marker in markers):
+            found.append(int(entry.name))
+    return found
+
+
+def _stop_cluster(port: int, temp: str, timeout_s: float = 60) -> None:
+    """Stop this test's cluster only: SIGTERM, then SIGKILL, every process naming its GCS port or its temp folder.
+    `ray stop --force` would also stop any other Ray on the machine, e.g. a `make run` beside the tests."""
+    markers = (f"127.0.0.1:{port}", f"_port={port}", temp)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in _cluster_pids(markers):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + timeout_s / 2
+        while _cluster_pids(markers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+
+
+def _start_node(*args: str, stop=None, attempts: int = 3) -> None:
     """`ray start`, tried again when the node misses Ray's fixed 30 s registration deadline (a loaded machine);
-    a head's half-started processes are stopped before it is tried again."""
+    `stop()` ends a head's half-started processes before it is tried again."""
     for attempt in range(attempts):
-        if attempt and "--head" in args:
-            _ray("stop", "--force", timeout=120)
+        if attempt and stop is not None:
+            stop()
         done = _ray("start", *args)
         if done.returncode == 0:
             return
@@ -69,7 +99,7 @@ def _hashes(root: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def cluster():
     """RAY_ADDRESS of a head node and a second node on 127.0.0.1, one CPU each, sharing a token of their own
-    (token authentication); `ray stop --force` afterwards."""
+    (token authentication); afterwards its processes, and only those, are stopped."""
     port, temp = _free_port(), tempfile.mkdtemp(prefix="kws-ray-")  # short: Ray's socket paths are limited
     token = Path(temp) / "auth_token"
     token.write_text(secrets.token_hex(32))
@@ -80,13 +110,14 @@ def cluster():
     common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", f"--object-store-memory={200 * 1024**2}",
               "--disable-usage-stats"]  # fmt: skip
     try:
-        _start_node("--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={temp}", *common)
+        _start_node("--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={temp}", *common,
+                    stop=lambda: _stop_cluster(port, temp))  # fmt: skip
         _start_node(f"--address=127.0.0.1:{port}", *common)
         address = f"127.0.0.1:{port}"
         _wait_for_nodes(address, 2)
         yield address
     finally:
-        subprocess.run([str(RAY), "stop", "--force"], env=ENV, capture_output=True, timeout=120)
+        _stop_cluster(port, temp)
         shutil.rmtree(temp, ignore_errors=True)
         for key, value in saved.items():
             if value is None:
