@@ -259,10 +259,11 @@ def train(params: Params, checkpoint_root: Path, log_root: Path, open_run=None, 
     data = load_train_data(params)
     mining = cfg.hard_negatives
     per_round, rounds = total_steps(cfg.steps), 2 if mining.hours else 1
-    # made before the first step, so a training set that cannot make them fails in seconds
-    recordings = training_recordings(params) if rounds > 1 else []
     model = build_model(cfg.model, feat.feature_shape, len(labels))
     initial = [v.numpy() for v in model.variables]
+    # made before the first step, so a training set that cannot make them fails in seconds; after the model is
+    # built, so the first round starts from the weights a run without hard negatives has (and ends at its model)
+    recordings = training_recordings(params) if rounds > 1 else []
     optimizer = _optimizer(params)
     config = {"seed": params.seed, "train": cfg.model_dump(mode="json"), "features": feat.model_dump(mode="json"), "labels": labels}
     if rounds > 1:  # the recordings the negatives are mined from

@@ -147,3 +147,30 @@ def test_lost_mined_windows_restart_training_from_step_0_with_a_warning(tmp_path
         result, calls = _train(params, tmp_path, monkeypatch)
     assert "hard negatives of the second round are missing or unreadable; training from step 0" in caplog.text
     assert result.resumed_from == 0 and calls == list(range(STEPS)) * 2
+
+
+def test_the_first_round_ends_at_the_model_a_run_without_hard_negatives_trains(tmp_path, monkeypatch):
+    """Making the recordings does not move the head's initial weights: round 1 is the one-round run, so a paired
+    comparison (hours 0 vs hours > 0) differs by the second round only."""
+    pytest.importorskip("tensorflow")
+    import pipeline.train.hard_negatives as hard_negatives
+
+    plain_root, mined_root = tmp_path / "plain", tmp_path / "mined"
+    params = _params(plain_root, hours=0)
+    write_head_inputs(params, CLIPS)
+    plain, _ = _train(params, plain_root, monkeypatch)
+    assert plain.steps == STEPS and plain.hard_negatives is None
+
+    first_round, real_mine = [], hard_negatives.mine
+
+    def recording_mine(model, recordings, params, **kwargs):
+        first_round.extend(v.numpy().copy() for v in model.variables)
+        return real_mine(model, recordings, params, **kwargs)
+
+    monkeypatch.setattr(hard_negatives, "mine", recording_mine)
+    params = _params(mined_root)
+    write_head_inputs(params, CLIPS)
+    _train(params, mined_root, monkeypatch)
+    assert len(first_round) == len(plain.model.variables)
+    for got, want in zip(first_round, plain.model.variables, strict=True):
+        np.testing.assert_array_equal(got, want.numpy())
