@@ -70,22 +70,18 @@ class Checkpoints:
 
     def save(self, step: int, model, optimizer, state: Resumed) -> Path:
         """Write everything needed to continue after `step` steps as one fsynced file; drop all but the newest `keep`."""
-        self.dir.mkdir(parents=True, exist_ok=True)
         loop = json.dumps({"step": step, "history": state.history, "window": state.window, "run_id": state.run_id})
         arrays = {f"m{i:05d}": np.asarray(v.numpy()) for i, v in enumerate(model.variables)}
         arrays.update({f"o{i:05d}": np.asarray(v.numpy()) for i, v in enumerate(optimizer.variables)})
         arrays["loop"] = np.frombuffer(loop.encode(), dtype=np.uint8)
-        path = self.dir / f"step-{step:08d}.npz"
-        with atomic_path(path, ".npz", durable=True) as tmp:
-            with open(tmp, "wb") as handle:
-                np.savez(handle, **arrays)
+        path = self.save_arrays(f"step-{step:08d}", **arrays)
         for old in self.files()[self.keep :]:
             old.unlink(missing_ok=True)
         return path
 
     def save_arrays(self, name: str, **arrays: np.ndarray) -> Path:
-        """Keep arrays a later step of this run needs (e.g. the mined hard negatives) beside the checkpoints, as
-        `<name>.npz`, fsynced; they go with `clear()`."""
+        """Write arrays into this run's folder as `<name>.npz`, atomically and fsynced: the checkpoints themselves,
+        and what a later step needs (e.g. the mined hard negatives); they go with `clear()`."""
         self.dir.mkdir(parents=True, exist_ok=True)
         path = self.dir / f"{name}.npz"
         with atomic_path(path, ".npz", durable=True) as tmp:

@@ -67,7 +67,7 @@ def training_recordings(params: Params) -> list[Recording]:
     recording needs (keywords; `_unknown_` clips while `evaluate.streaming.unknown_fraction` > 0)."""
     import tensorflow as tf
 
-    from pipeline.features.embedding import EmbeddingFeatures
+    from pipeline.features.layers import feature_layer
     from pipeline.stream.recording import make_recording
     from pipeline.stream.sequence import embed_recording, window_end_ms
 
@@ -75,8 +75,7 @@ def training_recordings(params: Params) -> list[Recording]:
     clips = np.load(artifacts.SET_AUDIO.require(paths, set="training"), mmap_mode="r")
     labels = np.load(artifacts.SET_LABELS.require(paths, set="training"))
     noise = np.load(artifacts.SET_BACKGROUND.require(paths, set="training"))
-    layer = EmbeddingFeatures(round(feat.embedding.pad_to_ms * feat.sample_rate / 1000), feat.embedding.align)
-    layer.build((None, None))
+    layer = feature_layer(feat)  # the speech embedding (the params check allows hours only with it)
     sequence = tf.function(layer.sequence, input_signature=[tf.TensorSpec([1, None], tf.float32)])
     hop, span = layer.stream_geometry
     window = layer.steps_for(feat.clip_samples)
