@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
+import types
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -27,10 +28,52 @@ _WORD = re.compile(r"^[a-z][a-z']*$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
+def juggled(value: object, annotation: object) -> str | None:
+    """Why `value` would reach a field typed `annotation` only through a type conversion pydantic's lax mode does
+    silently (true -> 1.0, 1 -> true, "0.5" -> 0.5), or None when it needs none. Looks through Annotated, unions
+    (fine if any member takes the value as it is) and lists; other types are left to pydantic."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return juggled(value, get_args(annotation)[0])
+    if origin in (Union, types.UnionType):
+        reasons = [juggled(value, member) for member in get_args(annotation)]
+        return None if any(reason is None for reason in reasons) else reasons[0]
+    if origin is list and isinstance(value, list):
+        (item,) = get_args(annotation) or (object,)
+        return next((reason for reason in (juggled(v, item) for v in value) if reason), None)
+    if annotation is type(None):
+        return None if value is None else "not null"
+    if annotation is bool and not isinstance(value, bool):
+        return "expected true or false"
+    if annotation in (int, float) and isinstance(value, bool | str):
+        return "expected a number, not " + ("true/false" if isinstance(value, bool) else "a quoted string")
+    return None
+
+
 class Strict(BaseModel):
-    """Base: unknown keys are errors and a loaded config cannot be mutated."""
+    """Base: unknown keys are errors, a loaded config cannot be mutated, and a value of the wrong YAML type is an
+    error rather than converted (`streaming: 1`, `background_volume: true`, `steps: ["2000"]`: juggled)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _same_yaml_types(cls, raw: object) -> object:
+        if isinstance(raw, dict):  # a model validator: pydantic allows no field validator on a union's tag field
+            for key, value in raw.items():
+                field = cls.model_fields.get(key)
+                reason = juggled(value, field.annotation) if field is not None else None
+                if reason:
+                    raise JuggledValue(key, value, reason)
+        return raw
+
+
+class JuggledValue(ValueError):
+    """A params value of the wrong YAML type (juggled); _describe names it by its full key."""
+
+    def __init__(self, key: str, value: object, reason: str):
+        super().__init__(f"{reason} (got {value!r})")
+        self.key = key
 
 
 Percent = Annotated[float, Field(ge=0, le=100)]
@@ -508,6 +551,9 @@ def _describe(error: ValidationError, source: str) -> str:
     loc = first["loc"]
     # a discriminated union adds the tag (e.g. "synthetic") after the list index: not a key the user wrote
     where = ".".join(str(p) for i, p in enumerate(loc) if not (i and _is_tag(p, loc[i - 1])))
+    cause = (first.get("ctx") or {}).get("error")
+    if isinstance(cause, JuggledValue):  # raised by the model holding the key: name the key itself
+        return f"{source}: {'.'.join(filter(None, [where, cause.key]))}: {cause}"
     got = first.get("input")
     shown = "" if isinstance(got, dict | list) or got is None or repr(got) in first["msg"] else f" (got {got!r})"
     more = f" [+{error.error_count() - 1} more]" if error.error_count() > 1 else ""

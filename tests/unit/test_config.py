@@ -44,6 +44,33 @@ def test_invalid_params_give_one_line_naming_the_key(raw, expected):
     assert "\n" not in message
 
 
+@pytest.mark.parametrize(
+    ("section", "expected"),
+    [
+        ({"features": {"background_volume": True}}, "features.background_volume: expected a number, not true/false (got True)"),
+        ({"train": {"ema_momentum": True}}, "train.ema_momentum: expected a number, not true/false"),
+        ({"train": {"steps": ["2000", 500]}}, "train.steps: expected a number, not a quoted string"),
+        ({"seed": "5"}, "seed: expected a number, not a quoted string (got '5')"),
+        ({"features": {"embedding": {"integer_views": "true"}}}, "features.embedding.integer_views: expected true or false (got 'true')"),
+        ({"evaluate": {"extra_sets": [{"name": "x", "path": "y", "streaming": 1}]}}, "evaluate.extra_sets.0.streaming: expected true or false (got 1)"),
+        ({"data": {"sources": [{"kind": "synthetic", "piper": 1}]}}, "data.sources.0.piper: expected true or false (got 1)"),
+    ],
+)
+def test_values_of_the_wrong_yaml_type_are_rejected_not_converted(section, expected):
+    # pydantic's lax mode would read `true` as 1.0, `1` as true and "0.5" as 0.5 without a word
+    raw = {"seed": 1, "data": {"sources": [{"kind": "synthetic"}]}, **section}
+    with pytest.raises(ConfigError) as info:
+        parse_params(raw)
+    assert str(info.value).startswith(f"params.yaml: {expected}") and "\n" not in str(info.value)
+
+
+def test_numbers_stay_numbers_of_either_kind():
+    raw = {"seed": 1, "data": {"sources": [{"kind": "synthetic"}]}, "train": {"learning_rate": [1, 0.1], "ema_momentum": None},
+           "features": {"background_volume": 0}}  # fmt: skip
+    params = parse_params(raw)
+    assert params.train.learning_rate == [1.0, 0.1] and params.features.background_volume == 0.0
+
+
 def test_missing_and_malformed_files(tmp_path: Path):
     with pytest.raises(ConfigError, match="file not found"):
         load_params(tmp_path / "nope.yaml")
