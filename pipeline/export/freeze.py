@@ -183,13 +183,14 @@ def _example_wav(params: Params) -> bytes:
 def register_model(params: Params, report: dict) -> dict:
     """Log the pyfunc model to the training run, register it, point `challenger` at it and give it its model card."""
     from pipeline.tracking import Run
-    from pipeline.tracking.card import card_summary, model_card
+    from pipeline.tracking.card import card_summary, model_card, training_lines
     from pipeline.tracking.pyfunc import log_pyfunc
     from pipeline.tracking.registry import attach_card, logged_model_id, register, reuse_version, version_of_run
 
     paths = params.paths
     run_id = artifacts.RUN_ID.require(paths).read_text().strip()
     evaluation = json.loads(artifacts.EVALUATION.require(paths).read_text())
+    train_metrics = json.loads(artifacts.TRAIN_METRICS.require(paths).read_text())
     name = params.freeze.registered_model_name
     existing = version_of_run(name, run_id)  # a rerun after a kill that followed the registration: one version per run
     if existing is not None:
@@ -223,7 +224,9 @@ def register_model(params: Params, report: dict) -> dict:
                       sources=[s.model_dump(mode="json") for s in params.data.sources], evaluation=evaluation,
                       matrices=matrices, export=report,
                       threshold=params.evaluate.streaming.detection_threshold,
-                      alarm_budget=params.evaluate.streaming.max_false_alarms_per_hour)  # fmt: skip
+                      alarm_budget=params.evaluate.streaming.max_false_alarms_per_hour,
+                      training=training_lines(params.train.model_dump(mode="json"), params.features.model_dump(mode="json"),
+                                              train_metrics.get("hard_negatives")))  # fmt: skip
     card_path = artifacts.MODEL_CARD.path(paths)
     write_text(card_path, card)
     attach_card(name, version, model_uri, run_id, card_path, card_summary(card))

@@ -1,5 +1,5 @@
-"""The model card of a registered version: intended use, data, metrics with 95 % intervals, streaming, known
-confusions, int8 caveats, licences. Markdown, from the evaluation and export reports (no MLflow call here)."""
+"""The model card of a registered version: intended use, data, training, metrics with 95 % intervals, streaming,
+known confusions, int8 caveats, licences. Markdown, from the evaluation and export reports (no MLflow call here)."""
 
 from __future__ import annotations
 
@@ -50,12 +50,46 @@ def licence_lines(sources: list[Mapping], preprocess: str, extra_sets: list[str]
     return list(dict.fromkeys(lines))
 
 
+def training_lines(train: Mapping, features: Mapping, hard_negatives: int | None) -> list[str]:
+    """The card's recipe of how the model was trained, from params.yaml's `train` and `features` sections (as
+    dumped to JSON) and the count of mined hard negatives (models/train/metrics.json; None when the round is off)."""
+    spec = {k: v for k, v in train["model"].items() if k != "name"}
+    steps = sum(train["steps"])
+    schedule = ", ".join(f"{n:,} at {lr:g}" for n, lr in zip(train["steps"], train["learning_rate"], strict=True))
+    lines = [f"- Model `{train['model']['name']}` ({', '.join(f'{k} {v}' for k, v in spec.items())}) on "
+             f"`{features['preprocess']}` features; {steps:,} steps ({schedule}), batch {train['batch_size']}, "
+             f"{train['optimizer']}."]  # fmt: skip
+    views = features.get("embedding", {}).get("views") if features["preprocess"] == "speech_embedding" else None
+    augment = [f"time shifts up to {features['time_shift_ms']:g} ms",
+               f"background noise up to volume {features['background_volume']:g} in {100 * features['background_frequency']:.0f} % of views"]  # fmt: skip
+    if views:
+        augment.insert(0, f"{views} views per clip embedded once")
+    masks = features.get("spec_augment", {})
+    if masks.get("enabled"):
+        augment.append(f"{masks['time_masks']} time masks of up to {masks['time_mask_frames']} frames"
+                       + (f", {masks['frequency_masks']} frequency masks" if masks.get("frequency_masks") else ""))
+    if views and features["embedding"].get("integer_views"):
+        augment.append("each view also through the int8 backbone")
+    lines.append("- Augmentation: " + "; ".join(augment) + ".")
+    lines.append(f"- Other words weigh {train['unknown_weight']:g} in the loss"
+                 + (f"; clips of neural voices enter each epoch {train['neural_repeats']} times." if train["neural_repeats"] > 1 else "."))  # fmt: skip
+    mining = train.get("hard_negatives", {})
+    if hard_negatives is None:
+        lines.append("- Hard negatives: off (one round).")
+    else:
+        lines.append(f"- Hard negatives: a second round with {hard_negatives:,} windows where the first round's model "
+                     f"scored a keyword above {mining.get('min_score', 0):g} on {mining.get('hours', 0):g} h of "
+                     "recordings of training clips.")  # fmt: skip
+    return lines
+
+
 def model_card(*, name: str, version: int, run_name: str, run_id: str, model: str, preprocess: str, labels: list[str],
                sources: list[Mapping], evaluation: Mapping, matrices: Mapping[str, np.ndarray], export: Mapping,
-               threshold: float = 0.7, alarm_budget: float = 10.0) -> str:
+               threshold: float = 0.7, alarm_budget: float = 10.0, training: list[str] | None = None) -> str:
     """Markdown model card. `evaluation`: evaluation.json; `matrices`: set -> confusion matrix (rows true);
     `export`: export.json (int8 vs float per set); `threshold`, `alarm_budget`: evaluate.streaming's
-    detection_threshold and max_false_alarms_per_hour, which the streaming figures were measured at."""  # fmt: skip
+    detection_threshold and max_false_alarms_per_hour, which the streaming figures were measured at; `training`:
+    training_lines."""  # fmt: skip
     sets = [s for s in evaluation if s != "streaming"]
     extra = [s for s in sets if s != "testing"]
     out = [f"# {name} version {version}: keyword spotter ({model})", "",
@@ -76,6 +110,8 @@ def model_card(*, name: str, version: int, run_name: str, run_id: str, model: st
         out.append("- Selection: the head's regularisation and the voice mix of the default profile were chosen on the "
                    "`real_dev` clips (see README, Profiles), so `real_dev` is a selected figure, a little optimistic; "
                    "`testing` is held out by speaker hash.")  # fmt: skip
+    if training:
+        out += ["", "## Training", "", *training]
     out += ["", "## Metrics by set (95 % Wilson interval)", "", "| set | N | accuracy | 95 % interval | macro F1 |",
             "|---|---|---|---|---|"]  # fmt: skip
     for s in sets:

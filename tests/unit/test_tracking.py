@@ -243,3 +243,27 @@ def test_model_card_has_intervals_confusions_int8_and_licences():
     for licence in ("speech_embedding", "GPL-3.0", "CC0", "Kokoro-82M (Apache-2.0)", "CC BY 4.0"):
         assert licence in card, licence
     assert "selected figure" in card and "## Intended use" in card
+    assert "## Training" not in card  # no recipe given, no empty section
+
+
+def test_model_card_training_recipe_names_the_settings_and_the_hard_negatives():
+    from pipeline.config import load_params
+    from pipeline.tracking.card import model_card, training_lines
+    from tests.conftest import REPO
+
+    params = load_params(REPO / "params.yaml")
+    train = params.train.model_dump(mode="json") | {"steps": [2000, 500], "learning_rate": [0.001, 0.0001],
+                                                     "hard_negatives": {"hours": 2, "min_score": 0.7}}  # fmt: skip
+    features = params.features.model_dump(mode="json")
+    features["spec_augment"] |= {"enabled": True, "time_masks": 2, "time_mask_frames": 4, "frequency_masks": 0}
+    features["embedding"] |= {"views": 3, "integer_views": True}
+    lines = training_lines(train, features, 603)
+    assert "2,500 steps (2,000 at 0.001, 500 at 0.0001)" in lines[0] and "`embedding_head` (" in lines[0]
+    assert lines[1].startswith("- Augmentation: 3 views per clip embedded once; time shifts up to 100 ms;")
+    assert "2 time masks of up to 4 frames" in lines[1] and "int8 backbone" in lines[1]
+    assert lines[-1] == ("- Hard negatives: a second round with 603 windows where the first round's model scored a "
+                         "keyword above 0.7 on 2 h of recordings of training clips.")  # fmt: skip
+    assert training_lines(train, features, None)[-1] == "- Hard negatives: off (one round)."
+    card = model_card(name="kws", version=1, run_name="r", run_id="i", model="embedding_head", preprocess="speech_embedding",
+                      labels=params.labels, sources=[], evaluation={}, matrices={}, export={}, training=lines)  # fmt: skip
+    assert "## Training\n\n- Model `embedding_head`" in card
