@@ -225,8 +225,7 @@ def register_model(params: Params, report: dict) -> dict:
                       matrices=matrices, export=report,
                       threshold=params.evaluate.streaming.detection_threshold,
                       alarm_budget=params.evaluate.streaming.max_false_alarms_per_hour,
-                      training=training_lines(params.train.model_dump(mode="json"), params.features.model_dump(mode="json"),
-                                              train_metrics.get("hard_negatives")))  # fmt: skip
+                      training=training_lines(params.train, params.features, train_metrics.get("hard_negatives")))  # fmt: skip
     card_path = artifacts.MODEL_CARD.path(paths)
     write_text(card_path, card)
     attach_card(name, version, model_uri, run_id, card_path, card_summary(card))

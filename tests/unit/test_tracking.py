@@ -252,11 +252,11 @@ def test_model_card_training_recipe_names_the_settings_and_the_hard_negatives():
     from tests.conftest import REPO
 
     params = load_params(REPO / "params.yaml")
-    train = params.train.model_dump(mode="json") | {"steps": [2000, 500], "learning_rate": [0.001, 0.0001],
-                                                     "hard_negatives": {"hours": 2, "min_score": 0.7}}  # fmt: skip
-    features = params.features.model_dump(mode="json")
-    features["spec_augment"] |= {"enabled": True, "time_masks": 2, "time_mask_frames": 4, "frequency_masks": 0}
-    features["embedding"] |= {"views": 3, "integer_views": True}
+    mining = params.train.hard_negatives.model_copy(update={"hours": 2, "min_score": 0.7})
+    train = params.train.model_copy(update={"steps": [2000, 500], "learning_rate": [0.001, 0.0001], "hard_negatives": mining})
+    masks = params.features.spec_augment.model_copy(update={"enabled": True, "time_masks": 2, "time_mask_frames": 4, "frequency_masks": 0})
+    embedding = params.features.embedding.model_copy(update={"views": 3, "integer_views": True})
+    features = params.features.model_copy(update={"spec_augment": masks, "embedding": embedding})
     lines = training_lines(train, features, 603)
     assert "2,500 steps (2,000 at 0.001, 500 at 0.0001)" in lines[0] and "`embedding_head` (" in lines[0]
     assert lines[1].startswith("- Augmentation: 3 views per clip embedded once; time shifts up to 100 ms;")
