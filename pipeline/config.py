@@ -380,6 +380,10 @@ class StreamParams(Strict):
     detection_threshold: float = Field(0.7, ge=0, le=1)
     suppression_ms: float = Field(500.0, ge=0)
     minimum_count: int = Field(4, ge=1)
+    # when the previous command's word may be reported again (pipeline.stream.recognize): release, once its averaged
+    # score falls to the threshold or another word leads; other_command, TF's rule, only after another command
+    # (in noise that never passes the threshold between words, TF's rule drops the second of two equal keywords)
+    rearm: Literal["release", "other_command"] = "release"
     clip_stride_ms: float = Field(30.0, gt=0)
     # sequence: a speech-embedding model scores the shared 80 ms embedding sequence (each vector computed once);
     # windows: every clip_stride_ms window is scored alone (any model; the only mode for from-scratch models)

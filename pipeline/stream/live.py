@@ -105,7 +105,8 @@ def listen(
     step, keep = _context(predictor, settings)
     recognizer = RecognizeCommands(predictor.labels, average_window_ms=settings.average_window_ms,
                                    detection_threshold=settings.detection_threshold,
-                                   suppression_ms=settings.suppression_ms, minimum_count=settings.minimum_count)  # fmt: skip
+                                   suppression_ms=settings.suppression_ms, minimum_count=settings.minimum_count,
+                                   rearm=settings.rearm)  # fmt: skip
     resampler = None
     if input_rate != rate:
         import soxr

@@ -99,6 +99,7 @@ def recognize(scores: np.ndarray, times_ms: np.ndarray, labels: list[str], setti
         detection_threshold=settings.detection_threshold,
         suppression_ms=settings.suppression_ms,
         minimum_count=settings.minimum_count,
+        rearm=settings.rearm,
     )
 
 

@@ -45,7 +45,7 @@ def keyword_sweep(scores: np.ndarray, times_ms: np.ndarray, labels: list[str], s
     threshold (smoothing window, suppression, minimum count, time tolerance)."""
     rows, smoothed = [], _smoothed(scores, times_ms, labels, settings)
     for threshold in thresholds:
-        found = commands(smoothed, labels, threshold, settings.suppression_ms)
+        found = commands(smoothed, labels, threshold, settings.suppression_ms, settings.rearm)
         stats = match_detections(found, truth, settings.time_tolerance_ms, duration_ms=duration_ms)
         rows.append({"threshold": float(threshold), **{k: round(float(stats[k]), 4) for k in SWEEP_COLUMNS[1:]}})
     return pd.DataFrame(rows, columns=SWEEP_COLUMNS)
@@ -58,7 +58,7 @@ def false_accepts_per_hour(parts: list[tuple[np.ndarray, np.ndarray]], labels: l
     if hours <= 0:
         raise ValueError(f"need a positive length of audio, got {hours} hours")
     smoothed = [_smoothed(s, t, labels, settings) for s, t in parts]
-    return [round(sum(len(commands(p, labels, th, settings.suppression_ms)) for p in smoothed) / hours, 4)
+    return [round(sum(len(commands(p, labels, th, settings.suppression_ms, settings.rearm)) for p in smoothed) / hours, 4)
             for th in thresholds]  # fmt: skip
 
 

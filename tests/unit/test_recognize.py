@@ -71,13 +71,47 @@ def test_other_word_within_suppression_is_not_reported_after_it_is():
     assert [(d.label, d.time_ms) for d in long] == [("yes", 150.0), ("no", 1170.0)]  # first t with t - 150 > 1000
 
 
-def test_same_word_again_needs_a_registered_label_in_between():
+def test_tf_rule_same_word_again_needs_a_registered_label_in_between():
+    tf = {"rearm": "other_command", "suppression_ms": 1000}
     # silence only registers as the previous command once 1000 ms passed since "yes": a short pause does not
-    quick = run(("yes", 600), ("_silence_", 300), ("yes", 1000), ("_silence_", 500), suppression_ms=1000)
+    quick = run(("yes", 600), ("_silence_", 300), ("yes", 1000), ("_silence_", 500), **tf)
     assert [d.label for d in quick] == ["yes"]
     # a long pause registers silence at 1170 ms; after silence the next word is reported at once (TF)
-    slow = run(("yes", 600), ("_silence_", 900), ("yes", 1000), suppression_ms=1000)
+    slow = run(("yes", 600), ("_silence_", 900), ("yes", 1000), **tf)
     assert [(d.label, d.time_ms) for d in slow] == [("yes", 150.0), ("yes", 1500.0 + 330)]
+
+
+def noisy_pause(ms: float) -> np.ndarray:
+    """Results of a pause in noise: `_silence_` leads at 0.4, under any threshold used here."""
+    return np.repeat(one_hot("_silence_", 0.4)[None], round(ms / STEP), axis=0)
+
+
+def test_same_word_twice_in_noise_is_reported_twice_once_released():
+    """Two "yes" 1.5 s apart, the pause between them in noise: nothing passes the threshold there, so TF's rule
+    never registers another command and drops the second "yes"; `release` reports it (the default)."""
+    word = np.repeat(one_hot("yes")[None], round(1000 / STEP), axis=0)
+    scores = np.concatenate([word, noisy_pause(500), word])
+    times = np.arange(len(scores)) * STEP
+    tf = detect(scores, times, LABELS, rearm="other_command")
+    assert [(d.label, d.time_ms) for d in tf] == [("yes", 150.0)]
+    released = detect(scores, times, LABELS)
+    assert [(d.label, d.time_ms) for d in released] == [("yes", 150.0), ("yes", 1800.0)]
+    # the same when the pause keeps "yes" on top at a score under the threshold
+    dip = np.concatenate([word, np.repeat(one_hot("yes", 0.5)[None], 17, axis=0), word])
+    assert len(detect(dip, np.arange(len(dip)) * STEP, LABELS)) == 2
+    assert len(detect(dip, np.arange(len(dip)) * STEP, LABELS, rearm="other_command")) == 1
+
+
+def test_release_keeps_suppression_and_never_repeats_a_sustained_word():
+    word = np.repeat(one_hot("yes")[None], round(1000 / STEP), axis=0)
+    scores = np.concatenate([word, noisy_pause(500), word])
+    times = np.arange(len(scores)) * STEP
+    # the second "yes" passes the threshold from 1,800 ms to the end: reported only once more than suppression_ms passed
+    assert [d.time_ms for d in detect(scores, times, LABELS, suppression_ms=2000)] == [150.0, 2160.0]
+    assert [d.time_ms for d in detect(scores, times, LABELS, suppression_ms=3000)] == [150.0]
+    assert len(run(("yes", 10_000), suppression_ms=0)) == 1  # above the threshold throughout: never released
+    with pytest.raises(ValueError, match="rearm must be one of"):
+        RecognizeCommands(LABELS, rearm="tf")
 
 
 def test_sustained_word_is_never_repeated():
@@ -135,7 +169,8 @@ def test_detect_reports_exactly_what_the_stateful_recognizer_reports(seed):
         settings = {"average_window_ms": float(rng.choice([37.5, 100.0, 500.0, 1000.0])),
                     "detection_threshold": float(rng.uniform(0.2, 0.9)),
                     "suppression_ms": float(rng.choice([0.0, 500.0, 1500.0])),
-                    "minimum_count": int(rng.integers(1, 6))}  # fmt: skip
+                    "minimum_count": int(rng.integers(1, 6)),
+                    "rearm": str(rng.choice(["release", "other_command"]))}  # fmt: skip
         recognizer = RecognizeCommands(labels, **settings)
         expected = [d for s, t in zip(scores, times, strict=True) if (d := recognizer.process(s, t))]
         assert detect(scores, times, labels, **settings) == expected
