@@ -8,7 +8,7 @@ import logging
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
@@ -282,11 +282,14 @@ ThresholdOption = Annotated[float | None, typer.Option("--threshold", min=0.0, m
 AverageOption = Annotated[float | None, typer.Option("--average-window-ms", min=1.0, help="Averaging window in ms.")]
 SuppressionOption = Annotated[float | None, typer.Option("--suppression-ms", min=0.0, help="Quiet time after a detection in ms.")]
 CountOption = Annotated[int | None, typer.Option("--minimum-count", min=1, help="Results needed in the window.")]
+RearmOption = Annotated[Literal["release", "other_command"] | None, typer.Option(
+    "--rearm", help="When a word may be reported again: release (once its score fell to the threshold) or "
+    "other_command (TensorFlow's rule: after another command).")]  # fmt: skip
 
 
-def _stream_overrides(threshold, average_window_ms, suppression_ms, minimum_count) -> dict:
+def _stream_overrides(threshold, average_window_ms, suppression_ms, minimum_count, rearm) -> dict:
     return {"detection_threshold": threshold, "average_window_ms": average_window_ms,
-            "suppression_ms": suppression_ms, "minimum_count": minimum_count}  # fmt: skip
+            "suppression_ms": suppression_ms, "minimum_count": minimum_count, "rearm": rearm}  # fmt: skip
 
 
 @app.command("stream")
@@ -297,6 +300,7 @@ def stream(
     average_window_ms: AverageOption = None,
     suppression_ms: SuppressionOption = None,
     minimum_count: CountOption = None,
+    rearm: RearmOption = None,
     as_json: JsonOption = False,
     params_path: ParamsOption = Path("params.yaml"),
 ) -> None:
@@ -307,7 +311,7 @@ def stream(
         from pipeline.audio import check_audio_path
 
         check_audio_path(wav)
-        settings = _stream_settings(params_path, _stream_overrides(threshold, average_window_ms, suppression_ms, minimum_count))
+        settings = _stream_settings(params_path, _stream_overrides(threshold, average_window_ms, suppression_ms, minimum_count, rearm))
         predictor = _load_predictor(model, params_path)
         clip = predictor.read(wav, whole=True)
         for note in clip.notes:
@@ -319,7 +323,7 @@ def stream(
         progress = _Progress(clip.seconds, clip.seconds > 60)
         detections = predictor.detect(audio, settings, progress)
         found = [{"time_s": round(d.time_ms / 1000.0, 3), "label": d.label, "score": round(float(d.score), 4)} for d in detections]
-        keys = ("clip_stride_ms", "average_window_ms", "detection_threshold", "suppression_ms", "minimum_count")
+        keys = ("clip_stride_ms", "average_window_ms", "detection_threshold", "suppression_ms", "minimum_count", "rearm")
         if as_json:
             typer.echo(json.dumps({"file": str(wav), "seconds": round(clip.seconds, 3), "labels": predictor.labels,
                                    "settings": {key: getattr(settings, key) for key in keys},
@@ -346,6 +350,7 @@ def listen(
     average_window_ms: AverageOption = None,
     suppression_ms: SuppressionOption = None,
     minimum_count: CountOption = None,
+    rearm: RearmOption = None,
     show_latency: Annotated[bool, typer.Option("--latency", help="Print per-chunk scoring latency at the end.")] = False,
     params_path: ParamsOption = Path("params.yaml"),
 ) -> None:
@@ -358,7 +363,7 @@ def listen(
 
         if source not in ("-", "mic"):
             raise KwsError(f"--input {source!r}: expected '-' (raw PCM on stdin) or 'mic'")
-        settings = _stream_settings(params_path, _stream_overrides(threshold, average_window_ms, suppression_ms, minimum_count))
+        settings = _stream_settings(params_path, _stream_overrides(threshold, average_window_ms, suppression_ms, minimum_count, rearm))
         predictor = _load_predictor(model, params_path)
         chunk = max(1, rate * chunk_ms // 1000)
         chunks = pcm_chunks(sys.stdin.buffer, chunk) if source == "-" else microphone_chunks(rate, chunk)

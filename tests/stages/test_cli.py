@@ -232,13 +232,15 @@ def test_stream_options_override_the_settings_and_long_files_show_progress(froze
     assert len(percents) >= 5 and percents == sorted(set(percents)) and percents[-1] == 100, lines
     assert json.loads(plain.stdout)["detections"], "the tiny model hears its words at the shipped settings"
     strict = kws("stream", tmp_path / "long.wav", "--json", "--model", model, "--threshold", "1", "--average-window-ms", "300",
-                 "--suppression-ms", "900", "--minimum-count", "2", *_p(frozen))  # fmt: skip
+                 "--suppression-ms", "900", "--minimum-count", "2", "--rearm", "other_command", *_p(frozen))  # fmt: skip
     report = json.loads(strict.stdout)
     assert report["settings"] == {"clip_stride_ms": 30.0, "average_window_ms": 300.0, "detection_threshold": 1.0,
-                                  "suppression_ms": 900.0, "minimum_count": 2}  # fmt: skip
+                                  "suppression_ms": 900.0, "minimum_count": 2, "rearm": "other_command"}  # fmt: skip
     assert report["detections"] == []  # a score must be strictly above the threshold: never above 1
     bad = kws("stream", tmp_path / "long.wav", "--threshold", "2", "--model", model, *_p(frozen))
     assert bad.exit_code != 0 and "Traceback" not in bad.output
+    bad = kws("stream", tmp_path / "long.wav", "--rearm", "tf", "--model", model, *_p(frozen))
+    assert bad.exit_code == 2 and "--rearm" in bad.output and "Traceback" not in bad.output  # click's usage error
 
 
 def test_listen_reads_raw_pcm_from_stdin_at_real_time_pace(frozen, tmp_path):
