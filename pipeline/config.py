@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import types
 from pathlib import Path
@@ -26,6 +27,53 @@ SPEECH_COMMANDS_URL = "http://download.tensorflow.org/data/speech_commands_v0.02
 
 _WORD = re.compile(r"^[a-z][a-z']*$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+# `dvc exp run --temp` and `dvc exp run --queue` run the stages in a copy of the project made under
+# <project>/.dvc/tmp/exps/ (…/standalone/<tmp>/ or …/<tmp>/); see dvc_experiment_project.
+_EXPERIMENT_COPY = (".dvc", "tmp", "exps")
+
+
+def dvc_experiment_project(cwd: Path | None = None) -> tuple[Path, Path] | None:
+    """(project root, the copy's root) when `cwd` (default: the working directory) lies in the copy of a project
+    that a temporary or queued DVC experiment runs in, else None."""
+    here = (cwd or Path.cwd()).absolute()
+    parts, size = here.parts, len(_EXPERIMENT_COPY)
+    for i in range(len(parts) - size, 0, -1):  # the innermost copy
+        if parts[i : i + size] == _EXPERIMENT_COPY:
+            copy = next((p for p in (here, *here.parents) if len(p.parts) > i + size and (p / ".dvc").is_dir()), None)
+            return None if copy is None else (Path(*parts[:i]), copy)
+    return None
+
+
+def project_path(path: Path, cwd: Path | None = None) -> Path:
+    """`path` as the project means it. A relative path is read from the working directory (a DVC stage's: the
+    project root) and returned unchanged, except in the copy of the project that `dvc exp run --temp` or `--queue`
+    runs in (dvc_experiment_project): there a relative path not found in the copy, such as `../shared/data` beside
+    the project, is the same path read from the project, returned absolute when it exists there. Without this such
+    an experiment skipped the optional real sets with a warning, and `dvc exp show` gave it no real_dev figures.
+    Absolute paths, paths found, and paths found nowhere (left to the stage's own error) are returned unchanged."""
+    here = (cwd or Path.cwd()).absolute()
+    if path.is_absolute() or (here / path).exists():
+        return path
+    found = dvc_experiment_project(here)
+    if found is None:
+        return path
+    project, copy = found
+    moved = Path(os.path.normpath(project / here.relative_to(copy) / path))
+    return moved if moved.exists() else path
+
+
+def project_store(path: str, cwd: Path | None = None) -> str:
+    """Where a local store (the MLflow database, its artifact root) at relative `path` lives: in the project, also
+    when a stage runs in a temporary or queued experiment's copy (dvc_experiment_project), whose files are deleted
+    after the run, so its MLflow run would be lost and a later stage could not reopen it. Absolute paths and
+    other places: unchanged."""
+    found = dvc_experiment_project(cwd)
+    if found is None or Path(path).is_absolute():
+        return path
+    project, copy = found
+    return os.path.normpath(project / (cwd or Path.cwd()).absolute().relative_to(copy) / path)
 
 
 def juggled(value: object, annotation: object) -> str | None:
@@ -165,6 +213,11 @@ class LocalSource(Strict):
     layout: Literal["auto", "speech_commands", "test_set"] = "auto"
     background_noise: Path | None = None
     split: SourceSplit = SourceSplit()
+
+    @field_validator("path", "background_noise")
+    @classmethod
+    def _beside_project(cls, path: Path | None) -> Path | None:
+        return None if path is None else project_path(path)
 
 
 Source = Annotated[SyntheticSource | UrlSource | LocalSource, Field(discriminator="kind")]
@@ -407,6 +460,11 @@ class ExtraSet(Strict):
     optional: bool = True
     streaming: bool = False  # also stream a recording of its clips, made as the testing recording (pipeline.evaluate.run)
 
+    @field_validator("path")
+    @classmethod
+    def _beside_project(cls, path: Path) -> Path:
+        return project_path(path)
+
 
 class SpeechFreeSet(Strict):
     """A folder of wav recordings that hold no speech (e.g. the real `_background_noise_`), streamed as recorded:
@@ -415,6 +473,11 @@ class SpeechFreeSet(Strict):
     name: str
     path: Path
     optional: bool = True
+
+    @field_validator("path")
+    @classmethod
+    def _beside_project(cls, path: Path) -> Path:
+        return project_path(path)
 
 
 class EvaluateParams(Strict):

@@ -16,6 +16,7 @@ import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
+from pydantic import field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipeline.errors import KwsError
@@ -40,6 +41,23 @@ class RuntimeSettings(BaseSettings):
     mlflow_artifact_root: str = "mlartifacts"
     dvc_exp_name: str = ""
     dvc_exp_baseline_rev: str = ""
+
+    @field_validator("mlflow_tracking_uri")
+    @classmethod
+    def _uri_in_project(cls, uri: str) -> str:
+        """A relative local store stays the project's in a `dvc exp run --temp` / `--queue` copy (config.project_store)."""
+        from pipeline.config import project_store
+
+        if uri.startswith("sqlite:///"):
+            return "sqlite:///" + project_store(uri.removeprefix("sqlite:///"))
+        return uri if "://" in uri else project_store(uri)
+
+    @field_validator("mlflow_artifact_root")
+    @classmethod
+    def _root_in_project(cls, root: str) -> str:
+        from pipeline.config import project_store
+
+        return root if "://" in root else project_store(root)
 
 
 def tracking_uri() -> str:
@@ -255,9 +273,24 @@ class Run:
 
     @classmethod
     def resume(cls, run_id: str) -> Run:
+        """The train stage's run, reopened. Raises TrackingError (one line) when the store does not answer or does not
+        hold it: the model was trained against another store, or DVC restored it from its run cache after a run
+        whose store is gone (a `dvc exp run --temp` copy before runs were kept in the project's store)."""
         uri = tracking_uri()
         check_tracking(uri)
-        return cls(run_id, uri)
+        self = cls(run_id, uri)
+        mlflow = _mlflow()
+        try:
+            self.client.get_run(run_id)
+        except mlflow.exceptions.MlflowException as error:
+            if error.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise TrackingError(f"MLflow tracking store {uri} stopped answering ({_reason(error)})") from None
+            raise TrackingError(f"MLflow run {run_id} (the train stage's run_id.txt) is not in the tracking store {uri} (the "
+                                "model was trained against another store or restored from DVC's run cache); set "
+                                "MLFLOW_TRACKING_URI to the store that holds it, or retrain: dvc repro -f -s train") from None
+        except Exception as error:  # noqa: BLE001 - requests and sqlite errors alike: one line
+            raise TrackingError(f"MLflow tracking store {uri} stopped answering ({_reason(error)})") from None
+        return self
 
     @classmethod
     def reopen(cls, run_id: str) -> Run | None:

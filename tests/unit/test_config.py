@@ -153,3 +153,34 @@ def test_cross_field_rules_are_checked_before_any_work(sections, expected):
 )
 def test_cross_field_rules_accept_what_works(sections):
     parse_params({"seed": 1, "data": dict(SYNTH), **sections})
+
+
+def test_paths_beside_the_project_are_found_from_a_dvc_experiment_copy(tmp_path: Path, monkeypatch):
+    """`dvc exp run --temp` / `--queue` run the stages in <project>/.dvc/tmp/exps/...: `../shared/data` there
+    meant the folder beside the project, and the optional real sets were skipped without it (no real_dev figures)."""
+    from pipeline.config import project_path
+
+    project, shared = tmp_path / "project", tmp_path / "shared" / "data"
+    copy = project / ".dvc" / "tmp" / "exps" / "standalone" / "tmpab12"
+    for folder in (shared / "_background_noise_", project / ".dvc", copy / ".dvc", copy / "local"):
+        folder.mkdir(parents=True)
+    beside = Path("../shared/data")
+    assert project_path(beside, cwd=copy) == shared
+    assert project_path(beside / "_background_noise_", cwd=copy) == shared / "_background_noise_"
+    assert project_path(beside, cwd=project) == beside  # the project itself: read as written
+    assert project_path(Path("local"), cwd=copy) == Path("local")  # found in the copy: the copy's own
+    assert project_path(Path("../missing"), cwd=copy) == Path("../missing")  # nowhere: left to the stage's error
+    assert project_path(Path("../shared/data"), cwd=tmp_path / "elsewhere") == beside
+    assert project_path(shared, cwd=copy) == shared
+
+    monkeypatch.chdir(copy)
+    raw = {"seed": 1,
+           "data": {"sources": [{"kind": "local", "name": "real", "path": "../shared/data",
+                                 "background_noise": "../shared/data/_background_noise_"}]},
+           "evaluate": {"extra_sets": [{"name": "real_dev", "path": "../shared/data"}],
+                        "speech_free_sets": [{"name": "noise", "path": "../shared/data/_background_noise_"}]}}  # fmt: skip
+    params = parse_params(raw)
+    assert params.data.sources[0].path == shared
+    assert params.data.sources[0].background_noise == shared / "_background_noise_"
+    assert params.evaluate.extra_sets[0].path == shared
+    assert params.evaluate.speech_free_sets[0].path == shared / "_background_noise_"

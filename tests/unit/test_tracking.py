@@ -60,6 +60,41 @@ def test_two_dvc_experiments_give_two_named_runs(store, monkeypatch):
     assert runs[0].data.params["train.model.name"] == "tiny_conv"
 
 
+@pytest.mark.slow
+def test_a_run_missing_from_the_store_is_one_line_not_a_traceback(store):
+    """evaluate / freeze reopen the train stage's run by id; a model trained against another store (or restored
+    by DVC's run cache after a temporary experiment) named a run this store lacks: MLflow raised deep in log_inputs."""
+    from pipeline.tracking import Run, TrackingError
+
+    kept = Run.start("kws", "tiny_conv", PARAMS, {"profile": "generated voices", "data_sources": "tones (local)"})
+    assert Run.resume(kept.run_id).name == kept.name
+    with pytest.raises(TrackingError) as info:
+        Run.resume("0123456789abcdef0123456789abcdef")
+    message = str(info.value)
+    assert "MLflow run 0123456789abcdef0123456789abcdef (the train stage's run_id.txt) is not in the tracking store" in message
+    assert "dvc repro -f -s train" in message and "\n" not in message
+
+
+def test_local_stores_stay_in_the_project_during_a_temporary_dvc_experiment(tmp_path, monkeypatch):
+    """`dvc exp run --temp` / `--queue` run in <project>/.dvc/tmp/exps/...; a store there was deleted with the copy."""
+    project = tmp_path / "project"
+    copy = project / ".dvc" / "tmp" / "exps" / "standalone" / "tmpab12"
+    (copy / ".dvc").mkdir(parents=True)
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_ARTIFACT_ROOT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(copy)
+    settings = RuntimeSettings()
+    assert settings.mlflow_tracking_uri == f"sqlite:///{project}/mlflow.db"
+    assert settings.mlflow_artifact_root == str(project / "mlartifacts")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    monkeypatch.setenv("MLFLOW_ARTIFACT_ROOT", str(tmp_path / "elsewhere"))
+    assert RuntimeSettings().mlflow_tracking_uri == "http://127.0.0.1:5000"
+    assert RuntimeSettings().mlflow_artifact_root == str(tmp_path / "elsewhere")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    monkeypatch.chdir(project)  # the project itself: relative, as configured
+    assert RuntimeSettings().mlflow_tracking_uri == "sqlite:///mlflow.db"
+
+
 def test_counts_become_tags_and_rates_metrics():
     metrics, tags = split_counts({"accuracy": 0.9, "clips": 120, "mode": "sequence", "false_alarms_per_hour": 12.0})
     assert metrics == {"accuracy": 0.9, "false_alarms_per_hour": 12.0}
