@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import binascii
 import os
-from contextlib import contextmanager
 from importlib.metadata import version
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import pandas as pd
 
 from pipeline.audio import Clip
 from pipeline.errors import DataError, KwsError
-from pipeline.tracking.runs import _mlflow
+from pipeline.tracking.runs import _mlflow, process_uris
 
 OUTPUT_COLUMNS = ["label", "score", "scores", "labels", "seconds", "detections", "notes"]
 
@@ -113,7 +112,7 @@ def log_pyfunc(run_id: str, saved_model: Path, labels: Path, example_wav: bytes,
     config = {"sample_rate": sample_rate, "streaming": streaming or {}}
     signature = mlflow.models.infer_signature(example, _example_output(saved_model, labels, example, config))
     try:
-        with _process_uris(mlflow, uri), mlflow.start_run(run_id=run_id):
+        with process_uris(uri), mlflow.start_run(run_id=run_id):
             info = mlflow.pyfunc.log_model(
                 name="model",
                 python_model=KeywordSpotter(),
@@ -128,28 +127,6 @@ def log_pyfunc(run_id: str, saved_model: Path, labels: Path, example_wav: bytes,
         if status != "RUNNING":
             client.set_terminated(run_id, status)
     return info.model_uri
-
-
-@contextmanager
-def _process_uris(mlflow, uri: str):
-    """Point MLflow's process-wide tracking and registry URIs at `uri` (log_model has no client argument), then
-    put them and the MLFLOW_*_URI variables they write back, so later calls in this process see their own store."""
-    from mlflow.tracking._model_registry import utils as registry_utils
-    from mlflow.tracking._tracking_service import utils as tracking_utils
-
-    saved = (tracking_utils._tracking_uri, registry_utils._registry_uri)
-    env = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    try:
-        yield
-    finally:
-        tracking_utils._tracking_uri, registry_utils._registry_uri = saved
-        for name, value in env.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def _example_output(saved_model: Path, labels: Path, example: pd.DataFrame, config: dict) -> pd.DataFrame:

@@ -15,7 +15,7 @@ import pandas as pd
 
 from pipeline.errors import KwsError
 from pipeline.tracking.compare import pair, refusals
-from pipeline.tracking.runs import RuntimeSettings, _mlflow, check_tracking, store_exists, tracking_uri
+from pipeline.tracking.runs import RuntimeSettings, _mlflow, check_tracking, process_uris, store_exists, tracking_uri
 
 HISTORY_TAG = "alias_history"  # registered-model tag: JSON {alias: [versions that held it, oldest first]}
 
@@ -122,9 +122,10 @@ def register(name: str, model_uri: str, run_id: str, tags: dict[str, str], alias
     except _mlflow().exceptions.MlflowException:
         client.create_registered_model(name, description="Keyword spotter: raw 16 kHz audio in, class scores out")
     model_id = logged_model_id(model_uri)  # links the version to its logged model (UI, lineage)
-    version = client.create_model_version(
-        name, model_uri, run_id=run_id, tags={k: str(v) for k, v in tags.items()}, model_id=model_id
-    )
+    with process_uris(tracking_uri()):  # a `models:/m-…` source is looked up in the global store (see process_uris)
+        version = client.create_model_version(
+            name, model_uri, run_id=run_id, tags={k: str(v) for k, v in tags.items()}, model_id=model_id
+        )
     _move_alias(client, name, alias, int(version.version), "register", f"registered from run {run_id}")
     if model_id is not None:  # what mlflow.register_model does: the logged model lists its registered versions
         try:

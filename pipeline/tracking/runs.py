@@ -13,7 +13,8 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 from pydantic import field_validator
@@ -227,6 +228,32 @@ def _mlflow():
     import mlflow
 
     return mlflow
+
+
+@contextmanager
+def process_uris(uri: str) -> Iterator[None]:
+    """Point MLflow's process-wide tracking and registry URIs at `uri`, then put them and the MLFLOW_*_URI variables
+    they write back, so later calls in this process see their own store. Needed where MLflow reads the global URI
+    whatever the client's: log_model (no client argument) and a SQLite registry's create_model_version, which
+    looks up a `models:/m-…` source through MlflowClient() (outside the project's folder, e.g. in a temporary DVC
+    experiment's copy, the default store there is another file: "Logged model … not found")."""
+    mlflow = _mlflow()
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    saved = (tracking_utils._tracking_uri, registry_utils._registry_uri)
+    env = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        yield
+    finally:
+        tracking_utils._tracking_uri, registry_utils._registry_uri = saved
+        for name, value in env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 class Run:

@@ -95,6 +95,38 @@ def test_local_stores_stay_in_the_project_during_a_temporary_dvc_experiment(tmp_
     assert RuntimeSettings().mlflow_tracking_uri == "sqlite:///mlflow.db"
 
 
+@pytest.mark.slow
+def test_a_temporary_dvc_experiment_registers_in_the_projects_store(tmp_path, monkeypatch):
+    """In `dvc exp run --temp`'s copy with the default (relative) store, the run, its logged model and the registered
+    version all land in the project's mlflow.db: MLflow's SQLite registry looked the logged model up in the copy's
+    own default store ("Logged model ... not found")."""
+    import mlflow
+
+    from pipeline.tracking import Run
+    from pipeline.tracking.registry import register
+    from pipeline.tracking.runs import process_uris, tracking_uri
+
+    project = tmp_path / "project"
+    copy = project / ".dvc" / "tmp" / "exps" / "standalone" / "tmpab12"
+    (copy / ".dvc").mkdir(parents=True)
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_ARTIFACT_ROOT", "DVC_EXP_NAME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(copy)
+    run = Run.start("kws", "tiny_conv", PARAMS, {"profile": "generated voices", "data_sources": "tones (local)"})
+
+    class Echo(mlflow.pyfunc.PythonModel):
+        def predict(self, context, model_input):
+            return model_input
+
+    with process_uris(tracking_uri()), mlflow.start_run(run_id=run.run_id):
+        info = mlflow.pyfunc.log_model(name="model", python_model=Echo(), pip_requirements=[])
+    version = register("kws", info.model_uri, run.run_id, {"stage": "test"})
+    assert version == 1
+    assert (project / "mlflow.db").is_file() and not (copy / "mlflow.db").exists()
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project}/mlflow.db")
+    assert client.get_model_version_by_alias("kws", "challenger").run_id == run.run_id
+
+
 def test_counts_become_tags_and_rates_metrics():
     metrics, tags = split_counts({"accuracy": 0.9, "clips": 120, "mode": "sequence", "false_alarms_per_hour": 12.0})
     assert metrics == {"accuracy": 0.9, "false_alarms_per_hour": 12.0}
