@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import os
 from importlib.metadata import version
 from pathlib import Path
 
