@@ -56,12 +56,8 @@ def project_path(path: Path, cwd: Path | None = None) -> Path:
     here = (cwd or Path.cwd()).absolute()
     if path.is_absolute() or (here / path).exists():
         return path
-    found = dvc_experiment_project(here)
-    if found is None:
-        return path
-    project, copy = found
-    moved = Path(os.path.normpath(project / here.relative_to(copy) / path))
-    return moved if moved.exists() else path
+    moved = Path(project_store(str(path), here))  # unchanged, i.e. still relative, outside an experiment's copy
+    return moved if moved.is_absolute() and moved.exists() else path
 
 
 def project_store(path: str, cwd: Path | None = None) -> str:

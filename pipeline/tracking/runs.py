@@ -306,16 +306,13 @@ class Run:
         uri = tracking_uri()
         check_tracking(uri)
         self = cls(run_id, uri)
-        mlflow = _mlflow()
         try:
             self.client.get_run(run_id)
-        except mlflow.exceptions.MlflowException as error:
-            if error.error_code != "RESOURCE_DOES_NOT_EXIST":
-                raise TrackingError(f"MLflow tracking store {uri} stopped answering ({_reason(error)})") from None
-            raise TrackingError(f"MLflow run {run_id} (the train stage's run_id.txt) is not in the tracking store {uri} (the "
-                                "model was trained against another store or restored from DVC's run cache); set "
-                                "MLFLOW_TRACKING_URI to the store that holds it, or retrain: dvc repro -f -s train") from None
-        except Exception as error:  # noqa: BLE001 - requests and sqlite errors alike: one line
+        except Exception as error:  # noqa: BLE001 - MlflowException, requests and sqlite errors alike: one line
+            if getattr(error, "error_code", None) == "RESOURCE_DOES_NOT_EXIST":
+                raise TrackingError(f"MLflow run {run_id} (the train stage's run_id.txt) is not in the tracking store {uri} "
+                                    "(the model was trained against another store or restored from DVC's run cache); set "
+                                    "MLFLOW_TRACKING_URI to the store that holds it, or retrain: dvc repro -f -s train") from None
             raise TrackingError(f"MLflow tracking store {uri} stopped answering ({_reason(error)})") from None
         return self
 
