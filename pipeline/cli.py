@@ -256,12 +256,38 @@ def label_wav(
         raise typer.Exit(1)
 
 
-def _stream_settings(params_path: Path, overrides: dict):
-    """evaluate.streaming of params.yaml (defaults when there is none) with the command line's overrides."""
+def _base_settings(params_path: Path):
+    """(evaluate.streaming of params.yaml, its path), or (the defaults, "defaults") when there is no params.yaml."""
     from pipeline.config import StreamParams
 
-    base = _params(params_path).evaluate.streaming if params_path.is_file() else StreamParams()
-    return base.model_copy(update={key: value for key, value in overrides.items() if value is not None})
+    return (_params(params_path).evaluate.streaming, str(params_path)) if params_path.is_file() else (StreamParams(), "defaults")
+
+
+def _stream_settings(base: tuple, predictor, overrides: dict):
+    """(settings, where they came from) for streaming `predictor`: the RecognizeCommands settings its model card
+    records (those its streaming figures were measured at), else `base` (`_base_settings`), and the command line's
+    flags over either. Warns when params.yaml differs from the card on a setting no flag gives; raises KwsError
+    for a card whose settings are not valid evaluate.streaming values."""
+    from pydantic import ValidationError
+
+    from pipeline.config import RECOGNIZE_SETTINGS, StreamParams
+
+    settings, source = base
+    if predictor.recognize:
+        try:
+            recorded = StreamParams.model_validate(settings.model_dump() | dict(predictor.recognize))
+        except ValidationError as error:
+            problem = error.errors()[0]
+            raise KwsError(f"{predictor.path}: its model card's recognize.{'.'.join(map(str, problem['loc']))}: "
+                           f"{problem['msg']}; re-run the freeze stage") from None  # fmt: skip
+        differ = [key for key in RECOGNIZE_SETTINGS if overrides.get(key) is None and getattr(settings, key) != getattr(recorded, key)]
+        if differ and source != "defaults":
+            _warn(f"{predictor.path} was evaluated at " + ", ".join(f"{key} {getattr(recorded, key)}" for key in differ)
+                  + f" ({source} says " + ", ".join(str(getattr(settings, key)) for key in differ)
+                  + "); using the model's: a flag (e.g. --threshold) chooses, `dvc repro` re-freezes")  # fmt: skip
+        settings, source = recorded, "model card"
+    given = {key: value for key, value in overrides.items() if value is not None}
+    return settings.model_copy(update=given), source + (" + flags" if given else "")
 
 
 class _Progress:
@@ -278,7 +304,8 @@ class _Progress:
 
 
 ThresholdOption = Annotated[float | None, typer.Option("--threshold", min=0.0, max=1.0,
-                            help="Detection threshold (default: evaluate.streaming.detection_threshold).")]  # fmt: skip
+                            help="Detection threshold (default: the one the model was evaluated at, from its model card; else "
+                            "evaluate.streaming.detection_threshold).")]  # fmt: skip
 AverageOption = Annotated[float | None, typer.Option("--average-window-ms", min=1.0, help="Averaging window in ms.")]
 SuppressionOption = Annotated[float | None, typer.Option("--suppression-ms", min=0.0, help="Quiet time after a detection in ms.")]
 CountOption = Annotated[int | None, typer.Option("--minimum-count", min=1, help="Results needed in the window.")]
@@ -311,8 +338,10 @@ def stream(
         from pipeline.audio import check_audio_path
 
         check_audio_path(wav)
-        settings = _stream_settings(params_path, _stream_overrides(threshold, average_window_ms, suppression_ms, minimum_count, rearm))
+        base = _base_settings(params_path)
         predictor = _load_predictor(model, params_path)
+        settings, source = _stream_settings(base, predictor, _stream_overrides(threshold, average_window_ms, suppression_ms,
+                                                                                minimum_count, rearm))  # fmt: skip
         clip = predictor.read(wav, whole=True)
         for note in clip.notes:
             _warn(f"{wav}: {note}")
@@ -323,10 +352,9 @@ def stream(
         progress = _Progress(clip.seconds, clip.seconds > 60)
         detections = predictor.detect(audio, settings, progress)
         found = [{"time_s": round(d.time_ms / 1000.0, 3), "label": d.label, "score": round(float(d.score), 4)} for d in detections]
-        keys = ("clip_stride_ms", "average_window_ms", "detection_threshold", "suppression_ms", "minimum_count", "rearm")
         if as_json:
             typer.echo(json.dumps({"file": str(wav), "seconds": round(clip.seconds, 3), "labels": predictor.labels,
-                                   "settings": {key: getattr(settings, key) for key in keys},
+                                   "settings": settings.recognize(), "settings_from": source,
                                    "mode": predictor.stream_mode(settings), "detections": found}, indent=2))  # fmt: skip
             return
         from rich.console import Console
@@ -363,12 +391,15 @@ def listen(
 
         if source not in ("-", "mic"):
             raise KwsError(f"--input {source!r}: expected '-' (raw PCM on stdin) or 'mic'")
-        settings = _stream_settings(params_path, _stream_overrides(threshold, average_window_ms, suppression_ms, minimum_count, rearm))
+        base = _base_settings(params_path)
         predictor = _load_predictor(model, params_path)
+        settings, settings_from = _stream_settings(base, predictor, _stream_overrides(threshold, average_window_ms,
+                                                                                      suppression_ms, minimum_count, rearm))  # fmt: skip
         chunk = max(1, rate * chunk_ms // 1000)
         chunks = pcm_chunks(sys.stdin.buffer, chunk) if source == "-" else microphone_chunks(rate, chunk)
-        typer.echo(f"listening ({source}, {rate} Hz, {chunk_ms} ms chunks) for: "
-                   + " ".join(label for label in predictor.labels if not label.startswith("_")), err=True)  # fmt: skip
+        typer.echo(f"listening ({source}, {rate} Hz, {chunk_ms} ms chunks; threshold {settings.detection_threshold:g}, "
+                   f"settings from {settings_from}) for: " + " ".join(label for label in predictor.labels if not label.startswith("_")),
+                   err=True)  # fmt: skip
         report = run_listen(predictor, chunks, rate, settings,
                             lambda d: typer.echo(f"{d.time_ms / 1000.0:9.3f} s  {d.label}  {d.score:.3f}"))  # fmt: skip
         if show_latency:
@@ -398,6 +429,8 @@ def inspect_model(
             if facts.get(key) is not None:
                 view.add_row(key, f"{facts[key]:,}" if key in ("parameters", "bytes") else str(facts[key]))
         view.add_row("labels", " ".join(facts["labels"]))
+        if facts.get("recognize"):  # the RecognizeCommands settings the model was evaluated at (its model card)
+            view.add_row("recognize", ", ".join(f"{key} {value}" for key, value in facts["recognize"].items()))
         if "registry" in facts:
             reg = facts["registry"]
             view.add_row("registry", f"{reg['name']} version {reg['version']} ({', '.join(reg['aliases'] or []) or 'no alias'})")

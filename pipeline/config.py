@@ -446,6 +446,16 @@ class StreamParams(Strict):
     # the false-accept budget of the operating point reported beside the threshold sweep (matched % at <= this)
     max_false_alarms_per_hour: float = Field(10.0, ge=0)
 
+    def recognize(self) -> dict:
+        """The RECOGNIZE_SETTINGS of these params: what a model's streaming figures were measured at."""
+        return {key: getattr(self, key) for key in RECOGNIZE_SETTINGS}
+
+
+# RecognizeCommands' settings, the part of evaluate.streaming that belongs to a model rather than to the evaluate
+# recording: the freeze stage writes them into the model card (`recognize`, pipeline.inference.model_card), and
+# `kws stream` / `kws listen` apply them to that model unless a flag overrides one.
+RECOGNIZE_SETTINGS = ("clip_stride_ms", "average_window_ms", "detection_threshold", "suppression_ms", "minimum_count", "rearm")
+
 
 class ExtraSet(Strict):
     """A labelled folder of real recordings scored beside the testing set (e.g. `real_dev`)."""

@@ -10,7 +10,8 @@
 
 Labels, sample rate, clip length and streaming geometry come from the artifact: the model card `kws.json`
 (`assets/kws.json` inside a SavedModel, an associated file zipped onto the end of a `.tflite`, as TFLite Support
-packs labels) and `labels.txt`; never from params.yaml. Every scorer in the project — the CLI, evaluate,
+packs labels) and `labels.txt`; never from params.yaml. The card also records the RecognizeCommands settings the
+model's streaming figures were measured at (`recognize`), which `kws stream` / `kws listen` apply. Every scorer in the project — the CLI, evaluate,
 freeze's export checks, the MLflow pyfunc model, the benches — goes through `Predictor.scores` / `detect`.
 """
 
@@ -50,11 +51,14 @@ Progress = Callable[[int, int], None]  # (done, total) units of work
 
 
 def model_card(labels: list[str], sample_rate: int, clip_samples: int, preprocess: str,
-               streaming: dict | None = None) -> dict:  # fmt: skip
+               streaming: dict | None = None, recognize: dict | None = None) -> dict:  # fmt: skip
     """What a Predictor needs to know about an exported model; `streaming` is {hop, span, window_vectors} (samples,
-    samples, vectors) for a model that scores a shared embedding sequence, else None."""
+    samples, vectors) for a model that scores a shared embedding sequence, else None; `recognize` the
+    RecognizeCommands settings its streaming figures were measured at (pipeline.config.RECOGNIZE_SETTINGS: ms,
+    a threshold in [0, 1], a count, a re-arm rule), else None."""
     return {"format": CARD_FORMAT, "labels": list(labels), "sample_rate": int(sample_rate),
-            "clip_samples": int(clip_samples), "preprocess": preprocess, "streaming": streaming}  # fmt: skip
+            "clip_samples": int(clip_samples), "preprocess": preprocess, "streaming": streaming,
+            "recognize": recognize}  # fmt: skip
 
 
 def card_archive(card: dict) -> bytes:
@@ -108,6 +112,7 @@ class Predictor:
     describe_fn: Callable[[], dict] | None = None  # facts that cost time to gather (op counts), for `kws inspect`
     stream_geometry: dict | None = None  # sequence models: {hop, span, window_vectors} (samples, samples, vectors)
     model: object | None = None  # Keras only: the serving model (audio -> {scores}) that the freeze stage exports
+    recognize: dict | None = None  # the RecognizeCommands settings its model card records (see model_card), if any
 
     @property
     def capabilities(self) -> frozenset[str]:
@@ -239,13 +244,19 @@ def load_saved_model(folder: Path, export: dict | None = None, sample_rate: int 
         "outputs": [_tensor(name, s.shape.as_list(), s.dtype.name) for name, s in sorted(outputs.items())],
         "bytes": _size(folder),
         "model_card": bool(card),
+        **_recognize_facts(card),
         **_export_facts(export),
     }
     if info.get("parameters") is None:
         info["parameters"] = int(sum(np.prod(v.shape) for v in loaded.variables))
         info["parameters_source"] = "SavedModel variables (frontend constants included)"
     return Predictor("saved_model", folder, _labels(folder, classes, card, folder), rate, clip_samples, predict, info,
-                     sequence_fn=sequence_fn, stream_geometry=geometry)  # fmt: skip
+                     sequence_fn=sequence_fn, stream_geometry=geometry, recognize=(card or {}).get("recognize"))  # fmt: skip
+
+
+def _recognize_facts(card: dict | None) -> dict:
+    """{"recognize": settings} for `kws inspect` when the model card records them, else {}."""
+    return {"recognize": card["recognize"]} if card and card.get("recognize") else {}
 
 
 def _saved_sequence_fn(loaded, card: dict | None, sample_rate: int):
@@ -318,9 +329,9 @@ def load_tflite(path: Path, export: dict | None = None, threads: int = 1) -> Pre
             },
         }
 
-    info = {"streaming": "windows", "model_card": card is not None, **_export_facts(export)}
+    info = {"streaming": "windows", "model_card": card is not None, **_recognize_facts(card), **_export_facts(export)}
     return Predictor("tflite", path, labels, _sample_rate(card, export, path), model.clip_samples, model.predict, info,
-                     describe_fn=describe)  # fmt: skip
+                     describe_fn=describe, recognize=(card or {}).get("recognize"))  # fmt: skip
 
 
 def load_keras(path: Path, features: FeaturesParams, batch_size: int = 256) -> Predictor:

@@ -116,7 +116,8 @@ def export_models(params: Params) -> dict:
     keras_predictor = load_keras(artifacts.MODEL.require(paths), feat, params.evaluate.batch_size)
     serving = keras_predictor.model
     saved = artifacts.SAVED_MODEL.path(paths)
-    export_saved_model(serving, saved, keras_predictor.labels, feat.sample_rate, feat.preprocess)
+    export_saved_model(serving, saved, keras_predictor.labels, feat.sample_rate, feat.preprocess,
+                       params.evaluate.streaming.recognize())  # the settings its streaming figures were measured at
     shutil.copyfile(saved / "labels.txt", artifacts.EXPORT_LABELS.path(paths))
     int8_path = artifacts.TFLITE.path(paths, mode="int8")
     tflite = {"float": convert(saved, artifacts.TFLITE.path(paths, mode="float"), "float")}
@@ -225,6 +226,7 @@ def register_model(params: Params, report: dict) -> dict:
                       matrices=matrices, export=report,
                       threshold=params.evaluate.streaming.detection_threshold,
                       alarm_budget=params.evaluate.streaming.max_false_alarms_per_hour,
+                      recognize=params.evaluate.streaming.recognize(),
                       training=training_lines(params.train, params.features, train_metrics.get("hard_negatives")))  # fmt: skip
     card_path = artifacts.MODEL_CARD.path(paths)
     write_text(card_path, card)

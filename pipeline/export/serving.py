@@ -68,9 +68,10 @@ def sequence_parts(serving_model: keras.Model):
 
 
 def export_saved_model(serving_model: keras.Model, out_dir: Path, labels: list[str], sample_rate: int,
-                       preprocess: str = "custom") -> dict:  # fmt: skip
+                       preprocess: str = "custom", recognize: dict | None = None) -> dict:  # fmt: skip
     """Write a SavedModel (`serving_default`: audio [B, S] float32 -> {scores: [B, C]}), labels.txt and the model
-    card `assets/kws.json` (labels, sample rate, clip length, streaming geometry), atomically; return the card.
+    card `assets/kws.json` (labels, sample rate, clip length, streaming geometry, and `recognize`: the
+    RecognizeCommands settings the model was evaluated at, when given), atomically; return the card.
 
     A speech-embedding model also gets `embed_sequence` and `head` signatures, so a long recording can be
     streamed on its shared 80 ms embedding sequence (`kws stream`) instead of re-embedding every window."""
@@ -97,7 +98,7 @@ def export_saved_model(serving_model: keras.Model, out_dir: Path, labels: list[s
     with atomic_dir(out_dir) as tmp:
         archive.write_out(str(tmp), verbose=False)
         (tmp / LABELS_FILE).write_text("".join(f"{label}\n" for label in labels), encoding="utf-8")
-        card = model_card(labels, sample_rate, samples, preprocess, streaming)
+        card = model_card(labels, sample_rate, samples, preprocess, streaming, recognize)
         (tmp / "assets").mkdir(exist_ok=True)
         (tmp / "assets" / CARD_FILE).write_text(json.dumps(card, indent=2), encoding="utf-8")
         check_signature(tmp, samples, classes)

@@ -86,11 +86,13 @@ def training_lines(train: TrainParams, features: FeaturesParams, hard_negatives:
 
 def model_card(*, name: str, version: int, run_name: str, run_id: str, model: str, preprocess: str, labels: list[str],
                sources: list[Mapping], evaluation: Mapping, matrices: Mapping[str, np.ndarray], export: Mapping,
-               threshold: float = 0.7, alarm_budget: float = 10.0, training: list[str] | None = None) -> str:
+               threshold: float = 0.7, alarm_budget: float = 10.0, training: list[str] | None = None,
+               recognize: Mapping | None = None) -> str:  # fmt: skip
     """Markdown model card. `evaluation`: evaluation.json; `matrices`: set -> confusion matrix (rows true);
     `export`: export.json (int8 vs float per set); `threshold`, `alarm_budget`: evaluate.streaming's
     detection_threshold and max_false_alarms_per_hour, which the streaming figures were measured at; `training`:
-    training_lines."""  # fmt: skip
+    training_lines; `recognize`: the RecognizeCommands settings the model's kws.json records
+    (pipeline.config.RECOGNIZE_SETTINGS), listed under Streaming."""  # fmt: skip
     sets = [s for s in evaluation if s != "streaming"]
     extra = [s for s in sets if s != "testing"]
     out = [f"# {name} version {version}: keyword spotter ({model})", "",
@@ -128,6 +130,12 @@ def model_card(*, name: str, version: int, run_name: str, run_id: str, model: st
                 f"of keywords matched ({stream.get('correct_percentage', 0):.1f} % with the right label), "
                 f"{stream.get('false_alarms_per_hour', 0):.1f} false alarms per hour ({stream.get('false_positives')} false "
                 f"positives); within {alarm_budget:g} per hour, " + _within(stream, "matched_percentage_at_budget", "threshold_at_budget") + "."]  # fmt: skip
+        if recognize:
+            out.append(f"\nRecognizeCommands settings, recorded in the model's `kws.json` (`kws stream` and `kws listen` use "
+                       f"them; a flag overrides one): threshold {recognize['detection_threshold']:g}, averaging window "
+                       f"{recognize['average_window_ms']:g} ms, minimum count {recognize['minimum_count']}, suppression "
+                       f"{recognize['suppression_ms']:g} ms, re-arm `{recognize['rearm']}`, window stride "
+                       f"{recognize['clip_stride_ms']:g} ms (windows mode: `.tflite` files).")  # fmt: skip
         for name, values in evaluation.items():  # extra sets streamed in the same noise (evaluate.extra_sets[].streaming)
             if isinstance(values, Mapping) and "streaming_matched_percentage" in values:
                 out.append(f"\nThe same recording made of `{name}` clips ({values.get('streaming_keywords')} keywords, same "

@@ -78,7 +78,8 @@ def test_saved_model_signature_is_exact(exported):
     assert outputs[0] == "scores" and outputs[1].shape.as_list() == [None, 4] and outputs[1].dtype == tf.float32
     assert read_labels(exported["root"] / "saved_model") == LABELS
     assert read_saved_model_card(exported["root"] / "saved_model") == {
-        "format": 1, "labels": LABELS, "sample_rate": 16000, "clip_samples": SAMPLES, "preprocess": "mfcc", "streaming": None}
+        "format": 1, "labels": LABELS, "sample_rate": 16000, "clip_samples": SAMPLES, "preprocess": "mfcc", "streaming": None,
+        "recognize": None}
 
 
 def test_labels_travel_inside_the_exports(exported, tmp_path):

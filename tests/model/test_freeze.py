@@ -92,6 +92,12 @@ def test_export_writes_every_file(frozen):
     assert report["tflite"]["int8"]["scheme"] == "float_frontend"
     assert report["bytes"]["model_int8.tflite"] < report["bytes"]["model_float.tflite"]
     assert set(report["latency_ms_1_thread"]) == {"keras", "saved_model", "tflite_float", "tflite_int8"}
+    from pipeline.inference import read_saved_model_card, read_tflite_card
+
+    recorded = frozen.params.evaluate.streaming.recognize()  # the settings evaluate measured the stream at
+    assert read_saved_model_card(out / "saved_model")["recognize"] == recorded
+    assert all(read_tflite_card(out / f"model_{mode}.tflite")["recognize"] == recorded for mode in ("float", "int8"))
+    assert "RecognizeCommands settings, recorded in the model's `kws.json`" in (out / "model_card.md").read_text()
     if REAL_DEV.is_dir():  # every export scored on the real clips too: quantization judged on people
         real = report["real_dev"]
         assert real["clips"] == 2201 and set(real["accuracy"]) == {"keras", "saved_model", "float", "int8"}

@@ -131,8 +131,11 @@ def test_inspect_json_describes_the_model(frozen):
     registry = json.loads(kws("inspect", "--json", "--model", f"models:/{MODEL_NAME}@challenger", *_p(frozen)).stdout)
     assert registry["registry"]["name"] == MODEL_NAME and "challenger" in registry["registry"]["aliases"]
     assert registry["inputs"][0]["name"] == "audio"
+    recorded = frozen.params.evaluate.streaming.recognize()  # a registered model carries its operating point too
+    assert facts["recognize"] == registry["recognize"] == int8["recognize"] == recorded
     human = kws("inspect", *_p(frozen))
     assert human.exit_code == 0 and "scores" in human.stdout and "_silence_" in human.stdout
+    assert f"detection_threshold {recorded['detection_threshold']}" in human.stdout
 
 
 def test_stream_reports_detections(frozen, tmp_path):
@@ -243,6 +246,57 @@ def test_stream_options_override_the_settings_and_long_files_show_progress(froze
     assert bad.exit_code == 2 and "--rearm" in bad.output and "Traceback" not in bad.output  # click's usage error
 
 
+def test_stream_uses_the_settings_the_model_was_evaluated_at(frozen, wavs, tmp_path):
+    """Fault: a model shared without its project (no params.yaml beside the user) was streamed at the library's
+    default threshold 0.7, not the one its streaming figures were measured at, and in a project whose params.yaml
+    had moved on, at the new values with no word said. The freeze stage records RecognizeCommands' settings in the
+    model card; `kws stream` uses them, says where they came from, warns when params.yaml differs, and a flag
+    still overrides."""
+    import shutil
+
+    recorded = frozen.params.evaluate.streaming.recognize()
+    model = frozen.work / "export" / "model_float.tflite"
+    shutil.copyfile(model, tmp_path / "shared.tflite")  # a lone copy: no export.json, no labels.txt, no params.yaml
+    alone = kws("stream", wavs / "yes.wav", "--json", "--model", tmp_path / "shared.tflite", "--params", tmp_path / "none.yaml")
+    assert alone.exit_code == 0, alone.output
+    report = json.loads(alone.stdout)
+    assert report["settings"] == recorded and report["settings_from"] == "model card"
+
+    shared = tmp_path / "shared_model"  # a SavedModel evaluated at other settings than the library's defaults
+    shutil.copytree(frozen.work / "export" / "saved_model", shared)
+    card = json.loads((shared / "assets" / "kws.json").read_text())
+    assert card["recognize"] == recorded
+    card["recognize"] |= {"detection_threshold": 0.55, "suppression_ms": 750.0}
+    (shared / "assets" / "kws.json").write_text(json.dumps(card))
+    own = json.loads(kws("stream", wavs / "yes.wav", "--json", "--model", shared, "--params", tmp_path / "none.yaml").stdout)
+    assert own["settings"] == card["recognize"] and own["settings_from"] == "model card"
+
+    moved = tmp_path / "params.yaml"
+    streaming = {**frozen.raw["evaluate"]["streaming"], "detection_threshold": 0.42, "average_window_ms": 640.0}
+    moved.write_text(yaml.safe_dump({**frozen.raw, "evaluate": {**frozen.raw["evaluate"], "streaming": streaming}}))
+    warned = kws("stream", wavs / "yes.wav", "--json", "--model", model, "--params", moved)
+    assert warned.exit_code == 0, warned.output
+    assert json.loads(warned.stdout)["settings"] == recorded
+    (line,) = [line for line in warned.stderr.splitlines() if line.startswith("warning: ")]
+    assert (f"detection_threshold {recorded['detection_threshold']}" in line and "average_window_ms 500.0" in line
+            and f"{moved} says 640.0, 0.42" in line and "--threshold" in line), line  # fmt: skip
+
+    flagged = kws("stream", wavs / "yes.wav", "--json", "--model", model, "--params", moved, "--threshold", "0.5",
+                  "--average-window-ms", "640")  # fmt: skip
+    report = json.loads(flagged.stdout)
+    assert report["settings"] == recorded | {"detection_threshold": 0.5, "average_window_ms": 640.0}
+    assert report["settings_from"] == "model card + flags"
+    assert not [line for line in flagged.stderr.splitlines() if line.startswith("warning: ")], flagged.stderr
+
+    inspected = json.loads(kws("inspect", "--json", "--model", model, *_p(frozen)).stdout)
+    assert inspected["recognize"] == recorded
+
+    card["recognize"]["rearm"] = "never"
+    (shared / "assets" / "kws.json").write_text(json.dumps(card))
+    line = _one_line_error(kws("stream", wavs / "yes.wav", "--model", shared, *_p(frozen)))
+    assert f"{shared}: its model card's recognize.rearm" in line and "re-run the freeze stage" in line, line
+
+
 def test_listen_reads_raw_pcm_from_stdin_at_real_time_pace(frozen, tmp_path):
     """`kws listen --input -` on a 6 s recording written at real-time pace in 100 ms pieces (as arecord does):
     one line per detection, the detections of `kws stream` on the same audio, and the per-chunk latency."""
@@ -276,7 +330,8 @@ def test_listen_reads_raw_pcm_from_stdin_at_real_time_pace(frozen, tmp_path):
     heard = [line.split() for line in out.decode().strip().splitlines()]
     assert [(float(t), label) for t, _s, label, _score in heard] == [(d["time_s"], d["label"]) for d in streamed]
     stderr = [line for line in err.decode().strip().splitlines() if not line.startswith("INFO: ")]  # LiteRT's own
-    assert stderr[0] == "listening (-, 16000 Hz, 100 ms chunks) for: yes no", stderr
+    threshold = frozen.params.evaluate.streaming.detection_threshold
+    assert stderr[0] == f"listening (-, 16000 Hz, 100 ms chunks; threshold {threshold:g}, settings from model card) for: yes no", stderr
     assert stderr[-1].startswith("chunks 60, audio 6.00 s, latency per chunk ms: median ")
     assert float(stderr[-1].split("median ")[1].split(",")[0]) > 0, stderr[-1]
 

@@ -311,6 +311,16 @@ def test_model_card_has_intervals_confusions_int8_and_licences():
         assert licence in card, licence
     assert "selected figure" in card and "## Intended use" in card
     assert "## Training" not in card  # no recipe given, no empty section
+    assert "RecognizeCommands settings" not in card  # none given, none claimed
+    from pipeline.config import StreamParams
+
+    recognize = StreamParams(detection_threshold=0.79, average_window_ms=400, rearm="other_command").recognize()
+    card = model_card(name="kws", version=3, run_name="exp-1", run_id="abc", model="embedding_head",
+                      preprocess="speech_embedding", labels=labels, sources=sources, evaluation=evaluation,
+                      matrices={"real_dev": matrix}, export=export, threshold=0.79, recognize=recognize)  # fmt: skip
+    assert ("RecognizeCommands settings, recorded in the model's `kws.json` (`kws stream` and `kws listen` use them; a "
+            "flag overrides one): threshold 0.79, averaging window 400 ms, minimum count 4, suppression 500 ms, re-arm "
+            "`other_command`, window stride 30 ms (windows mode: `.tflite` files).") in card
 
 
 def test_model_card_training_recipe_names_the_settings_and_the_hard_negatives():
