@@ -265,29 +265,28 @@ def _base_settings(params_path: Path):
 
 def _stream_settings(base: tuple, predictor, overrides: dict):
     """(settings, where they came from) for streaming `predictor`: the RecognizeCommands settings its model card
-    records (those its streaming figures were measured at), else `base` (`_base_settings`), and the command line's
-    flags over either. Warns when params.yaml differs from the card on a setting no flag gives; raises KwsError
-    for a card whose settings are not valid evaluate.streaming values."""
-    from pydantic import ValidationError
-
-    from pipeline.config import RECOGNIZE_SETTINGS, StreamParams
+    records (those its streaming figures were measured at; checked when the model loaded), else `base`
+    (`_base_settings`), and the command line's flags over either. Warns when params.yaml differs from the card on a
+    setting no flag gives."""
+    from pipeline.config import RECOGNIZE_SETTINGS
 
     settings, source = base
     if predictor.recognize:
-        try:
-            recorded = StreamParams.model_validate(settings.model_dump() | dict(predictor.recognize))
-        except ValidationError as error:
-            problem = error.errors()[0]
-            raise KwsError(f"{predictor.path}: its model card's recognize.{'.'.join(map(str, problem['loc']))}: "
-                           f"{problem['msg']}; re-run the freeze stage") from None  # fmt: skip
+        recorded = settings.model_copy(update=predictor.recognize)
         differ = [key for key in RECOGNIZE_SETTINGS if overrides.get(key) is None and getattr(settings, key) != getattr(recorded, key)]
         if differ and source != "defaults":
-            _warn(f"{predictor.path} was evaluated at " + ", ".join(f"{key} {getattr(recorded, key)}" for key in differ)
-                  + f" ({source} says " + ", ".join(str(getattr(settings, key)) for key in differ)
-                  + "); using the model's: a flag (e.g. --threshold) chooses, `dvc repro` re-freezes")  # fmt: skip
-        settings, source = recorded, "model card"
+            _warn(f"{predictor.path} was evaluated at " + ", ".join(f"{key} {_setting(getattr(recorded, key))}" for key in differ)
+                  + f" ({source} says " + ", ".join(_setting(getattr(settings, key)) for key in differ)
+                  + "); using the model's: a flag (e.g. --threshold) chooses, re-freezing the model adopts params.yaml's")  # fmt: skip
+        missing = [key for key in RECOGNIZE_SETTINGS if key not in predictor.recognize]  # a card from another version
+        settings, source = recorded, "model card" + (f" + {source} ({', '.join(missing)})" if missing else "")
     given = {key: value for key, value in overrides.items() if value is not None}
     return settings.model_copy(update=given), source + (" + flags" if given else "")
+
+
+def _setting(value) -> str:
+    """A setting as params.yaml would write it: 500, not 500.0."""
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 class _Progress:
@@ -331,7 +330,8 @@ def stream(
     as_json: JsonOption = False,
     params_path: ParamsOption = Path("params.yaml"),
 ) -> None:
-    """Commands heard in a long recording, smoothed by RecognizeCommands (evaluate.streaming, overridable here)."""
+    """Commands heard in a long recording, smoothed by RecognizeCommands at the settings the model was evaluated at
+    (its model card; else evaluate.streaming), each overridable here."""
     with user_errors():
         import numpy as np
 
@@ -364,7 +364,7 @@ def stream(
         for row in found:
             view.add_row(f"{row['time_s']:.2f}", row["label"], f"{row['score']:.3f}")
         Console().print(view)
-        typer.echo(f"{len(found)} detection(s)")
+        typer.echo(f"{len(found)} detection(s) at threshold {settings.detection_threshold:g} (settings from {source})")
 
 
 @app.command("listen")
@@ -430,7 +430,7 @@ def inspect_model(
                 view.add_row(key, f"{facts[key]:,}" if key in ("parameters", "bytes") else str(facts[key]))
         view.add_row("labels", " ".join(facts["labels"]))
         if facts.get("recognize"):  # the RecognizeCommands settings the model was evaluated at (its model card)
-            view.add_row("recognize", ", ".join(f"{key} {value}" for key, value in facts["recognize"].items()))
+            view.add_row("recognize", "\n".join(f"{key} {_setting(value)}" for key, value in facts["recognize"].items()))
         if "registry" in facts:
             reg = facts["registry"]
             view.add_row("registry", f"{reg['name']} version {reg['version']} ({', '.join(reg['aliases'] or []) or 'no alias'})")

@@ -72,17 +72,58 @@ def card_archive(card: dict) -> bytes:
 
 
 def read_tflite_card(path: Path) -> dict | None:
-    """The model card zipped onto a .tflite, or None when the file carries none."""
+    """The model card zipped onto a .tflite, or None when the file carries none. Raises KwsError for a card that
+    is not a JSON object (a damaged file must not pass for one without a card)."""
     try:
         with zipfile.ZipFile(path) as z:
-            return json.loads(z.read(CARD_FILE))
-    except (zipfile.BadZipFile, KeyError, ValueError, OSError):
+            text = z.read(CARD_FILE)
+    except (zipfile.BadZipFile, KeyError, OSError):
         return None
+    return _card(text, f"{path}: its model card {CARD_FILE}")
 
 
 def read_saved_model_card(folder: Path) -> dict | None:
-    """The model card in a SavedModel's assets, or None (an export made before cards existed)."""
-    return _read_json(Path(folder) / "assets" / CARD_FILE)
+    """The model card in a SavedModel's assets, or None (an export made before cards existed). Raises KwsError for
+    a card that is not a JSON object."""
+    try:
+        text = (Path(folder) / "assets" / CARD_FILE).read_bytes()
+    except OSError:
+        return None
+    return _card(text, f"{folder}/assets/{CARD_FILE}")
+
+
+def _card(text: bytes, where: str) -> dict:
+    try:
+        card = json.loads(text)
+    except ValueError as error:
+        raise KwsError(f"{where} is not valid JSON ({_first_line(error)}); re-run the freeze stage") from None
+    if not isinstance(card, dict):
+        raise KwsError(f"{where} is not a JSON object; re-run the freeze stage")
+    return card
+
+
+def card_recognize(card: dict | None, where: Path) -> dict | None:
+    """The RecognizeCommands settings a model card records (`recognize`, see model_card), each checked as an
+    evaluate.streaming value; None when it records none. Raises KwsError naming the first unknown or invalid one."""
+    recorded = (card or {}).get("recognize")
+    if not recorded:
+        return None
+    from pydantic import ValidationError
+
+    from pipeline.config import RECOGNIZE_SETTINGS, StreamParams
+
+    if not isinstance(recorded, dict):
+        raise KwsError(f"{where}: its model card's recognize is not a mapping of settings; re-run the freeze stage")
+    for key, value in recorded.items():
+        if key not in RECOGNIZE_SETTINGS:
+            raise KwsError(f"{where}: its model card's recognize.{key} is not a RecognizeCommands setting (expected "
+                           f"{', '.join(RECOGNIZE_SETTINGS)}); re-run the freeze stage")  # fmt: skip
+        try:
+            StreamParams.model_validate({key: value})
+        except ValidationError as error:
+            message = error.errors()[0]["msg"].removeprefix("Value error, ")
+            raise KwsError(f"{where}: its model card's recognize.{key}: {message}; re-run the freeze stage") from None
+    return dict(recorded)
 
 
 def _read_json(path: Path) -> dict | None:
@@ -112,7 +153,7 @@ class Predictor:
     describe_fn: Callable[[], dict] | None = None  # facts that cost time to gather (op counts), for `kws inspect`
     stream_geometry: dict | None = None  # sequence models: {hop, span, window_vectors} (samples, samples, vectors)
     model: object | None = None  # Keras only: the serving model (audio -> {scores}) that the freeze stage exports
-    recognize: dict | None = None  # the RecognizeCommands settings its model card records (see model_card), if any
+    recognize: dict | None = None  # the RecognizeCommands settings its model card records (card_recognize), if any
 
     @property
     def capabilities(self) -> frozenset[str]:
@@ -219,6 +260,8 @@ def load_saved_model(folder: Path, export: dict | None = None, sample_rate: int 
     import tensorflow as tf
 
     folder = Path(folder)
+    card = read_saved_model_card(folder)  # a damaged card fails before TensorFlow spends seconds loading the graph
+    recognize = card_recognize(card, folder)
     try:
         loaded = tf.saved_model.load(str(folder))
     except (OSError, ValueError, RuntimeError) as error:
@@ -230,7 +273,6 @@ def load_saved_model(folder: Path, export: dict | None = None, sample_rate: int 
     if INPUT_NAME not in inputs or OUTPUT_NAME not in outputs:
         raise KwsError(f"{folder}: signature is {sorted(inputs)} -> {sorted(outputs)}, expected {INPUT_NAME} -> {OUTPUT_NAME}")
     clip_samples, classes = int(inputs[INPUT_NAME].shape[-1]), int(outputs[OUTPUT_NAME].shape[-1])
-    card = read_saved_model_card(folder)
     rate = int(sample_rate) if sample_rate else _sample_rate(card, export, folder)
 
     def predict(audio: np.ndarray) -> np.ndarray:
@@ -244,19 +286,14 @@ def load_saved_model(folder: Path, export: dict | None = None, sample_rate: int 
         "outputs": [_tensor(name, s.shape.as_list(), s.dtype.name) for name, s in sorted(outputs.items())],
         "bytes": _size(folder),
         "model_card": bool(card),
-        **_recognize_facts(card),
+        **({"recognize": recognize} if recognize else {}),
         **_export_facts(export),
     }
     if info.get("parameters") is None:
         info["parameters"] = int(sum(np.prod(v.shape) for v in loaded.variables))
         info["parameters_source"] = "SavedModel variables (frontend constants included)"
     return Predictor("saved_model", folder, _labels(folder, classes, card, folder), rate, clip_samples, predict, info,
-                     sequence_fn=sequence_fn, stream_geometry=geometry, recognize=(card or {}).get("recognize"))  # fmt: skip
-
-
-def _recognize_facts(card: dict | None) -> dict:
-    """{"recognize": settings} for `kws inspect` when the model card records them, else {}."""
-    return {"recognize": card["recognize"]} if card and card.get("recognize") else {}
+                     sequence_fn=sequence_fn, stream_geometry=geometry, recognize=recognize)  # fmt: skip
 
 
 def _saved_sequence_fn(loaded, card: dict | None, sample_rate: int):
@@ -308,6 +345,7 @@ def load_tflite(path: Path, export: dict | None = None, threads: int = 1) -> Pre
     except (ValueError, RuntimeError) as error:
         raise KwsError(f"{path}: cannot load the TFLite model ({_first_line(error)})") from None
     card = read_tflite_card(path)
+    recognize = card_recognize(card, path)
     classes = int(model.output["shape_signature"][-1])
     labels = _labels(path.parent, classes, card, path)
     if card is None:
@@ -329,9 +367,10 @@ def load_tflite(path: Path, export: dict | None = None, threads: int = 1) -> Pre
             },
         }
 
-    info = {"streaming": "windows", "model_card": card is not None, **_recognize_facts(card), **_export_facts(export)}
+    info = {"streaming": "windows", "model_card": card is not None, **({"recognize": recognize} if recognize else {}),
+            **_export_facts(export)}  # fmt: skip
     return Predictor("tflite", path, labels, _sample_rate(card, export, path), model.clip_samples, model.predict, info,
-                     describe_fn=describe, recognize=(card or {}).get("recognize"))  # fmt: skip
+                     describe_fn=describe, recognize=recognize)  # fmt: skip
 
 
 def load_keras(path: Path, features: FeaturesParams, batch_size: int = 256) -> Predictor:

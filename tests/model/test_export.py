@@ -106,6 +106,18 @@ def test_labels_travel_inside_the_exports(exported, tmp_path):
     with pytest.raises(KwsError, match="carries no labels and no labels.txt"):
         load_tflite(plain)
 
+    import io
+    import zipfile
+
+    damaged = tmp_path / "damaged.tflite"  # a card that is not JSON is named as such, not taken for no card at all
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("kws.json", "{not json")
+        z.writestr("labels.txt", "".join(f"{label}\n" for label in LABELS))
+    damaged.write_bytes(plain.read_bytes() + archive.getvalue())
+    with pytest.raises(KwsError, match=r"damaged.tflite: its model card kws.json is not valid JSON .*re-run the freeze stage"):
+        load_tflite(damaged)
+
 
 def _flatbuffer_size(path) -> int:
     """Bytes of the flatbuffer alone: where the appended zip's first entry starts (zipfile counts from the file start)."""

@@ -278,8 +278,8 @@ def test_stream_uses_the_settings_the_model_was_evaluated_at(frozen, wavs, tmp_p
     assert warned.exit_code == 0, warned.output
     assert json.loads(warned.stdout)["settings"] == recorded
     (line,) = [line for line in warned.stderr.splitlines() if line.startswith("warning: ")]
-    assert (f"detection_threshold {recorded['detection_threshold']}" in line and "average_window_ms 500.0" in line
-            and f"{moved} says 640.0, 0.42" in line and "--threshold" in line), line  # fmt: skip
+    assert (f"was evaluated at average_window_ms 500, detection_threshold {recorded['detection_threshold']:g} ({moved} "
+            "says 640, 0.42); using the model's" in line and "--threshold" in line), line  # fmt: skip
 
     flagged = kws("stream", wavs / "yes.wav", "--json", "--model", model, "--params", moved, "--threshold", "0.5",
                   "--average-window-ms", "640")  # fmt: skip
@@ -291,10 +291,24 @@ def test_stream_uses_the_settings_the_model_was_evaluated_at(frozen, wavs, tmp_p
     inspected = json.loads(kws("inspect", "--json", "--model", model, *_p(frozen)).stdout)
     assert inspected["recognize"] == recorded
 
-    card["recognize"]["rearm"] = "never"
+    human = kws("stream", wavs / "yes.wav", "--model", shared, "--params", tmp_path / "none.yaml")
+    assert "detection(s) at threshold 0.55 (settings from model card)" in human.stdout, human.stdout
+
+    del card["recognize"]["suppression_ms"]  # a card from a version that recorded fewer settings: the rest is said
     (shared / "assets" / "kws.json").write_text(json.dumps(card))
-    line = _one_line_error(kws("stream", wavs / "yes.wav", "--model", shared, *_p(frozen)))
-    assert f"{shared}: its model card's recognize.rearm" in line and "re-run the freeze stage" in line, line
+    partial = json.loads(kws("stream", wavs / "yes.wav", "--json", "--model", shared, "--params", moved).stdout)
+    assert partial["settings"]["suppression_ms"] == frozen.params.evaluate.streaming.suppression_ms != 750.0
+    assert partial["settings_from"] == f"model card + {moved} (suppression_ms)"
+
+    for bad, expected in (({"rearm": "never"}, "recognize.rearm: Input should be 'release' or 'other_command'"),
+                          ({"detection_threshold": "high"}, "recognize.detection_threshold: expected a number, not a quoted string"),
+                          ({"threshold": 0.5}, "recognize.threshold is not a RecognizeCommands setting")):  # fmt: skip
+        (shared / "assets" / "kws.json").write_text(json.dumps({**card, "recognize": {**card["recognize"], **bad}}))
+        line = _one_line_error(kws("stream", wavs / "yes.wav", "--model", shared, *_p(frozen)))
+        assert line.startswith(f"error: {shared}: its model card's {expected}") and line.endswith("re-run the freeze stage"), line
+    (shared / "assets" / "kws.json").write_text("{not json")
+    line = _one_line_error(kws("inspect", "--model", shared, *_p(frozen)))
+    assert line.startswith(f"error: {shared}/assets/kws.json is not valid JSON"), line
 
 
 def test_listen_reads_raw_pcm_from_stdin_at_real_time_pace(frozen, tmp_path):
