@@ -218,3 +218,30 @@ def test_detect_matches_process_at_the_edges():
         detect(noisy, stamps, LABELS, average_window_ms=float("nan"))
     with pytest.raises(ValueError, match="average_window_ms > 0"):
         RecognizeCommands(LABELS, average_window_ms=float("nan"))
+
+
+def test_a_model_card_records_the_settings_it_was_evaluated_at_and_a_damaged_one_is_named(tmp_path):
+    """The freeze stage writes evaluate.streaming's RecognizeCommands settings into the model card; reading them
+    back checks each one as params.yaml would and names the first bad one (the CLI shows it as one line)."""
+    from pipeline.config import RECOGNIZE_SETTINGS, StreamParams
+    from pipeline.errors import KwsError
+    from pipeline.inference import card_recognize, model_card, read_saved_model_card
+
+    settings = StreamParams(detection_threshold=0.79, average_window_ms=400, rearm="other_command").recognize()
+    assert tuple(settings) == RECOGNIZE_SETTINGS
+    assert settings["detection_threshold"] == 0.79 and settings["average_window_ms"] == 400 and settings["rearm"] == "other_command"
+    card = model_card(["_silence_", "yes"], 16000, 16000, "speech_embedding", recognize=settings)
+    assert card_recognize(card, tmp_path) == settings
+    assert card_recognize(model_card(["yes"], 16000, 16000, "mfcc"), tmp_path) is None  # an older export: none recorded
+    assert card_recognize(None, tmp_path) is None
+    for bad, expected in (({"minimum_count": 0}, "recognize.minimum_count: Input should be greater than or equal to 1"),
+                          ({"suppression_ms": "500"}, "recognize.suppression_ms: expected a number, not a quoted string"),
+                          ({"window_ms": 500}, "recognize.window_ms is not a RecognizeCommands setting")):  # fmt: skip
+        with pytest.raises(KwsError, match=rf"^{tmp_path}: its model card's {expected}.*; re-run the freeze stage$"):
+            card_recognize({**card, "recognize": {**settings, **bad}}, tmp_path)
+    with pytest.raises(KwsError, match="recognize is not a mapping"):
+        card_recognize({**card, "recognize": [0.79]}, tmp_path)
+    (tmp_path / "assets").mkdir()
+    (tmp_path / "assets" / "kws.json").write_text("[1, 2]")
+    with pytest.raises(KwsError, match=r"assets/kws.json is not a JSON object"):
+        read_saved_model_card(tmp_path)
