@@ -11,8 +11,9 @@
 Labels, sample rate, clip length and streaming geometry come from the artifact: the model card `kws.json`
 (`assets/kws.json` inside a SavedModel, an associated file zipped onto the end of a `.tflite`, as TFLite Support
 packs labels) and `labels.txt`; never from params.yaml. The card also records the RecognizeCommands settings the
-model's streaming figures were measured at (`recognize`), which `kws stream` / `kws listen` apply. Every scorer in the project — the CLI, evaluate,
-freeze's export checks, the MLflow pyfunc model, the benches — goes through `Predictor.scores` / `detect`.
+model's streaming figures were measured at (`recognize`), which `kws stream` / `kws listen` apply. Every scorer in
+the project — the CLI, evaluate, freeze's export checks, the MLflow pyfunc model, the benches — goes through
+`Predictor.scores` / `detect`.
 """
 
 from __future__ import annotations
