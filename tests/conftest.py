@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,16 @@ SHARED = REPO.parent / "shared" / "data"
 REAL_DEV = SHARED / "speech_commands_test_v0.02_dev"
 REAL_NOISE = SHARED / "_background_noise_"
 requires_shared = pytest.mark.skipif(not REAL_DEV.is_dir(), reason=f"real clips not present at {REAL_DEV}")
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """`kill` (SIGTERM, as a CI timeout sends) ends the suite like Ctrl-C: pytest then runs every fixture's
+    teardown, so the Ray nodes, PostgreSQL clusters and servers that fixtures started are stopped, not orphaned."""
+    signal.signal(signal.SIGTERM, _terminated)
 
 
 def speaker_id(index: int) -> str:
