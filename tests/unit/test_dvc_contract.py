@@ -194,3 +194,18 @@ def test_a_missing_out_and_a_stale_dep_are_reported(contract):
     problems = contract_violations(dvc, params_raw)
     assert "train: writes models/train/run_id.txt but no out/metric/plot covers it" in problems
     assert "train: dep pipeline/no_such_module.py does not exist" in problems
+
+
+def test_bytecode_beside_the_sources_is_not_a_stage_dependency() -> None:
+    """A folder dependency (pipeline/models, pipeline/stream, ...) hashes its sources only: the __pycache__ that
+    Python writes on import must not make `dvc status` report the stage as changed."""
+    from dvc.repo import Repo
+
+    repo = Repo(str(REPO))
+    try:
+        ignored = lambda rel: repo.dvcignore.is_ignored(repo.fs, repo.fs.join(repo.root_dir, rel))  # noqa: E731
+        assert ignored("pipeline/models/__pycache__/specs.cpython-311.pyc")
+        assert ignored("pipeline/stream/__pycache__")
+        assert not ignored("pipeline/models/specs.py")
+    finally:
+        repo.close()

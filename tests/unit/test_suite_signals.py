@@ -3,6 +3,7 @@ database clusters they start are not left running."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -35,7 +36,7 @@ def test_sigterm_runs_fixture_teardown(tmp_path: Path) -> None:
     # the suite's conftest as a plugin, so the temporary test runs under exactly its hooks
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "tests.conftest",
                "--rootdir", str(tmp_path), "test_waits.py"]  # fmt: skip
-    process = subprocess.Popen(command, cwd=tmp_path, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+    process = subprocess.Popen(command, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO), "PYTHONDONTWRITEBYTECODE": "1"},
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
     try:
         deadline = time.monotonic() + 60
