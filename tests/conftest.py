@@ -12,6 +12,7 @@ import pytest
 import soundfile as sf
 
 from pipeline.config import Params, parse_params
+from pipeline.runner import _interrupt
 
 # Stages run their tasks in this process unless a test asks for Ray workers (tests/data/test_distributed.py):
 # starting Ray costs 10-40 s on a loaded 2-core machine, once per stage.
@@ -26,14 +27,10 @@ REAL_NOISE = SHARED / "_background_noise_"
 requires_shared = pytest.mark.skipif(not REAL_DEV.is_dir(), reason=f"real clips not present at {REAL_DEV}")
 
 
-def _terminated(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def pytest_configure(config: pytest.Config) -> None:
     """`kill` (SIGTERM, as a CI timeout sends) ends the suite like Ctrl-C: pytest then runs every fixture's
     teardown, so the Ray nodes, PostgreSQL clusters and servers that fixtures started are stopped, not orphaned."""
-    signal.signal(signal.SIGTERM, _terminated)
+    signal.signal(signal.SIGTERM, _interrupt)  # the stages' own handler (pipeline/runner.py)
 
 
 def speaker_id(index: int) -> str:

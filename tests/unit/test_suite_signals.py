@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.conftest import REPO
 
 FIXTURE_TEST = '''
 import time
@@ -36,8 +36,8 @@ def test_sigterm_runs_fixture_teardown(tmp_path: Path) -> None:
     # the suite's conftest as a plugin, so the temporary test runs under exactly its hooks
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "tests.conftest",
                "--rootdir", str(tmp_path), "test_waits.py"]  # fmt: skip
-    process = subprocess.Popen(command, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO), "PYTHONDONTWRITEBYTECODE": "1"},
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONDONTWRITEBYTECODE": "1"}
+    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 60
         while not (tmp_path / "started").exists():
