@@ -15,7 +15,7 @@ import pandas as pd
 
 from pipeline.errors import KwsError
 from pipeline.tracking.compare import pair, refusals
-from pipeline.tracking.runs import RuntimeSettings, _mlflow, check_tracking, process_uris, store_exists, tracking_uri
+from pipeline.tracking.runs import RuntimeSettings, _mlflow, check_tracking, lost_a_race, process_uris, store_exists, tracking_uri
 
 HISTORY_TAG = "alias_history"  # registered-model tag: JSON {alias: [versions that held it, oldest first]}
 
@@ -120,7 +120,11 @@ def register(name: str, model_uri: str, run_id: str, tags: dict[str, str], alias
     try:
         client.get_registered_model(name)
     except _mlflow().exceptions.MlflowException:
-        client.create_registered_model(name, description="Keyword spotter: raw 16 kHz audio in, class scores out")
+        try:
+            client.create_registered_model(name, description="Keyword spotter: raw 16 kHz audio in, class scores out")
+        except _mlflow().exceptions.MlflowException as error:  # another freeze registered the name first
+            if not lost_a_race(error) and "already exists" not in str(error):
+                raise
     model_id = logged_model_id(model_uri)  # links the version to its logged model (UI, lineage)
     with process_uris(tracking_uri()):  # a `models:/m-…` source is looked up in the global store (see process_uris)
         version = client.create_model_version(

@@ -108,6 +108,22 @@ def _reason(error: Exception) -> str:
     return (text.splitlines()[0][:160] if text else "") or type(error).__name__
 
 
+def lost_a_race(error: Exception) -> bool:
+    """True when a store write failed only because another writer had just written the same unique row (two runs
+    logging one dataset, two stages creating one registered model): SQLAlchemy's IntegrityError behind an
+    MlflowException, or its text relayed by a tracking server (SQLite, PostgreSQL and MySQL wordings). Trying again
+    then finds the row."""
+    import sqlalchemy.exc
+
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, sqlalchemy.exc.IntegrityError):
+            return True
+        cause = cause.__cause__
+    text = str(error)
+    return any(mark in text for mark in ("IntegrityError", "UNIQUE constraint failed", "duplicate key value", "Duplicate entry"))
+
+
 def flatten(tree: Mapping, prefix: str = "") -> dict[str, str]:
     """Nested params as dotted keys, the way the MLflow UI compares them."""
     flat: dict[str, str] = {}
@@ -426,7 +442,13 @@ class Run:
             warnings.simplefilter("ignore", UserWarning)  # schema hints about integer columns, source ambiguity
             data = mlflow.data.from_pandas(frame, source=source, name=name, digest=digest)._to_mlflow_entity()
         inputs = [mlflow.entities.DatasetInput(data, [mlflow.entities.InputTag("mlflow.data.context", context)])]
-        self.client.log_inputs(self.run_id, datasets=inputs)
+        for attempt in range(3):  # MLflow looks the dataset up, then inserts it: a concurrent run may insert between
+            try:
+                self.client.log_inputs(self.run_id, datasets=inputs)
+                break
+            except mlflow.exceptions.MlflowException as error:
+                if attempt == 2 or not lost_a_race(error):
+                    raise TrackingError(f"MLflow tracking store {self.uri} refused dataset {name!r} ({_reason(error)})") from None
         self.datasets[context] = (name, digest)
         return name, digest
 

@@ -75,6 +75,81 @@ def test_a_run_missing_from_the_store_is_one_line_not_a_traceback(store):
     assert "dvc repro -f -s train" in message and "\n" not in message
 
 
+@pytest.mark.slow
+def test_two_runs_logging_one_dataset_at_once_both_keep_it(store, monkeypatch):
+    """MLflow looks a dataset up by (experiment, name, digest) and then inserts it; a second run of the same data
+    (a reference beside a rerun, two queued DVC experiments) inserting between the two failed the whole stage with
+    "UNIQUE constraint failed: datasets...". Here the look-up is made to miss the first run's row once, which is
+    exactly what the concurrent writer leaves: the store's real constraint fires, and the stage must carry on."""
+    import mlflow
+    import sqlalchemy.orm
+    from mlflow.store.tracking.dbmodels.models import SqlDataset
+
+    from pipeline.tracking import Run
+
+    frame = pd.DataFrame({"path": ["yes/a.wav", "no/b.wav"], "label": ["yes", "no"]})
+    first = Run.start("kws", "tiny_conv", PARAMS, {"profile": "generated voices"})
+    first.dataset(frame, "training", "training", "074e0de004ab58a0ce697b77461ae4a9", str(store))
+    second = Run.start("kws", "tiny_conv", {**PARAMS, "seed": 2}, {"profile": "generated voices"})
+    real_all, missed = sqlalchemy.orm.Query.all, []
+
+    def all_but_the_other_writers_row(query):
+        if not missed and query.column_descriptions[0]["entity"] is SqlDataset:
+            missed.append(query)
+            return []
+        return real_all(query)
+
+    monkeypatch.setattr(sqlalchemy.orm.Query, "all", all_but_the_other_writers_row)
+    assert second.dataset(frame, "training", "training", "074e0de004ab58a0ce697b77461ae4a9", str(store)) == (
+        "training", "074e0de004ab58a0ce697b77461ae4a9")  # fmt: skip
+    assert missed, "the look-up was not reached: the test no longer stages the race"
+    client = mlflow.MlflowClient()
+    for run in (first, second):
+        (logged,) = client.get_run(run.run_id).inputs.dataset_inputs
+        assert (logged.dataset.name, logged.dataset.digest) == ("training", "074e0de004ab58a0ce697b77461ae4a9")
+
+
+@pytest.mark.slow
+def test_a_dataset_the_store_refuses_for_another_reason_is_one_line(store, monkeypatch):
+    import mlflow
+
+    from pipeline.tracking import Run, TrackingError
+
+    run = Run.start("kws", "tiny_conv", PARAMS, {"profile": "generated voices"})
+
+    def refuse(*_args, **_kwargs):
+        raise mlflow.exceptions.MlflowException("Dataset schema exceeds the maximum length")
+
+    monkeypatch.setattr(run.client, "log_inputs", refuse)
+    with pytest.raises(TrackingError, match=r"refused dataset 'training' \(Dataset schema exceeds") as info:
+        run.dataset(pd.DataFrame({"path": ["a.wav"]}), "training", "training", "d" * 32, str(store))
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.slow
+def test_two_freezes_registering_a_new_name_at_once_both_get_a_version(store, monkeypatch):
+    """The registry is looked up, then the name created; a concurrent freeze creating it in between must not fail."""
+    import mlflow
+
+    from pipeline.tracking import Run
+    from pipeline.tracking.registry import register
+
+    runs = [Run.start("kws", "tiny_conv", {**PARAMS, "seed": seed}, {"profile": "generated voices"}) for seed in (1, 2)]
+    assert register("kws_race", f"runs:/{runs[0].run_id}/model", runs[0].run_id, {"stage": "test"}) == 1
+    real_get, hidden = mlflow.MlflowClient.get_registered_model, []
+
+    def not_there_yet(client, name):  # what the second freeze saw before the first one created the name
+        if not hidden:
+            hidden.append(name)
+            raise mlflow.exceptions.MlflowException(f"Registered Model with name={name} not found")
+        return real_get(client, name)
+
+    monkeypatch.setattr(mlflow.MlflowClient, "get_registered_model", not_there_yet)
+    assert register("kws_race", f"runs:/{runs[1].run_id}/model", runs[1].run_id, {"stage": "test"}) == 2
+    assert hidden == ["kws_race"]
+    assert mlflow.MlflowClient().get_model_version_by_alias("kws_race", "challenger").run_id == runs[1].run_id
+
+
 def test_local_stores_stay_in_the_project_during_a_temporary_dvc_experiment(tmp_path, monkeypatch):
     """`dvc exp run --temp` / `--queue` run in <project>/.dvc/tmp/exps/...; a store there was deleted with the copy."""
     project = tmp_path / "project"
