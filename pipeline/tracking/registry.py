@@ -123,7 +123,7 @@ def register(name: str, model_uri: str, run_id: str, tags: dict[str, str], alias
         try:
             client.create_registered_model(name, description="Keyword spotter: raw 16 kHz audio in, class scores out")
         except _mlflow().exceptions.MlflowException as error:  # another freeze registered the name first
-            if not lost_a_race(error) and "already exists" not in str(error):
+            if not lost_a_race(error):
                 raise
     model_id = logged_model_id(model_uri)  # links the version to its logged model (UI, lineage)
     with process_uris(tracking_uri()):  # a `models:/m-…` source is looked up in the global store (see process_uris)

@@ -111,10 +111,12 @@ def _reason(error: Exception) -> str:
 def lost_a_race(error: Exception) -> bool:
     """True when a store write failed only because another writer had just written the same unique row (two runs
     logging one dataset, two stages creating one registered model): SQLAlchemy's IntegrityError behind an
-    MlflowException, or its text relayed by a tracking server (SQLite, PostgreSQL and MySQL wordings). Trying again
-    then finds the row."""
+    MlflowException, MLflow's own RESOURCE_ALREADY_EXISTS, or their text relayed by a tracking server (SQLite,
+    PostgreSQL and MySQL wordings). Trying again, or reading the row, then finds it."""
     import sqlalchemy.exc
 
+    if getattr(error, "error_code", None) == "RESOURCE_ALREADY_EXISTS":
+        return True
     cause: BaseException | None = error
     while cause is not None:
         if isinstance(cause, sqlalchemy.exc.IntegrityError):
@@ -299,7 +301,9 @@ class Run:
             location = None if is_server(uri) else Path(RuntimeSettings().mlflow_artifact_root).resolve().as_uri()
             try:
                 experiment_id = client.create_experiment(experiment, artifact_location=location, tags=EXPERIMENT_KIND)
-            except mlflow.exceptions.MlflowException:  # another worker created it first
+            except mlflow.exceptions.MlflowException as error:
+                if not lost_a_race(error):  # anything but another worker creating it first
+                    raise
                 experiment_id = client.get_experiment_by_name(experiment).experiment_id
         else:
             experiment_id = found.experiment_id
