@@ -64,6 +64,9 @@ SET_FEATURES = Artifact("features", "features", "{set}_features.npy")
 FRONTEND = Artifact("features", "features", "frontend.json")
 INTEGER_BACKBONE = Artifact("features", "features", "backbone_int8.tflite")  # with features.embedding.integer_views
 
+# finetune: the speech embedding's tuned last convolutions (an empty .npz with features.embedding.finetune.convs 0)
+BACKBONE = Artifact("finetune", "backbone", "backbone.npz")  # conv_<i>/kernel, conv_<i>/bias of the tuned convs
+FINETUNE_REPORT = Artifact("finetune", "backbone", "finetune.json")  # steps, losses, seconds
 # train
 MODEL = Artifact("train", "model", "model.keras")
 HISTORY = Artifact("train", "model", "history.json")  # one entry per evaluation step (plots: training curves)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Annotated, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from pipeline.errors import ConfigError
 from pipeline.models.specs import MODEL_NAMES, DsCnnSpec, ModelSpec
@@ -132,6 +132,7 @@ class Paths(Strict):
     features: Path = Path("data/features")
     reports: Path = Path("reports")
     model: Path = Path("models/train")
+    backbone: Path = Path("models/backbone")  # the finetune stage's tuned convolutions (features.embedding.finetune)
     export: Path = Path("models/export")
     checkpoints: Path = Path(".cache/checkpoints")
     logs: Path = Path("logs")
@@ -288,8 +289,22 @@ class SpecAugment(Strict):
     frequency_mask_bins: int = Field(5, ge=1)
 
 
+class FinetuneParams(Strict):
+    """Fine-tuning the speech embedding's last convolutions on augmented training audio (the finetune stage,
+    pipeline/features/finetune.py); every later stage then embeds with the tuned backbone. Off with `convs: 0`."""
+
+    convs: int = Field(0, ge=0, le=19)  # the last N of the backbone's 20 convolutions; its first block stays pretrained
+    head_steps: int = Field(1000, ge=1)  # a head trained on the frozen backbone's clean embeddings first
+    head_learning_rate: float = Field(0.001, gt=0, le=1)
+    steps: int = Field(1000, ge=1)  # then the head and those convolutions together, on fresh augmented views
+    learning_rate: float = Field(0.0001, gt=0, le=1)
+    background_volume: float = Field(0.2, ge=0, le=1)  # the views' noise (features.background_frequency of them)
+    checkpoint_every: int = Field(100, ge=1)
+
+
 class EmbeddingParams(Strict):
-    """The frozen pretrained speech embedding (`preprocess: speech_embedding`): one 96-d vector every 80 ms."""
+    """The pretrained speech embedding (`preprocess: speech_embedding`): one 96-d vector every 80 ms; frozen, or
+    its last convolutions fine-tuned first (`finetune`)."""
 
     pad_to_ms: int = Field(2000, ge=1000, le=4000)
     align: Literal["center", "end"] = "center"
@@ -301,6 +316,14 @@ class EmbeddingParams(Strict):
     # float and integer embeddings in turn (pipeline/export/integer.py): the int8 file then loses less accuracy.
     # Like `views`, it applies to the speech_embedding's training views only
     integer_views: bool = False
+    finetune: FinetuneParams = FinetuneParams()
+    # the finetune stage's weights file when finetune.convs > 0 (set by Params from `paths`; None: pretrained)
+    _backbone: Path | None = PrivateAttr(None)
+
+    @property
+    def backbone_file(self) -> Path | None:
+        """The fine-tuned convolutions' weights (.npz) every feature layer loads, or None for the pretrained backbone."""
+        return self._backbone
 
     @model_validator(mode="after")
     def _integer_views_in_clip(self) -> EmbeddingParams:
@@ -547,6 +570,12 @@ class Params(Strict):
                 f"features.clip_duration_ms ({feat.clip_duration_ms}) must not exceed features.embedding.pad_to_ms "
                 f"({feat.embedding.pad_to_ms}): the embedding sees each clip padded to pad_to_ms"
             )
+        if feat.embedding.finetune.convs:
+            if feat.preprocess != "speech_embedding":
+                raise ValueError(f"features.embedding.finetune.convs ({feat.embedding.finetune.convs}) needs "
+                                 f"features.preprocess speech_embedding, not {feat.preprocess}: set it to 0")  # fmt: skip
+            # artifacts.BACKBONE (not imported: check and download would depend on artifacts.py; a test ties them)
+            feat.embedding._backbone = (self.paths.backbone / "backbone.npz").absolute()  # Ray workers read it too
         if feat.time_shift_ms >= feat.clip_duration_ms:
             raise ValueError(f"features.time_shift_ms ({feat.time_shift_ms:g}) must be below features.clip_duration_ms ({feat.clip_duration_ms})")
         if feat.spec_augment.enabled:

@@ -28,11 +28,14 @@ def sequence_capable(layer) -> bool:
 
 
 def feature_layer(p: FeaturesParams):
-    """audio [B, samples] in [-1, 1] -> features [B, *p.feature_shape] as one Keras layer (exported with the model)."""
+    """audio [B, samples] in [-1, 1] -> features [B, *p.feature_shape] as one Keras layer (exported with the model).
+    The speech embedding loads the finetune stage's tuned convolutions when `features.embedding.finetune.convs` > 0
+    (DataError naming the file when it is missing)."""
     if p.preprocess == "speech_embedding":
         from pipeline.features.embedding import EmbeddingFeatures
 
-        layer = EmbeddingFeatures(pad_to_samples=p.sample_rate * p.embedding.pad_to_ms // 1000, align=p.embedding.align)
+        layer = EmbeddingFeatures(pad_to_samples=p.sample_rate * p.embedding.pad_to_ms // 1000, align=p.embedding.align,
+                                  backbone=p.embedding.backbone_file)  # fmt: skip
         layer.build((None, p.clip_samples))  # eagerly: the pretrained weights load at build time, not inside a tf.function
         return layer
     from pipeline.features.frontend import frontend_from_params
@@ -46,7 +49,8 @@ def extract(audio: np.ndarray, p: FeaturesParams, batch_size: int = 256) -> np.n
         from pipeline.features.embedding import compute_embeddings
 
         return compute_embeddings(audio, pad_to_samples=p.sample_rate * p.embedding.pad_to_ms // 1000,
-                                  batch_size=batch_size, align=p.embedding.align)  # fmt: skip
+                                  batch_size=batch_size, align=p.embedding.align,
+                                  backbone=p.embedding.backbone_file)  # fmt: skip
     from pipeline.features.frontend import compute_features
 
     return compute_features(audio, p, batch_size=batch_size)

@@ -61,12 +61,14 @@ def feature_panels(audio: np.ndarray, p: FeaturesParams) -> list[Panel]:
     from pipeline.features.embedding import EmbeddingFeatures
 
     mel = AudioFrontend("embedding_mel")(tf.constant(audio[None]))[0].numpy()
-    layer = EmbeddingFeatures()
+    tuned = p.embedding.backbone_file  # the finetune stage's convolutions, as every stage embeds with them
+    layer = EmbeddingFeatures(backbone=tuned)
     layer.build((None, None))
     vectors = layer.sequence(tf.constant(audio[None]))[0].numpy()
+    name = f"speech embedding, last {p.embedding.finetune.convs} convolutions fine-tuned" if tuned else "speech embedding"
     return [
         Panel("speech-embedding mel input (embedding_mel)", "mel bin", mel, EMBEDDING_MEL_STRIDE, EMBEDDING_MEL_WINDOW),
-        Panel("speech embedding (speech_embedding)", "dimension", vectors, STREAM_HOP, STREAM_SPAN),
+        Panel(f"{name} (speech_embedding)", "dimension", vectors, STREAM_HOP, STREAM_SPAN),
     ]
 
 

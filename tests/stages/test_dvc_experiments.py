@@ -152,6 +152,6 @@ def test_a_fresh_clone_pulls_from_the_remote_and_has_nothing_to_rerun(experiment
     assert "up to date" in status, status
     repro = _run(["dvc", "repro"], clone, env)
     assert "Running stage" not in repro, repro
-    for stage in ("download", "split", "features", "train", "evaluate", "freeze"):
+    for stage in ("download", "split", "finetune", "features", "train", "evaluate", "freeze"):
         assert f"Stage '{stage}' didn't change" in repro, repro
     assert (clone / "models/export/model_int8.tflite").is_file()

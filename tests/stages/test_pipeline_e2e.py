@@ -59,7 +59,7 @@ def pipeline_copy(tmp_path_factory):
 
 def test_every_stage_ran_and_wrote_its_outputs(pipeline_copy):
     work, _, first = pipeline_copy
-    for stage in ("download", "split", "features", "train", "evaluate", "freeze"):
+    for stage in ("download", "split", "finetune", "features", "train", "evaluate", "freeze"):
         assert f"Running stage '{stage}'" in first.stdout
     for path in ("data/split/manifest.parquet", "models/train/model.keras", "models/export/saved_model/saved_model.pb",
                  "models/export/model_int8.tflite", "reports/evaluation.json", "reports/data_docs/index.html"):

@@ -33,9 +33,20 @@ def test_require_names_the_missing_file_and_the_stage_that_writes_it(tmp_path):
 
 
 def test_each_artifact_is_declared_once_with_a_known_stage_and_root():
-    stages = {"split", "features", "train", "evaluate", "freeze"}
+    stages = {"split", "finetune", "features", "train", "evaluate", "freeze"}
     assert {a.stage for a in artifacts.ARTIFACTS.values()} == stages
     assert all(a.root in Paths.model_fields for a in artifacts.ARTIFACTS.values())
     keys = [(a.root, a.name) for a in artifacts.ARTIFACTS.values()]
     assert len(keys) == len(set(keys))
     assert [a.name for a in artifacts.written_by("train")][:2] == ["model.keras", "history.json"]
+
+
+def test_the_tuned_backbone_that_params_point_every_feature_layer_at_is_the_finetune_stage_artifact(tmp_path):
+    """config names the file without importing artifacts (check and download would then depend on it): same path."""
+    from tests.conftest import make_params
+
+    on = make_params(tmp_path, paths={"backbone": str(tmp_path / "bb")}, features={"preprocess": "speech_embedding",
+                     "embedding": {"finetune": {"convs": 3}}}, train={"model": {"name": "embedding_head"}})  # fmt: skip
+    assert on.features.embedding.backbone_file == artifacts.BACKBONE.path(on.paths).absolute()
+    off = make_params(tmp_path, paths={"backbone": str(tmp_path / "bb")})
+    assert off.features.embedding.backbone_file is None
