@@ -120,6 +120,10 @@ SYNTH = {"sources": [{"kind": "synthetic"}]}
          "train.model embedding_head needs features.preprocess speech_embedding"),
         ({"features": {"preprocess": "speech_embedding", "embedding": {"integer_views": True, "view_context": "noise"}}},
          "features.embedding: integer_views needs view_context: silence"),
+        ({"features": {"preprocess": "log_mel", "embedding": {"finetune": {"convs": 9}}}},
+         "features.embedding.finetune.convs (9) needs features.preprocess speech_embedding, not log_mel: set it to 0"),
+        ({"features": {"preprocess": "speech_embedding", "embedding": {"finetune": {"convs": 20}}}},
+         "features.embedding.finetune.convs: Input should be less than or equal to 19"),
         # a synthetic source without piper or Kokoro blends has no neural voice to oversample, nor has a local one
         ({"train": {"neural_repeats": 4}}, "train.neural_repeats is 4 but no data.sources entry has neural voices"),
         ({"train": {"neural_repeats": 2}, "data": {"sources": [{"kind": "local", "name": "mine", "path": "x"}]}},
