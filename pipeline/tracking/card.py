@@ -73,6 +73,11 @@ def training_lines(train: TrainParams, features: FeaturesParams, hard_negatives:
     if embedded and features.embedding.integer_views:
         augment.append("each view also through the int8 backbone")
     lines.append("- Augmentation: " + "; ".join(augment) + ".")
+    tuned = features.embedding.finetune
+    if embedded and tuned.convs:
+        lines.append(f"- Backbone: its last {tuned.convs} convolutions fine-tuned on the training clips (a head on the "
+                     f"frozen backbone for {tuned.head_steps:,} steps, then both for {tuned.steps:,} steps at "
+                     f"{tuned.learning_rate:g}, noise up to volume {tuned.background_volume:g}); the rest as pretrained.")  # fmt: skip
     lines.append(f"- Other words weigh {train.unknown_weight:g} in the loss"
                  + (f"; clips of neural voices enter each epoch {train.neural_repeats} times." if train.neural_repeats > 1 else "."))  # fmt: skip
     if hard_negatives is None:

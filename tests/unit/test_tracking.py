@@ -407,7 +407,8 @@ def test_model_card_training_recipe_names_the_settings_and_the_hard_negatives():
     mining = params.train.hard_negatives.model_copy(update={"hours": 2, "min_score": 0.7})
     train = params.train.model_copy(update={"steps": [2000, 500], "learning_rate": [0.001, 0.0001], "hard_negatives": mining})
     masks = params.features.spec_augment.model_copy(update={"enabled": True, "time_masks": 2, "time_mask_frames": 4, "frequency_masks": 0})
-    embedding = params.features.embedding.model_copy(update={"views": 3, "integer_views": True})
+    frozen = params.features.embedding.finetune.model_copy(update={"convs": 0})
+    embedding = params.features.embedding.model_copy(update={"views": 3, "integer_views": True, "finetune": frozen})
     features = params.features.model_copy(update={"spec_augment": masks, "embedding": embedding})
     lines = training_lines(train, features, 603)
     assert "2,500 steps (2,000 at 0.001, 500 at 0.0001)" in lines[0] and "`embedding_head` (" in lines[0]
@@ -416,6 +417,11 @@ def test_model_card_training_recipe_names_the_settings_and_the_hard_negatives():
     assert lines[-1] == ("- Hard negatives: a second round with 603 windows where the first round's model scored a "
                          "keyword above 0.7 on 2 h of recordings of training clips.")  # fmt: skip
     assert training_lines(train, features, None)[-1] == "- Hard negatives: off (one round)."
+    assert not any(line.startswith("- Backbone") for line in lines), "the pretrained backbone: no fine-tuning line"
+    tuned = embedding.model_copy(update={"finetune": embedding.finetune.model_copy(update={"convs": 9})})
+    assert ("- Backbone: its last 9 convolutions fine-tuned on the training clips (a head on the frozen backbone for "
+            "1,000 steps, then both for 1,000 steps at 0.0001, noise up to volume 0.2); the rest as pretrained."
+            ) in training_lines(train, features.model_copy(update={"embedding": tuned}), None)  # fmt: skip
     card = model_card(name="kws", version=1, run_name="r", run_id="i", model="embedding_head", preprocess="speech_embedding",
                       labels=params.labels, sources=[], evaluation={}, matrices={}, export={}, training=lines)  # fmt: skip
     assert "## Training\n\n- Model `embedding_head`" in card
