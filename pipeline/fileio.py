@@ -174,6 +174,13 @@ def write_json(path: str | Path, payload: object) -> None:
         tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
+def write_npz(path: str | Path, arrays: dict[str, np.ndarray], durable: bool = False) -> None:
+    """Write named arrays as one uncompressed .npz atomically (fsynced with `durable`)."""
+    with atomic_path(path, ".npz", durable=durable) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
+
+
 def write_text(path: str | Path, text: str) -> None:
     """Write a text file atomically."""
     with atomic_path(path) as tmp:

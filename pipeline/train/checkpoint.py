@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.fileio import atomic_path, write_json
+from pipeline.fileio import write_json, write_npz
 
 log = logging.getLogger(__name__)
 PACKAGE = Path(__file__).resolve().parents[1]
@@ -84,9 +84,7 @@ class Checkpoints:
         and what a later step needs (e.g. the mined hard negatives); they go with `clear()`."""
         self.dir.mkdir(parents=True, exist_ok=True)
         path = self.dir / f"{name}.npz"
-        with atomic_path(path, ".npz", durable=True) as tmp:
-            with open(tmp, "wb") as handle:
-                np.savez(handle, **arrays)
+        write_npz(path, arrays, durable=True)
         return path
 
     def load_arrays(self, name: str) -> dict[str, np.ndarray] | None:

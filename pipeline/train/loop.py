@@ -14,7 +14,7 @@ from pipeline.config import SILENCE_LABEL, UNKNOWN_LABEL, Params
 from pipeline.errors import DataError
 from pipeline.metrics import accuracy, confusion_matrix, format_confusion
 from pipeline.train.checkpoint import Checkpoints, Resumed, code_fingerprint, fingerprint
-from pipeline.train.schedule import batch_indices, learning_rate_at, total_steps
+from pipeline.train.schedule import epoch_batch, learning_rate_at, total_steps
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class TrainData:
         """Rows of training batch `step` [batch_size] int64: sorted places of seeded permutations of the epoch,
         so without repeats the rows themselves are sorted."""
         epoch = np.arange(len(self.labels)) if self.epoch is None else self.epoch
-        return epoch[np.sort(batch_indices(len(epoch), batch_size, seed, step))]
+        return epoch_batch(epoch, batch_size, seed, step)
 
     def with_negatives(self, windows: np.ndarray, labels: np.ndarray) -> TrainData:
         """A copy whose every view ends with the hard negatives windows [K, *feature_shape] (labels [K]), each
@@ -150,6 +150,26 @@ def class_loss_weights(labels: list[str], unknown_weight: float) -> np.ndarray:
     return np.array([unknown_weight if label == UNKNOWN_LABEL else 1.0 for label in labels], np.float32)
 
 
+def objective(params: Params):
+    """loss(logits [B, classes], labels [B], extra_losses) -> the optimised scalar: cross-entropy on labels smoothed
+    by `train.label_smoothing`, weighted per class (class_loss_weights), plus the architecture's regularisers."""
+    import tensorflow as tf
+
+    classes, smoothing = len(params.labels), params.train.label_smoothing
+    class_weights = tf.constant(class_loss_weights(params.labels, params.train.unknown_weight))
+
+    def loss(logits, y, extra):
+        target = tf.one_hot(y, classes) * (1 - smoothing) + smoothing / classes
+        weights = tf.gather(class_weights, y)
+        per_clip = tf.nn.softmax_cross_entropy_with_logits(target, logits)
+        value = tf.reduce_sum(per_clip * weights) / tf.reduce_sum(weights)
+        if extra:  # weight regularisers declared by the architecture
+            value += tf.add_n(extra)
+        return value
+
+    return loss
+
+
 def make_step(params: Params, model, optimizer, noise: np.ndarray, precomputed: bool):
     """One training step: (fresh augmentation -> feature layer | a precomputed view) -> SpecAugment -> update.
 
@@ -161,8 +181,8 @@ def make_step(params: Params, model, optimizer, noise: np.ndarray, precomputed: 
     from pipeline.features.augment import derive_seed, make_augmenter, spec_augment
     from pipeline.features.layers import feature_layer
 
-    feat, classes, smoothing = params.features, len(params.labels), params.train.label_smoothing
-    class_weights = tf.constant(class_loss_weights(params.labels, params.train.unknown_weight))
+    feat = params.features
+    loss = objective(params)
     frontend = None if precomputed else feature_layer(feat)
     augment = make_augmenter(feat, noise, params.seed)
 
@@ -176,13 +196,8 @@ def make_step(params: Params, model, optimizer, noise: np.ndarray, precomputed: 
             x = spec_augment(x, feat.spec_augment, derive_seed(params.seed, step, 2))
         with tf.GradientTape() as tape:
             logits = model(x, training=True)
-            target = tf.one_hot(y, classes) * (1 - smoothing) + smoothing / classes
-            weights = tf.gather(class_weights, y)
-            per_clip = tf.nn.softmax_cross_entropy_with_logits(target, logits)
-            objective = tf.reduce_sum(per_clip * weights) / tf.reduce_sum(weights)
-            if model.losses:  # weight regularisers declared by the architecture
-                objective += tf.add_n(model.losses)
-        grads = tape.gradient(objective, model.trainable_variables)
+            value = loss(logits, y, model.losses)
+        grads = tape.gradient(value, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
         correct = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, 1, output_type=tf.int32), y), tf.float32))
         # reported loss: cross-entropy on the hard labels, no L2 and no smoothing, as the validation loss is computed

@@ -20,6 +20,12 @@ def learning_rate_at(step: int, steps: list[int], rates: list[float]) -> float:
     return float(rates[-1])
 
 
+def epoch_batch(epoch: np.ndarray, batch_size: int, seed: int, step: int) -> np.ndarray:
+    """Rows of training batch `step` [batch_size] from the rows of one epoch `epoch` (repeats allowed): sorted places
+    of batch_indices, so without repeats the rows themselves are sorted."""
+    return epoch[np.sort(batch_indices(len(epoch), batch_size, seed, step))]
+
+
 def batch_indices(n: int, batch_size: int, seed: int, step: int) -> np.ndarray:
     """Rows of training batch `step`: epochs are seeded permutations, so a resumed run sees the same batches."""
     first = step * batch_size
