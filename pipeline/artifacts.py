@@ -64,9 +64,11 @@ SET_FEATURES = Artifact("features", "features", "{set}_features.npy")
 FRONTEND = Artifact("features", "features", "frontend.json")
 INTEGER_BACKBONE = Artifact("features", "features", "backbone_int8.tflite")  # with features.embedding.integer_views
 
-# finetune: the speech embedding's tuned last convolutions (an empty .npz with features.embedding.finetune.convs 0)
-BACKBONE = Artifact("finetune", "backbone", "backbone.npz")  # conv_<i>/kernel, conv_<i>/bias of the tuned convs
-FINETUNE_REPORT = Artifact("finetune", "backbone", "finetune.json")  # steps, losses, seconds
+# finetune: the speech embedding's tuned last convolutions (no weights with features.embedding.finetune.convs 0)
+BACKBONE = Artifact("finetune", "backbone", "backbone.npz")  # convs, conv_<i>/kernel, conv_<i>/bias (tuned_arrays)
+# a DVC metric: convs, steps, loss (the training objective: cross-entropy + the head's L2), seconds; a history entry
+# per checkpoint
+FINETUNE_REPORT = Artifact("finetune", "backbone", "finetune.json")
 # train
 MODEL = Artifact("train", "model", "model.keras")
 HISTORY = Artifact("train", "model", "history.json")  # one entry per evaluation step (plots: training curves)

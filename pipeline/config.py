@@ -657,7 +657,9 @@ def _describe(error: ValidationError, source: str) -> str:
     if isinstance(cause, JuggledValue):  # raised by the model holding the key: name the key itself
         return f"{source}: {'.'.join(filter(None, [where, cause.key]))}: {cause}"
     got = first.get("input")
-    shown = "" if isinstance(got, dict | list) or got is None or repr(got) in first["msg"] else f" (got {got!r})"
+    # the value the user wrote, unless the message already says it ("got ..."): "greater than 0" is no echo of a 0
+    echoed = re.search(r"\bgot\b", first["msg"]) is not None
+    shown = "" if isinstance(got, dict | list) or got is None or echoed else f" (got {got!r})"
     more = f" [+{error.error_count() - 1} more]" if error.error_count() > 1 else ""
     message = first["msg"].removeprefix("Value error, ")  # our own rules' messages name their keys themselves
     if not where and first["type"] == "value_error":

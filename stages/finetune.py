@@ -15,7 +15,7 @@ def run(params: Params) -> None:
     report = run_finetune(params, progress=show_progress())
     if report["convs"]:
         log.info("finetune: the last %d convolutions tuned in %d steps (%.0f s), loss %.4f", report["convs"],
-                 report["steps"], report["seconds"], report["history"][-1]["loss"])  # fmt: skip
+                 report["steps"], report["seconds"], report["loss"])  # fmt: skip
     else:
         log.info("finetune: off (features.embedding.finetune.convs 0): the pretrained backbone")
 

@@ -39,7 +39,8 @@ DEFAULT_ALIGN: Align = "center"
 class SpeechEmbedding(keras.layers.Layer):
     """Google's speech_embedding CNN: mel windows [B, 76, 32, 1] -> [B, 96]; frozen unless `trainable_convs` > 0."""
 
-    def __init__(self, trainable_convs: int = 0, backbone: str | Path | None = None, **kwargs):
+    def __init__(self, trainable_convs: int = 0, backbone: str | Path | None = None, tuned_convs: int | None = None,
+                 **kwargs):  # fmt: skip
         kwargs.setdefault("trainable", trainable_convs > 0)
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
@@ -49,6 +50,7 @@ class SpeechEmbedding(keras.layers.Layer):
             raise ValueError(f"trainable_convs must be in 0..{len(kernels)}, got {trainable_convs}")
         self.trainable_convs = int(trainable_convs)
         self.backbone = None if backbone is None else Path(backbone)
+        self.tuned_convs = tuned_convs  # how many convolutions `backbone` must hold tuned (None: whatever it holds)
         self.convs = [
             keras.layers.Conv2D(s.kernel.shape[3], s.kernel.shape[:2], use_bias=s.bias is not None,
                                 dtype=self.dtype_policy, name=f"conv_{i}")
@@ -63,7 +65,7 @@ class SpeechEmbedding(keras.layers.Layer):
             conv.build((None, None, None, step.kernel.shape[2]))
             conv.set_weights([step.kernel] if step.bias is None else [step.kernel, step.bias])
         if self.backbone is not None:
-            for conv, weights in zip(self.convs, read_tuned(self.backbone, self.convs), strict=True):
+            for conv, weights in zip(self.convs, read_tuned(self.backbone, self.convs, self.tuned_convs), strict=True):
                 if weights:
                     conv.set_weights(weights)
         self.built = True
@@ -104,9 +106,10 @@ class SpeechEmbedding(keras.layers.Layer):
 
 
 def tuned_arrays(convs, count: int) -> dict[str, np.ndarray]:
-    """The weights of the last `count` Conv2D layers of `convs` as arrays named `conv_<i>/kernel` (and `/bias`),
-    i the convolution's index in the backbone (0..19): the finetune stage's file format."""
-    out = {}
+    """The finetune stage's file format: the weights of the last `count` Conv2D layers of `convs` as float32 arrays
+    named `conv_<i>/kernel` (and `/bias`), i the convolution's index in the backbone (0..19), plus `convs`: `count`
+    as an int64 scalar, so a loader can tell a file of other params (or of `convs: 0`, no weights) from a fit one."""
+    out = {"convs": np.asarray(count, np.int64)}
     for i, conv in enumerate(convs):
         if i >= len(convs) - count:
             for name, value in zip(("kernel", "bias"), conv.get_weights(), strict=False):
@@ -114,33 +117,49 @@ def tuned_arrays(convs, count: int) -> dict[str, np.ndarray]:
     return out
 
 
-def read_tuned(path: Path, convs) -> list[list[np.ndarray]]:
-    """Per convolution of `convs`, its tuned [kernel(, bias)] from a finetune stage file (tuned_arrays' names), or
-    [] where the file has none (pretrained). Raises DataError naming the file when it is missing, unreadable, or
-    holds an array of another shape or name."""
+def read_tuned(path: Path, convs, expect: int | None = None) -> list[list[np.ndarray]]:
+    """Per convolution of `convs`, its tuned [kernel(, bias)] from a finetune stage file (tuned_arrays' format), or
+    [] where the file has none (pretrained). `expect`: how many last convolutions the file must hold tuned (the
+    params' finetune.convs). Raises DataError naming the file when it is missing, unreadable, not that format, of
+    another `convs` than `expect`, or holds an array of another shape or name."""
     import zipfile
 
     from pipeline.errors import DataError
 
     try:
-        with np.load(path) as saved:
+        saved = np.load(path, allow_pickle=False)
+        if not isinstance(saved, np.lib.npyio.NpzFile):  # a plain .npy under the name loads as one array
+            raise DataError(f"{path}: one array, not the finetune stage's .npz of named weights; rerun the finetune stage")
+        with saved:
             arrays = {key: saved[key] for key in saved.files}
     except FileNotFoundError:
         raise DataError(f"{path}: not found; run the finetune stage first") from None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
         raise DataError(f"{path}: unreadable fine-tuned backbone ({type(error).__name__}); rerun the finetune stage") from None
+    recorded = arrays.pop("convs", None)
+    if recorded is None or recorded.shape != () or recorded.dtype.kind not in "iu" or not 0 <= recorded <= len(convs):
+        raise DataError(f"{path}: no finetune stage file (expected an integer `convs` entry in 0..{len(convs)}); "
+                        "rerun the finetune stage")  # fmt: skip
+    recorded = int(recorded)
+    if expect is not None and recorded != expect:
+        raise DataError(f"{path}: holds the last {recorded} convolutions tuned, features.embedding.finetune.convs is "
+                        f"{expect}; rerun the finetune stage")  # fmt: skip
+    known = {f"conv_{i}/{part}" for i, conv in enumerate(convs) for part in ("kernel", "bias")[: 1 + conv.use_bias]}
+    if unknown := sorted(arrays.keys() - known):
+        raise DataError(f"{path}: {unknown[0]} is no weight of the speech embedding's {len(convs)} convolutions")
     out = []
     for i, conv in enumerate(convs):
         names = [f"conv_{i}/kernel"] + ([f"conv_{i}/bias"] if conv.use_bias else [])
         found = [n for n in names if n in arrays]
         if found and len(found) != len(names):
             raise DataError(f"{path}: holds {found[0]} but not {sorted(set(names) - set(found))[0]}")
+        if bool(found) != (i >= len(convs) - recorded):
+            has = "has" if found else "has no"
+            raise DataError(f"{path}: says its last {recorded} convolutions are tuned but {has} weights for conv_{i}")
         for name, weight in zip(found, conv.weights, strict=False):
             if arrays[name].shape != tuple(weight.shape):
                 raise DataError(f"{path}: {name} has shape {arrays[name].shape}, the backbone's is {tuple(weight.shape)}")
-        out.append([arrays.pop(n) for n in found])
-    if arrays:
-        raise DataError(f"{path}: {sorted(arrays)[0]} is no weight of the speech embedding's {len(convs)} convolutions")
+        out.append([arrays[n] for n in found])
     return out
 
 
@@ -175,7 +194,8 @@ class EmbeddingFeatures(keras.layers.Layer):
     capabilities = frozenset({"sequence"})  # `sequence` + `stream_geometry`: one embedding pass over a recording
 
     def __init__(self, pad_to_samples: int = 32000, align: Align = DEFAULT_ALIGN, step: int = HOP_FRAMES,
-                 trainable_convs: int = 0, backbone: str | Path | None = None, **kwargs):  # fmt: skip
+                 trainable_convs: int = 0, backbone: str | Path | None = None, tuned_convs: int | None = None,
+                 **kwargs):  # fmt: skip
         if align not in ("center", "end"):
             raise ValueError(f"align must be 'center' or 'end', got {align!r}")
         kwargs.setdefault("trainable", trainable_convs > 0)
@@ -183,7 +203,7 @@ class EmbeddingFeatures(keras.layers.Layer):
         super().__init__(**kwargs)
         self.pad_to_samples, self.align, self.step = int(pad_to_samples), align, int(step)
         self.frontend = AudioFrontend("embedding_mel")
-        self.embedding = SpeechEmbedding(trainable_convs, backbone, name="speech_embedding")
+        self.embedding = SpeechEmbedding(trainable_convs, backbone, tuned_convs, name="speech_embedding")
 
     def build(self, input_shape=None):
         self.embedding.build((None, WINDOW_FRAMES, MEL_BINS, 1))
@@ -226,21 +246,24 @@ def embedding_features(audio, pad_to_samples: int = 32000, align: Align = DEFAUL
 @functools.lru_cache(maxsize=4)
 def _compiled(pad_to_samples: int, align: str, jit: bool, backbone: tuple | None
               ) -> tuple[EmbeddingFeatures, tf.types.experimental.GenericFunction]:  # fmt: skip
-    layer = EmbeddingFeatures(pad_to_samples, align, backbone=None if backbone is None else backbone[0])
+    layer = EmbeddingFeatures(pad_to_samples, align, backbone=None if backbone is None else backbone[0],
+                              tuned_convs=None if backbone is None else backbone[3])  # fmt: skip
     layer.build((None, None))
     spec = [tf.TensorSpec([None, None], tf.float32)]
     return layer, tf.function(layer.call, input_signature=spec, jit_compile=jit)
 
 
 def compute_embeddings(audio: np.ndarray, pad_to_samples: int = 32000, batch_size: int = 256,
-                       align: Align = DEFAULT_ALIGN, jit: bool = False, backbone: Path | None = None) -> np.ndarray:  # fmt: skip
+                       align: Align = DEFAULT_ALIGN, jit: bool = False, backbone: Path | None = None,
+                       tuned_convs: int | None = None) -> np.ndarray:  # fmt: skip
     """Embeddings of clips [n, samples] (or one clip [samples]), int16 or float in [-1, 1] -> [n, N, 96], by the
-    pretrained backbone or with the fine-tuned convolutions of `backbone` (a finetune stage file)."""
+    pretrained backbone or with the fine-tuned convolutions of `backbone` (a finetune stage file that must hold
+    `tuned_convs` of them; read_tuned's DataErrors)."""
     clips, single = as_clips(audio)
     key = None
     if backbone is not None:  # the file's identity, so a rewritten file is not served from the cache
         stat = Path(backbone).stat() if Path(backbone).exists() else None
-        key = (str(backbone), stat.st_mtime_ns if stat else 0, stat.st_size if stat else 0)
+        key = (str(backbone), stat.st_mtime_ns if stat else 0, stat.st_size if stat else 0, tuned_convs)
     layer, fn = _compiled(int(pad_to_samples), align, bool(jit), key)
     out = run_batched(fn, clips, (layer.steps_for(clips.shape[1]), EMBEDDING_DIM), batch_size)
     return out[0] if single else out

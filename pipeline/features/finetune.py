@@ -19,8 +19,9 @@ speakers' recording 71.9 % (52.0 %); its integer backbone lost 1.27 pt, so freez
 
 Resumable: the joint phase writes a checkpoint every `checkpoint_every` steps (pipeline/train/checkpoint.py, keyed
 by the params, the training data and the code); a rerun after a kill continues from the newest one to the same
-weights. With `convs: 0` the stage writes an empty weights file in a second, and every stage uses the pretrained
-backbone.
+weights. With `convs: 0` the stage writes a file without weights (only `convs`: 0) in a second, and every stage
+uses the pretrained backbone. Every loader checks the file's `convs` against the params (read_tuned), so a file
+of other params is an error, not a silently different backbone.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def run_finetune(params: Params, progress: bool = False) -> dict:
     cfg = params.features.embedding.finetune
     out, report_path = artifacts.BACKBONE.path(params.paths), artifacts.FINETUNE_REPORT.path(params.paths)
     if not cfg.convs:
-        write_npz(out, {})
+        write_npz(out, {"convs": np.asarray(0, np.int64)})
         report = {"convs": 0}
         write_json(report_path, report)
         return report
@@ -100,8 +101,9 @@ def _finetune(params: Params, progress: bool) -> dict:
         log.warning("%s: checkpoints of other params, data or code; removed", stale)
         shutil.rmtree(stale, ignore_errors=True)
     state = checkpoints.restore(model, optimizer)
-    loss_fn, started, masks = objective(params), time.monotonic(), feat.spec_augment
+    loss_fn, masks = objective(params), feat.spec_augment
     history = list(state.history)  # the head phase's entry first, then one per checkpoint of the joint phase
+    started = time.monotonic() - (history[-1]["seconds"] if history else 0.0)  # seconds count across a resume
     if not state.step:  # phase 1: the head alone on the frozen backbone's clean embeddings
         clean = compute_embeddings(audio, pad_to_samples=pad, align=feat.embedding.align)
         head_optimizer = keras.optimizers.Adam(learning_rate=cfg.head_learning_rate)
@@ -123,7 +125,8 @@ def _finetune(params: Params, progress: bool) -> dict:
                 losses.append(float(head_step(tf.constant(clean[picked]), tf.constant(labels[picked]),
                                               tf.constant(step, tf.int64))))  # fmt: skip
                 bar.update(1)
-        history.append({"phase": "head", "step": cfg.head_steps, "loss": float(np.mean(losses[-100:]))})
+        history.append({"phase": "head", "step": cfg.head_steps, "loss": float(np.mean(losses[-100:])),
+                        "seconds": round(time.monotonic() - started, 1)})  # fmt: skip
         log.info("finetune: head on the frozen backbone, loss %.4f after %d steps", history[0]["loss"], cfg.head_steps)
     else:
         log.info("finetune: resumed at step %d of %d", state.step, cfg.steps)
@@ -153,10 +156,12 @@ def _finetune(params: Params, progress: bool) -> dict:
             bar.update(1)
             done = step + 1
             if done % cfg.checkpoint_every == 0 or done == cfg.steps:
-                history.append({"phase": "backbone", "step": done, "loss": float(np.mean(window))})
+                history.append({"phase": "backbone", "step": done, "loss": float(np.mean(window)),
+                                "seconds": round(time.monotonic() - started, 1)})  # fmt: skip
                 checkpoints.save(done, model, optimizer, Resumed(done, history, [window]))
+                log.info("finetune: step %d of %d, loss %.4f; checkpoint saved", done, cfg.steps, history[-1]["loss"])
     arrays = tuned_arrays(layer.embedding.convs, cfg.convs)
     checkpoints.clear()
-    return {"convs": cfg.convs, "steps": cfg.steps, "head_steps": cfg.head_steps, "history": history,
-            "seconds": round(time.monotonic() - started, 1),
-            "tuned_weights": int(sum(a.size for a in arrays.values())), "arrays": arrays}  # fmt: skip
+    return {"convs": cfg.convs, "steps": cfg.steps, "head_steps": cfg.head_steps, "loss": history[-1]["loss"],
+            "head_loss": history[0]["loss"], "seconds": history[-1]["seconds"], "history": history,
+            "tuned_weights": int(sum(a.size for k, a in arrays.items() if k != "convs")), "arrays": arrays}  # fmt: skip

@@ -35,7 +35,7 @@ def feature_layer(p: FeaturesParams):
         from pipeline.features.embedding import EmbeddingFeatures
 
         layer = EmbeddingFeatures(pad_to_samples=p.sample_rate * p.embedding.pad_to_ms // 1000, align=p.embedding.align,
-                                  backbone=p.embedding.backbone_file)  # fmt: skip
+                                  backbone=p.embedding.backbone_file, tuned_convs=p.embedding.finetune.convs)  # fmt: skip
         layer.build((None, p.clip_samples))  # eagerly: the pretrained weights load at build time, not inside a tf.function
         return layer
     from pipeline.features.frontend import frontend_from_params
@@ -50,7 +50,7 @@ def extract(audio: np.ndarray, p: FeaturesParams, batch_size: int = 256) -> np.n
 
         return compute_embeddings(audio, pad_to_samples=p.sample_rate * p.embedding.pad_to_ms // 1000,
                                   batch_size=batch_size, align=p.embedding.align,
-                                  backbone=p.embedding.backbone_file)  # fmt: skip
+                                  backbone=p.embedding.backbone_file, tuned_convs=p.embedding.finetune.convs)  # fmt: skip
     from pipeline.features.frontend import compute_features
 
     return compute_features(audio, p, batch_size=batch_size)

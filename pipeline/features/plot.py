@@ -62,7 +62,7 @@ def feature_panels(audio: np.ndarray, p: FeaturesParams) -> list[Panel]:
 
     mel = AudioFrontend("embedding_mel")(tf.constant(audio[None]))[0].numpy()
     tuned = p.embedding.backbone_file  # the finetune stage's convolutions, as every stage embeds with them
-    layer = EmbeddingFeatures(backbone=tuned)
+    layer = EmbeddingFeatures(backbone=tuned, tuned_convs=p.embedding.finetune.convs)
     layer.build((None, None))
     vectors = layer.sequence(tf.constant(audio[None]))[0].numpy()
     name = f"speech embedding, last {p.embedding.finetune.convs} convolutions fine-tuned" if tuned else "speech embedding"

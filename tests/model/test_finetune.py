@@ -51,14 +51,16 @@ def tuned(split_root):
 
 def test_the_last_convolutions_are_tuned_and_written_with_the_report(tuned) -> None:
     params, report, arrays = tuned
-    assert sorted(arrays) == ["conv_18/bias", "conv_18/kernel", "conv_19/kernel"]  # the last conv has no bias
+    assert sorted(arrays) == ["conv_18/bias", "conv_18/kernel", "conv_19/kernel", "convs"]  # the last conv has no bias
+    assert arrays["convs"] == 2
     pretrained = SpeechEmbedding()
     pretrained.build()
     assert not np.allclose(arrays["conv_19/kernel"], pretrained.convs[19].get_weights()[0])
     np.testing.assert_array_equal(arrays["conv_18/kernel"].shape, pretrained.convs[18].get_weights()[0].shape)
     written = json.loads(artifacts.FINETUNE_REPORT.path(params.paths).read_text())
-    assert written["convs"] == 2 and written["tuned_weights"] == sum(a.size for a in arrays.values())
+    assert written["convs"] == 2 and written["tuned_weights"] == sum(a.size for k, a in arrays.items() if k != "convs")
     assert [(h["phase"], h["step"]) for h in written["history"]] == [("head", 20), ("backbone", 3), ("backbone", 6)]
+    assert written["loss"] == written["history"][-1]["loss"] and written["seconds"] == written["history"][-1]["seconds"]
     assert not (params.paths.checkpoints / "finetune").exists() or not any((params.paths.checkpoints / "finetune").iterdir())
 
 
@@ -93,6 +95,9 @@ def test_an_interrupted_run_resumes_to_the_same_weights(split_root, tuned, monke
     with caplog.at_level("INFO", logger="pipeline"):
         report = run_finetune(params)
     assert "finetune: resumed at step 3 of 6" in caplog.text  # not a restart (which would give the same weights)
+    assert "finetune: step 6 of 6, loss" in caplog.text and "step 3 of 6, loss" not in caplog.text  # each checkpoint
+    # the reported seconds cover the interrupted part too: not less than the first run had spent by its checkpoint
+    assert report["seconds"] >= report["history"][1]["seconds"] >= report["history"][0]["seconds"] > 0
     with np.load(artifacts.BACKBONE.path(params.paths)) as saved:
         for name, value in reference.items():
             np.testing.assert_array_equal(saved[name], value)
@@ -104,8 +109,23 @@ def test_off_writes_an_empty_file_and_the_pretrained_backbone_is_used(tmp_path) 
                          train={"model": {"name": "embedding_head"}})  # fmt: skip
     assert run_finetune(params) == {"convs": 0}
     with np.load(artifacts.BACKBONE.path(params.paths)) as saved:
-        assert saved.files == []
+        assert saved.files == ["convs"] and saved["convs"] == 0
     assert params.features.embedding.backbone_file is None
+
+
+def test_a_weights_file_of_other_params_is_refused_not_used(split_root, tuned, tmp_path) -> None:
+    """Fault: the weightless file of `convs: 0` (or one of another count) was loaded silently as the tuned backbone."""
+    other = _params(split_root, convs=3)  # the same paths: the file holds the last 2 convolutions
+    message = r"backbone.npz: holds the last 2 convolutions tuned, features.embedding.finetune.convs is 3; rerun the finetune stage$"
+    with pytest.raises(DataError, match=message):
+        feature_layer(other.features)
+    with pytest.raises(DataError, match=message):
+        extract(np.zeros((1, 16000), np.int16), other.features)
+    off = make_params(tmp_path, paths={"backbone": str(tmp_path / "bb")}, features={"preprocess": "speech_embedding"},
+                      train={"model": {"name": "embedding_head"}})  # fmt: skip
+    run_finetune(off)
+    with pytest.raises(DataError, match="holds the last 0 convolutions tuned, features.embedding.finetune.convs is 2"):
+        read_tuned(artifacts.BACKBONE.path(off.paths), _convs(), expect=2)
 
 
 def _convs():
@@ -120,11 +140,15 @@ def _convs():
         ({"conv_19/kernel": np.zeros((3, 3, 96, 96), np.float32)}, r"conv_19/kernel has shape \(3, 3, 96, 96\), the backbone's is \(3, 1, 96, 96\)"),
         ({"conv_18/kernel": np.zeros((1, 3, 96, 96), np.float32)}, "holds conv_18/kernel but not conv_18/bias"),
         ({"conv_20/kernel": np.zeros((1,), np.float32)}, "conv_20/kernel is no weight of the speech embedding's 20 convolutions"),
+        ({"conv_18/kernel": np.zeros((3, 1, 96, 96), np.float32), "conv_18/bias": np.zeros(96, np.float32), "convs": 2},
+         "says its last 2 convolutions are tuned but has no weights for conv_19"),
+        ({"conv_19/kernel": np.zeros((3, 1, 96, 96), np.float32), "convs": 0}, "says its last 0 convolutions are tuned but has weights for conv_19"),
+        ({"conv_19/kernel": np.zeros((3, 1, 96, 96), np.float32), "convs": 21}, r"no finetune stage file \(expected an integer `convs` entry in 0..20\)"),
     ],
 )  # fmt: skip
 def test_a_weights_file_that_does_not_fit_the_backbone_is_one_line_naming_it(tmp_path, arrays, message) -> None:
     path = tmp_path / "backbone.npz"
-    np.savez(path, **arrays)
+    np.savez(path, **{"convs": np.asarray(1, np.int64), **arrays})
     with pytest.raises(DataError, match=message):
         read_tuned(path, _convs())
 
@@ -135,3 +159,10 @@ def test_a_missing_or_corrupt_weights_file_says_which_stage_writes_it(tmp_path) 
     (tmp_path / "bad.npz").write_bytes(b"PK\x03\x04 not a zip")
     with pytest.raises(DataError, match=r"bad.npz: unreadable fine-tuned backbone"):
         read_tuned(tmp_path / "bad.npz", _convs())
+    with open(tmp_path / "array.npz", "wb") as handle:  # fault: a plain .npy under the name gave a traceback
+        np.save(handle, np.zeros((3, 1, 96, 96), np.float32))
+    with pytest.raises(DataError, match=r"array.npz: one array, not the finetune stage's .npz of named weights"):
+        read_tuned(tmp_path / "array.npz", _convs())
+    np.savez(tmp_path / "old.npz", **{"conv_19/kernel": np.zeros((3, 1, 96, 96), np.float32)})
+    with pytest.raises(DataError, match=r"old.npz: no finetune stage file \(expected an integer `convs` entry"):
+        read_tuned(tmp_path / "old.npz", _convs())

@@ -34,6 +34,10 @@ def test_repository_params_load_with_yaml_words_kept_as_words():
         ({"seed": 1, "data": {"keywords": ["yes", "Yes!"], "sources": [{"kind": "synthetic"}]}}, "data.keywords"),
         ({"seed": 1, "data": {"sources": [{"kind": "synthetic"}]}, "features": {"window_size_ms": 2000}}, "window_size_ms"),
         ({"data": {"sources": [{"kind": "synthetic"}]}}, "seed: Field required"),
+        # the value is shown even where the bound's digits appear in the message ("greater than 0 (got 0)")
+        ({"seed": 1, "data": {"sources": [{"kind": "synthetic"}]}, "features": {"embedding": {"finetune": {"learning_rate": 0}}}},
+         "features.embedding.finetune.learning_rate: Input should be greater than 0 (got 0)"),
+        ({"seed": 1, "data": {"sources": [{"kind": "synthetic"}]}, "freeze": {"calibration_draws": 0}}, "(got 0)"),
     ],
 )
 def test_invalid_params_give_one_line_naming_the_key(raw, expected):
