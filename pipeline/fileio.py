@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -174,8 +175,39 @@ def write_json(path: str | Path, payload: object) -> None:
         tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
+ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip entry can hold
+
+
+def reproducible_zip(path: str | Path, drop: dict[str, tuple[str, ...]] | None = None) -> None:
+    """Rewrite the zip archive at `path` in place so that the same contents give the same bytes: every entry dated
+    ZIP_EPOCH with mode 0644 (Keras's model.save stamps the current time), and the keys of
+    `drop` ({member: keys}) removed from those JSON members (Keras's `date_saved`). Entries, order and compression
+    are kept. As reproducible builds normalise archives (https://reproducible-builds.org/docs/archives/).
+    Meant for a temporary file before its atomic rename; the archive is read whole into memory."""
+    drop = drop or {}
+    with zipfile.ZipFile(path) as archive:
+        entries = [(info, archive.read(info)) for info in archive.infolist()]
+    with zipfile.ZipFile(path, "w") as archive:
+        for info, data in entries:
+            if info.filename in drop:
+                fields = json.loads(data)
+                data = json.dumps({k: v for k, v in fields.items() if k not in drop[info.filename]}).encode()
+            fixed = zipfile.ZipInfo(info.filename, ZIP_EPOCH)
+            fixed.compress_type, fixed.external_attr = info.compress_type, 0o644 << 16
+            archive.writestr(fixed, data)
+
+
+def write_keras(path: str | Path, model) -> None:
+    """Save a Keras model (`model.save`) as a .keras file atomically; the same model gives the same bytes
+    (reproducible_zip drops the save time), so DVC sees a retrained but identical model as unchanged."""
+    with atomic_path(path, ".keras") as tmp:
+        model.save(tmp)
+        reproducible_zip(tmp, {"metadata.json": ("date_saved",)})
+
+
 def write_npz(path: str | Path, arrays: dict[str, np.ndarray], durable: bool = False) -> None:
-    """Write named arrays as one uncompressed .npz atomically (fsynced with `durable`)."""
+    """Write named arrays as one uncompressed .npz atomically (fsynced with `durable`). np.savez dates every entry
+    ZIP_EPOCH, so the same arrays give the same bytes."""
     with atomic_path(path, ".npz", durable=durable) as tmp:
         with open(tmp, "wb") as handle:
             np.savez(handle, **arrays)

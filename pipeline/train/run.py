@@ -12,7 +12,7 @@ import yaml
 
 from pipeline import artifacts
 from pipeline.config import Params
-from pipeline.fileio import atomic_path, write_json, write_text
+from pipeline.fileio import write_json, write_keras, write_text
 from pipeline.metrics import plot_confusion
 from pipeline.tracking import Run, TrackingError, check_tracking, tracking_uri
 from pipeline.tracking.runs import flatten, split_digest
@@ -102,8 +102,7 @@ def run_train(params: Params, progress: bool = False) -> dict:
     run_facts = {"resumed_from_step": result.resumed_from, "wall_seconds": round(result.seconds, 2)}
     paths = params.paths
     out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(artifacts.MODEL.path(paths), ".keras") as tmp:
-        model.save(tmp)
+    write_keras(artifacts.MODEL.path(paths), model)
     write_json(artifacts.HISTORY.path(paths), result.history)
     write_json(artifacts.TRAIN_METRICS.path(paths), metrics)
     write_text(artifacts.TRAIN_LABELS.path(paths), "\n".join(labels) + "\n")
