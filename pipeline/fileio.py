@@ -11,7 +11,7 @@ import re
 import shutil
 import tempfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -178,31 +178,42 @@ def write_json(path: str | Path, payload: object) -> None:
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip entry can hold
 
 
-def reproducible_zip(path: str | Path, drop: dict[str, tuple[str, ...]] | None = None) -> None:
+def reproducible_zip(path: str | Path, rewrite: dict[str, Callable[[bytes], bytes]] | None = None) -> None:
     """Rewrite the zip archive at `path` in place so that the same contents give the same bytes: every entry dated
-    ZIP_EPOCH with mode 0644 (Keras's model.save stamps the current time), and the keys of
-    `drop` ({member: keys}) removed from those JSON members (Keras's `date_saved`). Entries, order and compression
-    are kept. As reproducible builds normalise archives (https://reproducible-builds.org/docs/archives/).
-    Meant for a temporary file before its atomic rename; the archive is read whole into memory."""
-    drop = drop or {}
+    ZIP_EPOCH with mode 0644 (Keras's model.save stamps the current time), and the members named in `rewrite`
+    passed through their function. Entries, order and compression are kept. As reproducible builds normalise
+    archives (https://reproducible-builds.org/docs/archives/). Meant for a temporary file before its atomic
+    rename; the archive is read whole into memory."""
+    rewrite = rewrite or {}
     with zipfile.ZipFile(path) as archive:
         entries = [(info, archive.read(info)) for info in archive.infolist()]
     with zipfile.ZipFile(path, "w") as archive:
         for info, data in entries:
-            if info.filename in drop:
-                fields = json.loads(data)
-                data = json.dumps({k: v for k, v in fields.items() if k not in drop[info.filename]}).encode()
             fixed = zipfile.ZipInfo(info.filename, ZIP_EPOCH)
             fixed.compress_type, fixed.external_attr = info.compress_type, 0o644 << 16
-            archive.writestr(fixed, data)
+            archive.writestr(fixed, rewrite.get(info.filename, lambda same: same)(data))
+
+
+def _keras_metadata(data: bytes) -> bytes:
+    """metadata.json without `date_saved`."""
+    return json.dumps({k: v for k, v in json.loads(data).items() if k != "date_saved"}).encode()
+
+
+def _keras_config(data: bytes) -> bytes:
+    """config.json with each `shared_object_id` (the Python id() of a shared object at save time, different in every
+    process) renumbered 1, 2, ... in order of first appearance: the same sharing, the same text."""
+    numbers: dict[bytes, bytes] = {}
+    return re.sub(rb'("shared_object_id": )(\d+)',
+                  lambda m: m.group(1) + numbers.setdefault(m.group(2), str(len(numbers) + 1).encode()), data)  # fmt: skip
 
 
 def write_keras(path: str | Path, model) -> None:
-    """Save a Keras model (`model.save`) as a .keras file atomically; the same model gives the same bytes
-    (reproducible_zip drops the save time), so DVC sees a retrained but identical model as unchanged."""
+    """Save a Keras model (`model.save`) as a .keras file atomically; the same model gives the same bytes in any
+    process at any time (reproducible_zip; no save time, shared-object ids renumbered), so DVC sees a retrained
+    but identical model as unchanged."""
     with atomic_path(path, ".keras") as tmp:
         model.save(tmp)
-        reproducible_zip(tmp, {"metadata.json": ("date_saved",)})
+        reproducible_zip(tmp, {"metadata.json": _keras_metadata, "config.json": _keras_config})
 
 
 def write_npz(path: str | Path, arrays: dict[str, np.ndarray], durable: bool = False) -> None:
