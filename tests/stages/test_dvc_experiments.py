@@ -95,7 +95,8 @@ def test_exp_show_lists_the_run_and_the_experiment_with_every_metric(experiment_
     rows = json.loads(_run(["dvc", "exp", "show", "--json"], work, env))
     (baseline,) = [row for row in rows if row.get("name") == "main"]
     (experiment,) = [e["revs"][0] for e in baseline.get("experiments") or [] if e.get("name") == exp]
-    expected = {"models/train/metrics.json", "reports/evaluation.json", "models/export/metrics.json", "reports/split_metrics.json"}
+    expected = {"models/train/metrics.json", "reports/evaluation.json", "models/export/metrics.json", "reports/split_metrics.json",
+                "models/backbone/finetune.json"}  # fmt: skip
     for row in (baseline, experiment):
         assert not row.get("error"), row
         metrics = _metric_values(row)
@@ -103,6 +104,7 @@ def test_exp_show_lists_the_run_and_the_experiment_with_every_metric(experiment_
         assert not any("error" in values for values in metrics.values()), metrics
         assert 0 <= metrics["reports/evaluation.json"]["testing"]["accuracy"] <= 1
         assert metrics["reports/split_metrics.json"]["clips"]["testing"] > 0
+        assert metrics["models/backbone/finetune.json"] == {"convs": 0}  # off: the pretrained backbone
     assert _metric_values(baseline)["models/train/metrics.json"] != _metric_values(experiment)["models/train/metrics.json"]
     table = _run(["dvc", "exp", "show", "--no-pager", "--only-changed"], work, env)
     assert exp in table and "main" in table and "!" not in table  # `!`: a revision's metrics could not be loaded
