@@ -90,8 +90,17 @@ def juggled(value: object, annotation: object) -> str | None:
     if annotation is bool and not isinstance(value, bool):
         return "expected true or false"
     if annotation in (int, float) and isinstance(value, bool | str):
-        return "expected a number, not " + ("true/false" if isinstance(value, bool) else "a quoted string")
+        return "expected a number, not " + ("true/false" if isinstance(value, bool) else _text_kind(value))
     return None
+
+
+def _text_kind(value: str) -> str:
+    """"a quoted string" for a number written in quotes ("5"), "text" for a word (`steps: abc`, quoted or not)."""
+    try:
+        float(value)
+    except ValueError:
+        return "text"
+    return "a quoted string"
 
 
 class Strict(BaseModel):

@@ -55,6 +55,7 @@ def test_invalid_params_give_one_line_naming_the_key(raw, expected):
         ({"train": {"ema_momentum": True}}, "train.ema_momentum: expected a number, not true/false"),
         ({"train": {"steps": ["2000", 500]}}, "train.steps: expected a number, not a quoted string"),
         ({"seed": "5"}, "seed: expected a number, not a quoted string (got '5')"),
+        ({"train": {"ema_momentum": "abc"}}, "train.ema_momentum: expected a number, not text (got 'abc')"),  # no quotes needed
         ({"features": {"embedding": {"integer_views": "true"}}}, "features.embedding.integer_views: expected true or false (got 'true')"),
         ({"evaluate": {"extra_sets": [{"name": "x", "path": "y", "streaming": 1}]}}, "evaluate.extra_sets.0.streaming: expected true or false (got 1)"),
         ({"data": {"sources": [{"kind": "synthetic", "piper": 1}]}}, "data.sources.0.piper: expected true or false (got 1)"),
