@@ -244,10 +244,11 @@ def embedding_features(audio, pad_to_samples: int = 32000, align: Align = DEFAUL
 
 
 @functools.lru_cache(maxsize=4)
-def _compiled(pad_to_samples: int, align: str, jit: bool, backbone: tuple | None
+def _compiled(pad_to_samples: int, align: str, jit: bool, backbone: tuple | None, tuned_convs: int | None
               ) -> tuple[EmbeddingFeatures, tf.types.experimental.GenericFunction]:  # fmt: skip
+    """`backbone`: (path, mtime, size) of a finetune stage file, or None for the pretrained one."""
     layer = EmbeddingFeatures(pad_to_samples, align, backbone=None if backbone is None else backbone[0],
-                              tuned_convs=None if backbone is None else backbone[3])  # fmt: skip
+                              tuned_convs=tuned_convs)  # fmt: skip
     layer.build((None, None))
     spec = [tf.TensorSpec([None, None], tf.float32)]
     return layer, tf.function(layer.call, input_signature=spec, jit_compile=jit)
@@ -263,7 +264,7 @@ def compute_embeddings(audio: np.ndarray, pad_to_samples: int = 32000, batch_siz
     key = None
     if backbone is not None:  # the file's identity, so a rewritten file is not served from the cache
         stat = Path(backbone).stat() if Path(backbone).exists() else None
-        key = (str(backbone), stat.st_mtime_ns if stat else 0, stat.st_size if stat else 0, tuned_convs)
-    layer, fn = _compiled(int(pad_to_samples), align, bool(jit), key)
+        key = (str(backbone), stat.st_mtime_ns if stat else 0, stat.st_size if stat else 0)
+    layer, fn = _compiled(int(pad_to_samples), align, bool(jit), key, tuned_convs)
     out = run_batched(fn, clips, (layer.steps_for(clips.shape[1]), EMBEDDING_DIM), batch_size)
     return out[0] if single else out
