@@ -301,7 +301,7 @@ def test_stream_uses_the_settings_the_model_was_evaluated_at(frozen, wavs, tmp_p
     assert partial["settings_from"] == f"model card + {moved} (suppression_ms)"
 
     for bad, expected in (({"rearm": "never"}, "recognize.rearm: Input should be 'release' or 'other_command'"),
-                          ({"detection_threshold": "high"}, "recognize.detection_threshold: expected a number, not a quoted string"),
+                          ({"detection_threshold": "high"}, "recognize.detection_threshold: expected a number, not text (got 'high')"),
                           ({"threshold": 0.5}, "recognize.threshold is not a RecognizeCommands setting")):  # fmt: skip
         (shared / "assets" / "kws.json").write_text(json.dumps({**card, "recognize": {**card["recognize"], **bad}}))
         line = _one_line_error(kws("stream", wavs / "yes.wav", "--model", shared, *_p(frozen)))
