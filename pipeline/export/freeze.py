@@ -95,11 +95,33 @@ def _int8_drops(scored: dict) -> dict[str, float]:
     return {name: 100.0 * (v["accuracy"]["float"] - v["accuracy"]["int8"]) for name, v in scored.items()}
 
 
-def backbone_fallback(scheme: str, capabilities: frozenset[str], drops: dict[str, float], max_drop: float) -> bool:
-    """Whether to redo the int8 file with the pretrained backbone in float (`float_backbone`): only for a model on
-    the speech embedding (capability `sequence`) whose integer backbone (`float_frontend`) loses more than
-    `max_drop` points on some set. The classifier head is then the only int8 part; the gate still applies."""
-    return scheme == "float_frontend" and "sequence" in capabilities and max(drops.values(), default=0.0) > max_drop
+FALLBACKS = {"float_frontend": "dynamic_backbone", "dynamic_backbone": "float_backbone"}  # tflite.FLOAT_PART says each
+
+
+def backbone_fallback(scheme: str, capabilities: frozenset[str], drops: dict[str, float], max_drop: float) -> str | None:
+    """The scheme to redo the int8 file with, or None: only for a model on the speech embedding (capability
+    `sequence`) whose int8 file loses more than `max_drop` points on some set. After the calibrated integer
+    backbone (`float_frontend`) comes `dynamic_backbone` (int8 weights, inputs quantized per invoke), then
+    `float_backbone` (only the classifier head int8); the gate applies to the last one."""
+    over = "sequence" in capabilities and max(drops.values(), default=0.0) > max_drop
+    return FALLBACKS.get(scheme) if over else None
+
+
+def int8_fallbacks(info: dict, scored: dict, redo, capabilities: frozenset[str], max_drop: float) -> tuple[dict, dict]:
+    """The int8 file's description and scores after backbone_fallback's schemes, tried in turn while the file loses
+    more than `max_drop` points on some scored set: `redo(scheme)` converts again and returns (description,
+    scores per set). A redone description records `fallback`: the first scheme, its lost points and every scheme
+    tried; the calibration record stays only on a file whose ranges came from calibration clips."""
+    drops, tried, calibration = _int8_drops(scored), [], info.get("calibration")
+    while scheme := backbone_fallback(info["scheme"], capabilities, drops, max_drop):
+        log.warning("int8 file (%s) loses %s points; converting again as %s", info["scheme"], _points(drops), scheme)
+        tried.append({"scheme": info["scheme"], "lost_points": {k: round(v, 2) for k, v in drops.items()}})
+        info, scored = redo(scheme)
+        if scheme != "dynamic_backbone" and calibration is not None:  # dynamic ranges come from each invoke
+            info["calibration"] = calibration
+        info["fallback"] = {"from": tried[0]["scheme"], "lost_points": tried[0]["lost_points"], "tried": tried}
+        drops = _int8_drops(scored)
+    return info, scored
 
 
 def _points(drops: dict[str, float]) -> str:
@@ -135,15 +157,14 @@ def export_models(params: Params) -> dict:
     agree = scored["testing"]["top1_agreement_with_keras"]
     if agree["float"] < MIN_FLOAT_AGREEMENT or agree["saved_model"] < MIN_FLOAT_AGREEMENT:
         raise KwsError(f"exported models disagree with Keras on the testing set: {agree}")
-    drops = _int8_drops(scored)
-    if backbone_fallback(tflite["int8"]["scheme"], keras_predictor.capabilities, drops, params.freeze.max_int8_drop):
-        log.warning("int8 with an integer backbone loses %s points; keeping the backbone in float", _points(drops))
-        calibration = tflite["int8"]["calibration"]
-        tflite["int8"] = convert(saved, int8_path, "int8", representative, scheme="float_backbone")
-        tflite["int8"]["calibration"] = calibration
-        tflite["int8"]["fallback"] = {"from": "float_frontend", "lost_points": {k: round(v, 2) for k, v in drops.items()}}
+
+    def redo(scheme: str) -> tuple[dict, dict]:
+        info = convert(saved, int8_path, "int8", representative, scheme=scheme)
         predictors["int8"] = load_tflite(int8_path)
-        scored = {name: _compare(predictors, audio, labels) for name, (audio, labels) in sets.items()}
+        return info, {name: _compare(predictors, audio, labels) for name, (audio, labels) in sets.items()}
+
+    tflite["int8"], scored = int8_fallbacks(tflite["int8"], scored, redo, keras_predictor.capabilities,
+                                            params.freeze.max_int8_drop)  # fmt: skip
     testing, test_audio = scored.pop("testing"), sets["testing"][0]
     extra = scored
     clip = np.asarray(test_audio[0], np.float32) / 32768.0

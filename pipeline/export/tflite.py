@@ -35,7 +35,7 @@ from pipeline.errors import KwsError
 from pipeline.fileio import atomic_path
 
 Mode = Literal["float", "int8"]
-Int8Scheme = Literal["float_frontend", "float_backbone", "float_io", "int8_io"]
+Int8Scheme = Literal["float_frontend", "dynamic_backbone", "float_backbone", "float_io", "int8_io"]
 # ops of the signal processing (AudioFrontend, named SPECTRAL_NAME) inside serving.build_serving_model's feature
 # layer: STFT / mel / log / DCT. A learned backbone in the feature layer (the speech embedding CNN) is not in it.
 FLOAT_SCOPE = re.compile(r"(^|/)frontend(_\d+)?/(.+/)?(spectral|input_block)(_\d+)?(/|$)")
@@ -46,6 +46,12 @@ FLOAT_PART = {
                       "kernel and log energies need float range; so does a speech-embedding backbone's first "
                       "convolution block, which reads those log energies (in int8 it cost ~1 point); every later "
                       "layer runs in int8",
+    "dynamic_backbone": "the spectral frontend (framing, RFFT2D, mel, log) and the backbone's first convolution block "
+                        "run in float32; every later convolution and the head's layers hold int8 weights (per "
+                        "channel) and run LiteRT's dynamic-range kernels: each quantizes its float input to int8 on "
+                        "every invoke from that input's own range and multiplies in int8, so no activation range is "
+                        "calibrated in advance. Chosen because the calibrated integer backbone lost more accuracy "
+                        "than freeze.max_int8_drop allows for this model",
     "float_backbone": "the whole feature layer (spectral frontend and speech-embedding backbone) runs in float32: "
                       "the integer backbone lost more accuracy than freeze.max_int8_drop allows for this model; "
                       "only the classifier head runs in int8",
@@ -82,6 +88,29 @@ def _float_node_names(float_model: bytes, pattern: re.Pattern) -> list[str]:
     return names
 
 
+def _float_weights(content: bytes, pattern: re.Pattern) -> bytes:
+    """`content` (a dynamic-range .tflite) with its int8 weight tensors inside `pattern`'s scope restored to
+    float32 (int8 value x its channel's scale): the converter quantizes every large constant, the frontend's mel
+    matrix too, and a mel product whose power-spectrum input is quantized per invoke lost 5.5 points on real_dev
+    (docs/experiments.md). Uses TensorFlow's flatbuffer_utils (read and write a .tflite's object tree)."""
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(content))
+    for graph in model.subgraphs:
+        for tensor in graph.tensors:
+            data = model.buffers[tensor.buffer].data
+            if tensor.type != schema.TensorType.INT8 or data is None or not pattern.search(tensor.name.decode()):
+                continue
+            values = np.frombuffer(bytes(bytearray(data)), np.int8).reshape(tensor.shape).astype(np.float32)
+            scales = np.asarray(tensor.quantization.scale, np.float32)
+            shape = [1] * values.ndim
+            shape[tensor.quantization.quantizedDimension if len(scales) > 1 else 0] = len(scales)
+            model.buffers[tensor.buffer].data = np.frombuffer((values * scales.reshape(shape)).tobytes(), np.uint8)
+            tensor.type, tensor.quantization = schema.TensorType.FLOAT32, None
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
 def _converter(saved_model_dir: Path):
     import tensorflow as tf
 
@@ -97,6 +126,9 @@ def _convert_bytes(saved_model_dir: Path, mode: Mode, representative, scheme: In
         return converter.convert()
     if mode != "int8":
         raise KwsError(f"unknown TFLite mode {mode!r}; expected 'float' or 'int8'")
+    if scheme == "dynamic_backbone":  # int8 weights, activations quantized per invoke: no representative set
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        return _float_weights(converter.convert(), FLOAT_SCOPE)
     if representative is None:
         raise KwsError("int8 conversion needs representative audio clips")
     gen = _representative(representative, calibration_clips)
@@ -176,7 +208,8 @@ def flatbuffer_summary(content: bytes) -> dict:
 
 
 def op_summary(model_path: Path) -> dict:
-    """Ops by name and output dtype, and multiply-accumulates by dtype, from one delegate-free run on a zero clip."""
+    """Ops by name and output dtype, and multiply-accumulates by dtype (`int8_dynamic`: a float op on int8 weights,
+    LiteRT's dynamic-range kernel), from one delegate-free run on a zero clip."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     plain = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES  # XNNPACK would hide ops inside DELEGATE nodes
@@ -196,11 +229,14 @@ def op_summary(model_path: Path) -> dict:
         ops[op["op_name"]][dtype] += 1
         if op["op_name"] in _MAC_OPS:
             out, weight = (np.asarray(tensor(i)["shape"], np.int64) for i in (op["outputs"][0], op["inputs"][1]))
-            macs[dtype] += int(np.prod(out) * np.prod(weight) // weight[_MAC_OPS[op["op_name"]]])
+            hybrid = dtype == "float32" and np.dtype(tensor(op["inputs"][1])["dtype"]).name == "int8"
+            count = int(np.prod(out) * np.prod(weight) // weight[_MAC_OPS[op["op_name"]]])
+            macs["int8_dynamic" if hybrid else dtype] += count
     return {
         "ops": {name: dict(sorted(v.items())) for name, v in sorted(ops.items())},
         "macs": dict(sorted(macs.items())),
-        "int8_mac_fraction": round((macs["int8"] + macs["uint8"]) / max(sum(macs.values()), 1), 3),
+        # int8 multiplies, with calibrated ranges (int8, uint8) or with the input quantized per invoke (int8_dynamic)
+        "int8_mac_fraction": round(sum(macs[k] for k in ("int8", "uint8", "int8_dynamic")) / max(sum(macs.values()), 1), 3),
     }
 
 

@@ -17,6 +17,7 @@ from pipeline.export.serving import (  # noqa: E402
     saved_model_latency_ms,
 )
 from pipeline.export.tflite import (  # noqa: E402
+    FLOAT_SCOPE,
     TfliteModel,
     agreement,
     check_builtin_only,
@@ -294,7 +295,18 @@ def test_speech_embedding_int8_is_integer_past_the_spectral_frontend(tmp_path):
     float_scores = TfliteModel(tmp_path / "float.tflite").predict(clips)
     assert agreement(TfliteModel(tmp_path / "int8.tflite").predict(clips), float_scores) >= 0.75
 
-    # the freeze stage's fallback for a model whose integer backbone loses too much: only the head is int8
+    # the freeze stage's first fallback for a model whose calibrated integer backbone loses too much: int8 weights
+    # and LiteRT's dynamic-range kernels past the float frontend, whose mel matrix stays float32
+    dynamic = convert(tmp_path / "sm", tmp_path / "dynamic.tflite", "int8", scheme="dynamic_backbone")
+    assert dynamic["ops"]["CONV_2D"] == {"float32": 21} and dynamic["macs"]["int8_dynamic"] > 0.95 * sum(dynamic["macs"].values())
+    assert dynamic["int8_mac_fraction"] > 0.95 and dynamic["bytes"] < 0.4 * float_info["bytes"]
+    assert "dynamic-range kernels" in dynamic["float_part"] and "calibration" not in dynamic
+    spectral = [d for d in TfliteModel(tmp_path / "dynamic.tflite").interpreter.get_tensor_details()
+                if FLOAT_SCOPE.search(d["name"].split(";")[0]) and d["dtype"] == np.int8]  # fmt: skip
+    assert not spectral, [d["name"] for d in spectral]
+    assert agreement(TfliteModel(tmp_path / "dynamic.tflite").predict(clips), float_scores) >= 0.9
+
+    # its last fallback: only the head is int8
     kept = convert(tmp_path / "sm", tmp_path / "head8.tflite", "int8", representative=clips, calibration_clips=24,
                    scheme="float_backbone")  # fmt: skip
     assert kept["ops"]["CONV_2D"] == {"float32": 20, "int8": 1} and kept["int8_mac_fraction"] < 0.05
@@ -306,10 +318,45 @@ def test_backbone_fallback_only_for_an_embedding_model_over_the_allowed_drop():
     from pipeline.export.freeze import backbone_fallback
 
     embedding = frozenset({"clips", "sequence", "features"})
-    assert backbone_fallback("float_frontend", embedding, {"testing": 0.2, "real_dev": 1.36}, 1.0)
-    assert not backbone_fallback("float_frontend", embedding, {"testing": 0.2, "real_dev": 0.9}, 1.0)
-    assert not backbone_fallback("float_frontend", frozenset({"clips", "features"}), {"testing": 3.0}, 1.0)  # MFCC: no backbone
-    assert not backbone_fallback("float_backbone", embedding, {"testing": 3.0}, 1.0)  # never twice
+    assert backbone_fallback("float_frontend", embedding, {"testing": 0.2, "real_dev": 1.36}, 1.0) == "dynamic_backbone"
+    assert backbone_fallback("dynamic_backbone", embedding, {"testing": 1.2}, 1.0) == "float_backbone"
+    assert backbone_fallback("dynamic_backbone", embedding, {"testing": 0.3}, 1.0) is None
+    assert backbone_fallback("float_frontend", embedding, {"testing": 0.2, "real_dev": 0.9}, 1.0) is None
+    assert backbone_fallback("float_frontend", frozenset({"clips", "features"}), {"testing": 3.0}, 1.0) is None  # MFCC: no backbone
+    assert backbone_fallback("float_backbone", embedding, {"testing": 3.0}, 1.0) is None  # the last one
+
+
+def test_int8_fallbacks_try_the_dynamic_backbone_before_the_float_one():
+    """A tuned backbone's calibrated int8 file lost 1.27 pt on real_dev and freeze went straight to a 1.4 MB float
+    backbone; the dynamic-range file (0.4 pt on such a model) is tried first, the float backbone only after it."""
+    from pipeline.export.freeze import int8_fallbacks
+
+    def scores(float_accuracy: float, int8_accuracy: float) -> dict:
+        return {"real_dev": {"accuracy": {"float": float_accuracy, "int8": int8_accuracy}}}
+
+    embedding, calibration = frozenset({"clips", "sequence"}), {"draws": 3, "chosen": 2}
+    start = {"scheme": "float_frontend", "calibration": calibration}
+    outcomes = {"dynamic_backbone": 0.918, "float_backbone": 0.921}
+    asked = []
+
+    def redo(scheme):
+        asked.append(scheme)
+        return {"scheme": scheme}, scores(0.922, outcomes[scheme])
+
+    info, scored = int8_fallbacks(start, scores(0.922, 0.9093), redo, embedding, 1.0)
+    assert asked == ["dynamic_backbone"] and info["scheme"] == "dynamic_backbone" and "calibration" not in info
+    assert info["fallback"] == {"from": "float_frontend", "lost_points": {"real_dev": 1.27},
+                                "tried": [{"scheme": "float_frontend", "lost_points": {"real_dev": 1.27}}]}
+    assert scored["real_dev"]["accuracy"]["int8"] == 0.918
+
+    outcomes["dynamic_backbone"], asked[:] = 0.905, []  # the dynamic file over the allowed drop too
+    info, _ = int8_fallbacks(start, scores(0.922, 0.9093), redo, embedding, 1.0)
+    assert asked == ["dynamic_backbone", "float_backbone"] and info["calibration"] == calibration
+    assert [t["scheme"] for t in info["fallback"]["tried"]] == ["float_frontend", "dynamic_backbone"]
+
+    asked[:] = []
+    kept, _ = int8_fallbacks(start, scores(0.922, 0.915), redo, embedding, 1.0)  # within the drop: untouched
+    assert kept is start and not asked
 
 
 def test_from_scratch_model_streams_by_windows(exported):
