@@ -114,7 +114,7 @@ def int8_fallbacks(info: dict, scored: dict, redo, capabilities: frozenset[str],
     tried; the calibration record stays only on a file whose ranges came from calibration clips."""
     drops, tried, calibration = _int8_drops(scored), [], info.get("calibration")
     while scheme := backbone_fallback(info["scheme"], capabilities, drops, max_drop):
-        log.warning("int8 file (%s) loses %s points; converting again as %s", info["scheme"], _points(drops), scheme)
+        log.warning("int8 file (%s) loses points (%s); converting again as %s", info["scheme"], _points(drops), scheme)
         tried.append({"scheme": info["scheme"], "lost_points": {k: round(v, 2) for k, v in drops.items()}})
         info, scored = redo(scheme)
         if scheme != "dynamic_backbone" and calibration is not None:  # dynamic ranges come from each invoke
