@@ -114,18 +114,20 @@ def int8_fallbacks(info: dict, scored: dict, redo, capabilities: frozenset[str],
     tried; the calibration record stays only on a file whose ranges came from calibration clips."""
     drops, tried, calibration = _int8_drops(scored), [], info.get("calibration")
     while scheme := backbone_fallback(info["scheme"], capabilities, drops, max_drop):
-        log.warning("int8 file (%s) loses points (%s); converting again as %s", info["scheme"], _points(drops), scheme)
+        log.warning("int8 file (%s) %s; converting again as %s", info["scheme"], points_text(drops), scheme)
         tried.append({"scheme": info["scheme"], "lost_points": {k: round(v, 2) for k, v in drops.items()}})
         info, scored = redo(scheme)
         if scheme != "dynamic_backbone" and calibration is not None:  # dynamic ranges come from each invoke
             info["calibration"] = calibration
         info["fallback"] = {"from": tried[0]["scheme"], "lost_points": tried[0]["lost_points"], "tried": tried}
         drops = _int8_drops(scored)
+        log.info("int8 file (%s) %s against the float file", scheme, points_text(drops))
     return info, scored
 
 
-def _points(drops: dict[str, float]) -> str:
-    return ", ".join(f"{value:.2f} on {name}" for name, value in drops.items())
+def points_text(drops: dict[str, float]) -> str:
+    """'loses 1.27 pt on real_dev, gains 0.10 pt on testing': accuracy points lost per set (negative: gained)."""
+    return ", ".join(f"{'gains' if value < 0 else 'loses'} {abs(value):.2f} pt on {name}" for name, value in drops.items())
 
 
 def export_models(params: Params) -> dict:
@@ -299,9 +301,11 @@ def run_freeze(params: Params) -> dict:
     report = export_models(params)
     write_json(artifacts.EXPORT_REPORT.path(paths), report)
     write_json(artifacts.EXPORT_METRICS.path(paths), summary_metrics(report))
+    int8 = report["tflite"]["int8"]
+    schemes = [t["scheme"] for t in int8.get("fallback", {}).get("tried", [])] + [int8.get("scheme") or "int8"]
     for name in scored_sets(report):  # int8 may lose at most max_int8_drop points on every set, real speech included
         accuracy = report[name]["accuracy"]
-        int8_gate(accuracy["float"], accuracy["int8"], params.freeze.max_int8_drop, name)
+        int8_gate(accuracy["float"], accuracy["int8"], params.freeze.max_int8_drop, name, schemes)
     registered = register_model(params, report)
     write_json(artifacts.REGISTERED.path(paths), registered)
     return {**report, "registered": registered}

@@ -348,8 +348,10 @@ def latency_ms(
     return result
 
 
-def int8_gate(float_accuracy: float, int8_accuracy: float, max_drop_points: float, set_name: str = "testing") -> None:
-    """Raise KwsError when int8 accuracy (a fraction) is more than `max_drop_points` percentage points below float."""
+def int8_gate(float_accuracy: float, int8_accuracy: float, max_drop_points: float, set_name: str = "testing",
+              schemes: list[str] | None = None) -> None:
+    """Raise KwsError when int8 accuracy (a fraction) is more than `max_drop_points` percentage points below float;
+    `schemes`, the int8 schemes freeze tried (the last one kept), are named in the message."""
     for value in (float_accuracy, int8_accuracy):
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"accuracies are fractions in [0, 1], got {value}")
@@ -358,4 +360,5 @@ def int8_gate(float_accuracy: float, int8_accuracy: float, max_drop_points: floa
         raise KwsError(
             f"int8 model loses {drop:.2f} points of accuracy on {set_name} (float {100 * float_accuracy:.2f}%, "
             f"int8 {100 * int8_accuracy:.2f}%), above freeze.max_int8_drop {max_drop_points:g}"
+            + (f" (schemes tried: {', '.join(schemes)})" if schemes else "")
         )

@@ -359,6 +359,15 @@ def test_int8_fallbacks_try_the_dynamic_backbone_before_the_float_one():
     assert kept is start and not asked
 
 
+def test_int8_log_and_gate_say_what_was_lost_and_tried():
+    """The fallback's log once read 'loses -0.10 points' for a gain, and the gate's error named no scheme."""
+    from pipeline.export.freeze import points_text
+
+    assert points_text({"real_dev": 1.2749, "testing": -0.1}) == "loses 1.27 pt on real_dev, gains 0.10 pt on testing"
+    with pytest.raises(KwsError, match=r"on real_dev .*\(schemes tried: float_frontend, dynamic_backbone, float_backbone\)$"):
+        int8_gate(0.92, 0.90, 1.0, "real_dev", ["float_frontend", "dynamic_backbone", "float_backbone"])
+
+
 def test_from_scratch_model_streams_by_windows(exported):
     from pipeline.config import StreamParams
 
