@@ -418,7 +418,7 @@ def test_model_card_training_recipe_names_the_settings_and_the_hard_negatives():
                          "keyword above 0.7 on 2 h of recordings of training clips.")  # fmt: skip
     assert training_lines(train, features, None)[-1] == "- Hard negatives: off (one round)."
     assert not any(line.startswith("- Backbone") for line in lines), "the pretrained backbone: no fine-tuning line"
-    tuned = embedding.model_copy(update={"finetune": embedding.finetune.model_copy(update={"convs": 9})})
+    tuned = embedding.model_copy(update={"finetune": embedding.finetune.model_copy(update={"convs": 9, "steps": 1000})})
     assert ("- Backbone: its last 9 convolutions fine-tuned on the training clips (a head on the frozen backbone for "
             "1,000 steps, then both for 1,000 steps at 0.0001, noise up to volume 0.2); the rest as pretrained."
             ) in training_lines(train, features.model_copy(update={"embedding": tuned}), None)  # fmt: skip
