@@ -300,7 +300,8 @@ class SpecAugment(Strict):
 
 class FinetuneParams(Strict):
     """Fine-tuning the speech embedding's last convolutions on augmented training audio (the finetune stage,
-    pipeline/features/finetune.py); every later stage then embeds with the tuned backbone. Off with `convs: 0`."""
+    pipeline/features/finetune.py); every later stage then embeds with the tuned backbone. Off with `convs: 0`, the
+    model's default for a params file that does not set it; params.yaml sets 9 and 500 steps."""
 
     convs: int = Field(0, ge=0, le=19)  # the last N of the backbone's 20 convolutions; its first block stays pretrained
     head_steps: int = Field(1000, ge=1)  # a head trained on the frozen backbone's clean embeddings first
