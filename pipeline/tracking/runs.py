@@ -325,14 +325,17 @@ class Run:
         whose store is gone (a `dvc exp run --temp` copy before runs were kept in the project's store)."""
         uri = tracking_uri()
         check_tracking(uri)
+        missing = TrackingError(f"MLflow run {run_id} (the train stage's run_id.txt) is not in the tracking store {uri} "
+                                "(the model was trained against another store or restored from DVC's run cache); set "
+                                "MLFLOW_TRACKING_URI to the store that holds it, or retrain: dvc repro -f -s train")  # fmt: skip
+        if not store_exists(uri):  # reading a SQLite store that is not there would create an empty one
+            raise missing
         self = cls(run_id, uri)
         try:
             self.client.get_run(run_id)
         except Exception as error:  # noqa: BLE001 - MlflowException, requests and sqlite errors alike: one line
             if getattr(error, "error_code", None) == "RESOURCE_DOES_NOT_EXIST":
-                raise TrackingError(f"MLflow run {run_id} (the train stage's run_id.txt) is not in the tracking store {uri} "
-                                    "(the model was trained against another store or restored from DVC's run cache); set "
-                                    "MLFLOW_TRACKING_URI to the store that holds it, or retrain: dvc repro -f -s train") from None
+                raise missing from None
             raise TrackingError(f"MLflow tracking store {uri} stopped answering ({_reason(error)})") from None
         return self
 

@@ -338,6 +338,24 @@ def test_freeze_needs_evaluation_first(frozen, tmp_path):
     assert not (tmp_path / "export").exists(), "checked before any export work"
 
 
+def test_freeze_without_the_train_run_in_the_store_fails_before_export(frozen, tmp_path, monkeypatch):
+    """Fault: a clone whose train outputs came from the DVC cache has no mlflow.db; freeze exported for minutes, then
+    failed with 'no tracking store ... (run the freeze stage ...)', from inside the freeze stage."""
+    from pipeline.export import freeze
+    from pipeline.tracking.runs import TrackingError
+
+    monkeypatch.setattr(freeze, "export_models", lambda _params: pytest.fail("exported before checking the run"))
+    raw = copy.deepcopy(frozen.raw)
+    raw["paths"]["export"] = str(tmp_path / "export")
+    store = tmp_path / "mlflow.db"  # a fresh clone: the folder is there, the store is not
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")
+    run_id = (Path(raw["paths"]["model"]) / "run_id.txt").read_text().strip()
+    with pytest.raises(TrackingError, match=rf"^MLflow run {run_id} \(the train stage's run_id.txt\) is not in the "
+                                            r"tracking store .*retrain: dvc repro -f -s train$"):
+        freeze.run_freeze(parse_params(raw))
+    assert not store.exists(), "looking for the run created an empty store"
+
+
 def _cli(*args: str):
     from typer.testing import CliRunner
 

@@ -8,9 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import yaml
 from typer.testing import CliRunner
 
 from pipeline.cli import app
+from pipeline.config import ParamsLoader
 from tests.conftest import REPO, tone_clip
 
 
@@ -68,7 +70,10 @@ def test_spectrogram_on_the_shipped_params(tmp_path):
     t = np.arange(3 * 44100) / 44100
     sf.write(tmp_path / "three.wav", np.stack([0.3 * np.sin(2 * np.pi * 220 * t)] * 2, axis=1), 44100, subtype="PCM_16")
     sf.write(tmp_path / "eight.wav", yes[::2], 8000, subtype="PCM_16")
-    shipped = REPO / "params.yaml"
+    raw = yaml.load((REPO / "params.yaml").read_text(), Loader=ParamsLoader)
+    raw["features"]["embedding"]["finetune"]["convs"] = 0  # the pretrained backbone: no finetune stage run needed
+    shipped = tmp_path / "params.yaml"
+    shipped.write_text(yaml.safe_dump(raw, sort_keys=False))
     expected = {  # mel frames 1 + (S - 512) // 160, vectors 1 + (S - 12512) // 1280, S at 16 kHz
         "one": "1.00 s; speech-embedding mel input (embedding_mel): 97 frames × 32; speech embedding (speech_embedding): 3 frames × 96",
         "three": "3.00 s; speech-embedding mel input (embedding_mel): 297 frames × 32; speech embedding (speech_embedding): 28 frames × 96",
@@ -84,3 +89,10 @@ def test_spectrogram_on_the_shipped_params(tmp_path):
     empty = kws("spectrogram", tmp_path / "empty.wav", tmp_path / "e.png", "--params", shipped)
     assert empty.exit_code == 1 and _errors(empty) == [f"error: {tmp_path / 'empty.wav'}: the audio holds no samples (0 frames)"]
     assert not Path(tmp_path / "e.png").exists()
+    # the shipped params tune the backbone: before the finetune stage ran, one line says which file and stage
+    raw["features"]["embedding"]["finetune"]["convs"] = 9
+    raw["paths"]["backbone"] = str(tmp_path / "backbone")
+    shipped.write_text(yaml.safe_dump(raw, sort_keys=False))
+    untuned = kws("spectrogram", tmp_path / "one.wav", tmp_path / "t.png", "--params", shipped)
+    assert untuned.exit_code == 1 and _errors(untuned) == [
+        f"error: {tmp_path / 'backbone' / 'backbone.npz'}: not found; run the finetune stage first"], untuned.output

@@ -39,7 +39,7 @@ def _merge(base: dict, override: dict) -> dict:
 def _tiny_params(corpus: Path) -> dict:
     """The repository's params.yaml (every key DVC tracks, the relative paths) on the tiny tone corpus."""
     base = yaml.load((REPO / "params.yaml").read_text(), Loader=ParamsLoader)
-    tiny = tiny_params_dict(corpus.parent, features={"preprocess": "mfcc"},
+    tiny = tiny_params_dict(corpus.parent, features={"preprocess": "mfcc", "embedding": {"finetune": {"convs": 0}}},
                             train={"steps": [60, 20], "eval_step_interval": 20, "save_step_interval": 40,
                                    "neural_repeats": 1,  # the tone corpus has no neural voices to oversample
                                    "hard_negatives": {"hours": 0},  # mined on the speech embedding's sequence only
