@@ -436,8 +436,7 @@ def inspect_model(
             view.add_row("registry", f"{reg['name']} version {reg['version']} ({', '.join(reg['aliases'] or []) or 'no alias'})")
         quant = facts.get("quantization")
         if quant:
-            macs = facts.get("tflite", {}).get("macs", {})
-            dynamic = macs.get("int8_dynamic", 0) / max(sum(macs.values()), 1)  # int8 weights, input quantized per invoke
+            dynamic = quant.get("int8_dynamic_mac_fraction", 0)  # int8 weights, input quantized per invoke
             view.add_row("quantization", f"{quant['mode']}" + (f" ({quant['scheme']})" if quant.get("scheme") else "")
                          + f", int8 MAC fraction {quant['int8_mac_fraction']}"
                          + (f" ({dynamic:.3f} dynamic-range: int8 weights, each input quantized per invoke, "

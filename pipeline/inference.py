@@ -364,6 +364,8 @@ def load_tflite(path: Path, export: dict | None = None, threads: int = 1) -> Pre
                 "mode": converted.get("mode") if converted else ("int8" if details["int8_mac_fraction"] > 0 else "float"),
                 "scheme": converted.get("scheme") if converted else None,
                 "int8_mac_fraction": details["int8_mac_fraction"],
+                # of all MACs, those on int8 weights whose input is quantized on each invoke (dynamic-range kernels)
+                "int8_dynamic_mac_fraction": round(details["macs"].get("int8_dynamic", 0) / max(sum(details["macs"].values()), 1), 3),
                 "boundaries": _quantize_boundaries(model.interpreter),
             },
         }

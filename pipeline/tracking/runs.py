@@ -326,8 +326,9 @@ class Run:
         uri = tracking_uri()
         check_tracking(uri)
         missing = TrackingError(f"MLflow run {run_id} (the train stage's run_id.txt) is not in the tracking store {uri} "
-                                "(the model was trained against another store or restored from DVC's run cache); set "
-                                "MLFLOW_TRACKING_URI to the store that holds it, or retrain: dvc repro -f -s train")  # fmt: skip
+                                "(the model was trained against another store, or its files came from DVC's cache or a "
+                                "remote); set MLFLOW_TRACKING_URI to the store that holds it, or retrain: dvc repro -f -s "
+                                "train, then dvc repro")  # fmt: skip
         if not store_exists(uri):  # reading a SQLite store that is not there would create an empty one
             raise missing
         self = cls(run_id, uri)

@@ -351,7 +351,7 @@ def test_freeze_without_the_train_run_in_the_store_fails_before_export(frozen, t
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")
     run_id = (Path(raw["paths"]["model"]) / "run_id.txt").read_text().strip()
     with pytest.raises(TrackingError, match=rf"^MLflow run {run_id} \(the train stage's run_id.txt\) is not in the "
-                                            r"tracking store .*retrain: dvc repro -f -s train$"):
+                                            r"tracking store .*retrain: dvc repro -f -s train, then dvc repro$"):
         freeze.run_freeze(parse_params(raw))
     assert not store.exists(), "looking for the run created an empty store"
 

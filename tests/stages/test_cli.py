@@ -125,6 +125,7 @@ def test_inspect_json_describes_the_model(frozen):
     int8 = json.loads(kws("inspect", "--json", "--model", frozen.work / "export/model_int8.tflite", *_p(frozen)).stdout)
     assert int8["kind"] == "tflite" and int8["quantization"]["mode"] == "int8"
     assert int8["quantization"]["scheme"] == "float_frontend" and int8["quantization"]["int8_mac_fraction"] > 0
+    assert int8["quantization"]["int8_dynamic_mac_fraction"] == 0  # calibrated ranges: no per-invoke quantization
     assert any(b["op"] == "QUANTIZE" and b["scale"] > 0 for b in int8["quantization"]["boundaries"])
     assert int8["inputs"][0]["dtype"] == "float32" and int8["bytes"] == frozen.result["bytes"]["model_int8.tflite"]
 
