@@ -289,13 +289,14 @@ def export_space_needed(params: Params) -> int:
 def run_freeze(params: Params) -> dict:
     """Export, check, write export.json, then register the model version."""
     from pipeline.export.tflite import int8_gate
-    from pipeline.tracking import Run, check_tracking, tracking_uri
+    from pipeline.tracking import Run
 
     paths = params.paths
     for needed in (artifacts.RUN_ID, artifacts.EVALUATION):  # checked before the minutes of export, not after
         needed.require(paths)
-    check_tracking(tracking_uri())  # the registry is needed at the end: an unreachable server fails now, in seconds
-    Run.resume(artifacts.RUN_ID.path(paths).read_text().strip())  # and so is the train run: a store without it fails now
+    # the registry and the train run are needed at the end: an unreachable server or a store without the run fails
+    # now, in seconds (Run.resume checks the store answers, then that it holds the run)
+    Run.resume(artifacts.RUN_ID.path(paths).read_text().strip())
     ensure_space(params.paths.export, export_space_needed(params), "the exports")
     for stale in (artifacts.REGISTERED, artifacts.MODEL_CARD):  # never leave an earlier run's record behind
         stale.path(paths).unlink(missing_ok=True)
