@@ -39,6 +39,24 @@ from pipeline.fileio import write_json, write_npz
 
 log = logging.getLogger(__name__)
 HEAD_SEED_STREAM, VIEW_SEED_OFFSET = 3, 1000  # seed streams of the head phase's masks and of the joint phase's views
+# The `features` keys this stage reads: the clips' geometry, the views' shift/noise/masks and the embedding's
+# padding, alignment and finetune settings. dvc.yaml's finetune params list exactly these (tests/unit/
+# test_dvc_contract.py) and so do the checkpoints' keys: the others (the features stage's views and integer views,
+# the MFCC settings, the training views' noise) leave the tuned weights as they are, and changing them reruns
+# the features stage, not these minutes.
+FEATURES_READ = ("sample_rate", "clip_duration_ms", "preprocess", "time_shift_ms", "background_frequency",
+                 "spec_augment", "embedding.pad_to_ms", "embedding.align", "embedding.finetune")  # fmt: skip
+
+
+def features_read(params: Params) -> dict:
+    """{dotted key: value} of FEATURES_READ from `params.features` (JSON types)."""
+    dumped, found = params.features.model_dump(mode="json"), {}
+    for key in FEATURES_READ:
+        value = dumped
+        for part in key.split("."):
+            value = value[part]
+        found[key] = value
+    return found
 
 
 def run_finetune(params: Params, progress: bool = False) -> dict:
@@ -92,7 +110,7 @@ def _finetune(params: Params, progress: bool) -> dict:
     clip = keras.Input((feat.clip_samples,), dtype="float32")
     model = keras.Model(clip, head(layer(clip)))  # one variable list (backbone + head) for the checkpoints
     optimizer = keras.optimizers.Adam(learning_rate=cfg.learning_rate)
-    config = {"seed": seed, "finetune": cfg.model_dump(mode="json"), "features": feat.model_dump(mode="json"),
+    config = {"seed": seed, "features": features_read(params),
               "train": params.train.model_dump(mode="json", include={"model", "batch_size", "label_smoothing",
                                                                     "unknown_weight", "neural_repeats"}),
               "labels": params.labels}  # fmt: skip

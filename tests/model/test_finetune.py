@@ -92,6 +92,9 @@ def test_an_interrupted_run_resumes_to_the_same_weights(split_root, tuned, monke
         run_finetune(params)
     assert not artifacts.BACKBONE.path(params.paths).exists()
     monkeypatch.setattr(Checkpoints, "save", save)
+    # meanwhile a features key this stage does not read changed (the features stage's views): the checkpoint holds
+    embedding = params.features.embedding.model_copy(update={"views": 5, "integer_views": True})
+    params = params.model_copy(update={"features": params.features.model_copy(update={"embedding": embedding})})
     with caplog.at_level("INFO", logger="pipeline"):
         report = run_finetune(params)
     assert "finetune: resumed at step 3 of 6" in caplog.text  # not a restart (which would give the same weights)

@@ -153,6 +153,20 @@ def test_features_stage_tracks_every_features_key_but_the_training_masks(contrac
     assert "features" in dvc["stages"]["train"]["params"]  # the masks do rerun training
 
 
+def test_finetune_stage_tracks_exactly_the_features_keys_it_reads(contract):
+    """The 3.5-minute stage reruns for a key that changes the tuned weights and for no other (e.g. integer views)."""
+    from pipeline.features.finetune import FEATURES_READ
+
+    dvc, params_raw = contract
+    listed = [key for key in dvc["stages"]["finetune"]["params"] if isinstance(key, str)]
+    assert sorted(key.split(".", 1)[1] for key in listed if key.startswith("features.")) == sorted(FEATURES_READ)
+    assert "features" not in listed and "features.embedding.integer_views" not in listed
+    for key in listed:  # each names a key of params.yaml
+        value = params_raw
+        for part in key.split("."):
+            value = value[part]
+
+
 def test_every_stage_writes_at_least_one_declared_artifact(contract):
     dvc, _ = contract
     assert all(artifacts.written_by(stage) for stage in ("split", "features", "train", "evaluate", "freeze"))
