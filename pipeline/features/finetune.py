@@ -13,10 +13,10 @@ Only the tuned convolutions are kept (`<paths.backbone>/backbone.npz`, names `co
 thrown away: the features stage then embeds every set with the tuned backbone and the train stage trains the
 model's head on those, as for the pretrained one; evaluate, freeze and the exported models carry the tuned weights.
 
-Measured (docs/experiments.md, the default: the last nine convolutions, 500 joint steps, 211 s on 2 cores):
-real_dev 92.32 % (91.82 % pretrained), the testing recording 84.1 % of keywords within 10 false alarms/h (54.5 %),
-the real speakers' recording 68.8 % (52.0 %). Its calibrated integer backbone loses 1.32 pt, so freeze ships the
-dynamic-range int8 file instead (pipeline/export/freeze.py int8_fallbacks): 462,586 B at 92.28 % (−0.05 pt).
+Measured (docs/experiments.md, the default: the last nine convolutions, 500 joint steps, 211-218 s on 2 cores):
+real_dev 92.23 % (91.82 % pretrained), the testing recording 83.3 % of keywords within 10 false alarms/h (54.5 %),
+the real speakers' recording 69.0 % (52.0 %). Its calibrated integer backbone loses 1.14 pt, so freeze ships the
+dynamic-range int8 file instead (pipeline/export/freeze.py int8_fallbacks): 462,586 B at 92.23 % (−0.00 pt).
 
 Resumable: the joint phase writes a checkpoint every `checkpoint_every` steps (pipeline/train/checkpoint.py, keyed
 by the params, the training data and the code); a rerun after a kill continues from the newest one to the same

@@ -91,9 +91,10 @@ def test_metrics_show_accuracy_and_streaming(pipeline_copy):
     # the finetune stage tuned the backbone's last nine convolutions, and every later stage embedded with them
     tuned = json.loads((work / "models/backbone/finetune.json").read_text())
     assert tuned["convs"] == 9 and tuned["steps"] == 500 and tuned["tuned_weights"] > 0, tuned
-    # the head trained on the integer backbone's embeddings too (features.embedding.integer_views), after the float views
+    # the head trained on the 3 float views alone (features.embedding.integer_views off): no integer backbone written
     training = json.loads((work / "data/features/frontend.json").read_text())["sets"]["training"]
-    assert training["integer_views"] == training["views"] == 3 and (work / "data/features/backbone_int8.tflite").is_file()
+    assert training["views"] == 3 and training["integer_views"] == 0, training
+    assert not (work / "data/features/backbone_int8.tflite").exists()
     sweep = (work / "reports/evaluate/streaming_sweep.csv").read_text().splitlines()
     assert sweep[0].startswith("threshold,matched_percentage,correct_percentage,false_alarms_per_hour")
     assert [float(row.split(",")[0]) for row in sweep[1:]] == list(THRESHOLDS)  # 0.30-0.99 by 0.01
